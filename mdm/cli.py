@@ -1,0 +1,71 @@
+"""`mdm` command line. Each subcommand is a small function; bad input exits with one line, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from mdm.errors import ConfigError
+
+
+def cmd_methods(args) -> None:
+    from mdm.objective.method import PRESETS, Method
+
+    rows = []
+    for name, (_, description) in PRESETS.items():
+        spec = {"preset": name, "t_sampler": {"density": "flat"}} if "ppots" in name else name
+        info = Method.build(spec).describe()
+        info["name"], info["targets"] = name, list(info["targets"])
+        rows.append({k: info[k] for k in ("name", "targets", "unbiased", "cost", "released")}
+                    | {"description": description})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="mdm method presets (combine with '+', e.g. ppots+mirror+strats)")
+    for col in ("name", "targets", "unbiased", "cost (passes)", "description"):
+        table.add_column(col)
+    for r in rows:
+        label = r["name"] + (" (released code)" if r["released"] else "")
+        table.add_row(label, "".join(r["targets"]) or "-", "yes" if r["unbiased"] else "no", f"{r['cost']:g}", r["description"])
+    Console(width=140).print(table)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mdm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("methods", help="list method presets: variance term targeted (A/B/C), bias, cost")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {name, targets, unbiased, cost}")
+    p.set_defaults(func=cmd_methods)
+    for register in _subcommand_modules():
+        register(sub)
+    return parser
+
+
+def _subcommand_modules():
+    """Later subsystems (variance, train, bench, eval, report) add their own subcommands here."""
+    import importlib
+
+    for module in ("mdm.variance.cli", "mdm.train.cli", "mdm.bench.cli", "mdm.eval.cli", "mdm.report.cli"):
+        try:
+            yield importlib.import_module(module).register
+        except ModuleNotFoundError as e:
+            if e.name is None or not module.startswith(e.name):
+                raise
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ConfigError as e:
+        print(f"mdm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

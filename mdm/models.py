@@ -1,0 +1,68 @@
+"""Backbones: a tiny bidirectional Gemma3-style model built from a config (tests, tiny preset), and hub models.
+
+Gemma3Text with `use_bidirectional_attention=True` is a real transformers architecture that keeps full
+attention under a 2-D padding mask (Llama with is_causal=False silently turns causal again). The same
+config with causal attention is the ARM of the same family.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+
+HUB_MDMS = {"GSAI-ML/LLaDA-8B-Instruct", "GSAI-ML/LLaDA-8B-Base", "Dream-org/Dream-v0-Instruct-7B",
+            "Gen-Verse/MMaDA-8B-MixCoT"}
+
+
+@dataclass
+class TinySize:
+    hidden_size: int = 96
+    num_hidden_layers: int = 3
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    head_dim: int = 24
+    intermediate_size: int = 256
+    max_position_embeddings: int = 1024
+
+
+def tiny_config(tokenizer, causal: bool = False, size: TinySize | None = None) -> Gemma3TextConfig:
+    size = size or TinySize()
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        use_bidirectional_attention=not causal,
+        layer_types=["full_attention"] * size.num_hidden_layers,
+        sliding_window=size.max_position_embeddings,
+        attn_implementation="sdpa",
+        tie_word_embeddings=True,
+        **vars(size),
+    )
+    config.mask_token_id = getattr(tokenizer, "mask_token_id", None)
+    return config
+
+
+def build_tiny_model(tokenizer, causal: bool = False, seed: int = 0, size: TinySize | None = None):
+    """Random-init tiny backbone; the same seed gives the same weights."""
+    config = tiny_config(tokenizer, causal, size)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Gemma3ForCausalLM(config)
+    return model
+
+
+def load_hub_model(model_id: str, causal: bool | None = None, dtype=torch.bfloat16, **kwargs):
+    """Load a hub model and tokenizer (needs the hub or a local cache). LLaDA/Dream/MMaDA need remote code."""
+    causal = model_id not in HUB_MDMS if causal is None else causal
+    config = AutoConfig.from_pretrained(model_id, trust_remote_code=True)
+    cls = AutoModelForCausalLM if causal else AutoModel
+    model = cls.from_pretrained(model_id, config=config, trust_remote_code=True, dtype=dtype, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=True)
+    return model, tokenizer
+
+
+def num_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
