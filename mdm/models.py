@@ -10,7 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
+)
 
 HUB_MDMS = {"GSAI-ML/LLaDA-8B-Instruct", "GSAI-ML/LLaDA-8B-Base", "Dream-org/Dream-v0-Instruct-7B",
             "Gen-Verse/MMaDA-8B-MixCoT"}

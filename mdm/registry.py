@@ -40,7 +40,7 @@ class Component:
 
 
 def _describe(err: dict) -> str:
-    msg = err["msg"]
+    msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
     if "input" in err and err["type"] != "missing" and not isinstance(err["input"], dict):
@@ -85,11 +85,9 @@ class Registry:
             config = cls.Config(**options)
         except ValidationError as e:
             first = e.errors()[0]
-            key = ".".join(str(p) for p in first["loc"])
-            allowed = ", ".join(cls.Config.model_fields)
-            raise ConfigError(
-                f"{where}.{key}" if where else key, f"{_describe(first)}; {spec['name']} accepts: {allowed}"
-            ) from None
+            path = ".".join([where] * bool(where) + [str(p) for p in first["loc"]])
+            allowed = ", ".join(cls.Config.model_fields) or "no options"
+            raise ConfigError(path, f"{_describe(first)}; {spec['name']} accepts: {allowed}") from None
         return cls(config)
 
 

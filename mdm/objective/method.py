@@ -60,7 +60,7 @@ def _merge_slot(slot: str, old, new, where: str):
     old, new = _as_dict(old), _as_dict(new)
     if slot == "t_sampler":
         for source, transform in ((old, new), (new, old)):
-            if source["name"] in U_SOURCES and transform["name"] not in U_SOURCES:
+            if source["name"] in U_SOURCES and transform["name"] not in U_SOURCES and "u" not in transform:
                 merged = {**transform, "u": source["name"]}
                 if "k" in source:
                     merged["k"] = source["k"]
@@ -104,7 +104,9 @@ class Method:
         preset = spec.get("preset", "standard")
         slots = expand_preset(preset, f"{where}.preset")
         for slot in SLOTS:
-            if slot in spec:
+            if isinstance(spec.get(slot), Component):
+                slots[slot] = spec[slot]
+            elif slot in spec:
                 override = _as_dict(spec[slot])
                 base = _as_dict(slots.get(slot, DEFAULTS[slot]))
                 slots[slot] = override if override.get("name", base["name"]) != base["name"] else {**base, **override}
