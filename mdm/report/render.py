@@ -1,0 +1,76 @@
+"""Write a benchmark's report folder: leaderboard, synergy, plots and a README that links them."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import pandas as pd
+
+from mdm.report import plots
+from mdm.report.tables import leaderboard, paper_reference, synergy
+
+
+def _markdown(df: pd.DataFrame, floatfmt=".2f") -> str:
+    return df.to_markdown(index=False, floatfmt=floatfmt, missingval="-") if not df.empty else "_no rows_"
+
+
+def _board_markdown(board: pd.DataFrame) -> str:
+    shown = board.drop(columns=["sources", "is_arm", "best"]).copy()
+    shown["method"] = [f"**{m}** (best)" if b else m for m, b in zip(board.method, board.best)]
+    parts = []
+    for is_arm, title in ((False, "Masked diffusion methods"), (True, "ARM baselines (separate)")):
+        rows = shown[board.is_arm == is_arm]
+        if not rows.empty:
+            parts.append(f"### {title}\n\n{_markdown(rows)}")
+    return "\n\n".join(parts)
+
+
+def loss_curves_of(df: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for _, r in df[df.source.str.endswith("record.json")].iterrows():
+        log = Path(r.source).with_name("train_log.jsonl")
+        if not log.is_file():
+            continue
+        for line in log.read_text().splitlines():
+            entry = json.loads(line)
+            if "loss" in entry and "step" in entry:
+                rows.append({"task": r.task, "method": r.method, "seed": r.seed, "step": entry["step"],
+                             "loss": entry["loss"]})
+    return pd.DataFrame(rows)
+
+
+def write_report(df: pd.DataFrame, out: Path, benchmark: str, context: dict | None = None,
+                 metric_label: str = "score", costs: dict | None = None, extras: list[Path] = ()) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    paper = paper_reference(benchmark)
+    board = leaderboard(df, paper)
+    syn = synergy(df, costs)
+    board.to_csv(out / "leaderboard.csv", index=False)
+    syn.to_csv(out / "synergy.csv", index=False)
+    (out / "leaderboard.md").write_text(f"# {benchmark}: leaderboard\n\n{_board_markdown(board)}\n")
+    (out / "synergy.md").write_text(
+        f"# {benchmark}: synergy vs additivity\n\nsynergy = gain(combination) - sum of the parts' gains over "
+        "Standard; 95% interval from a bootstrap over seeds.\n\n" + _markdown(syn) + "\n")
+    done = df[(df.status == "done")].dropna(subset=["score"])
+    figures = plots.seed_scores(done, out, metric_label) if not done.empty else []
+    curves = loss_curves_of(df) if "source" in df else pd.DataFrame()
+    if not curves.empty:
+        figures += plots.loss_curves(curves, out)
+    for extra in extras:
+        if extra.name == "variance.json":
+            figures.append(plots.variance_bars(extra, out))
+        elif extra.name == "ppots.json":
+            figures.append(plots.ppots_density(extra, out))
+    failed = df[df.status != "done"]
+    context = {"preset": "-", "hardware": platform.platform(), "decoding": "-", **(context or {})}
+    lines = [f"# {benchmark} report", "", *(f"- **{k}**: {v}" for k, v in context.items()), "",
+             "- [leaderboard](leaderboard.md) ([csv](leaderboard.csv))",
+             "- [synergy vs additivity](synergy.md) ([csv](synergy.csv))", "",
+             "Every number traces to a run record (`sources` column of leaderboard.csv).", ""]
+    lines += [f"![{p.stem}]({p.name})" for p in figures]
+    if not failed.empty:
+        lines += ["", "## Failed runs", "", _markdown(failed[["task", "method", "seed", "reason", "source"]])]
+    (out / "README.md").write_text("\n".join(lines) + "\n")
+    return out
