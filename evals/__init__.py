@@ -1,0 +1,1 @@
+"""Evaluation: answer scorers (scorers.py) for GSM8K, HiTab and OpenScience, per PAPER.md "Scoring"."""

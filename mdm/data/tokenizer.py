@@ -1,0 +1,114 @@
+"""A tiny byte-level BPE trained on the fly, so CPU experiments need no hub tokenizer.
+
+Digits are split one per token (small models learn arithmetic far more easily that way). The tokenizer is
+cached on disk under a hash of the training texts and the vocabulary size, so every run of an experiment
+gets the identical vocabulary without retraining.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from transformers import PreTrainedTokenizerFast
+
+PAD, BOS, EOS, MASK, USER, ASSISTANT = (
+    "<|pad|>",
+    "<|bos|>",
+    "<|eos|>",
+    "<|mdm_mask|>",
+    "<|user|>",
+    "<|assistant|>",
+)
+SPECIAL_TOKENS = [PAD, BOS, EOS, MASK, USER, ASSISTANT]
+_FORMAT_VERSION = "bpe-v1"  # bump when the recipe below changes, so stale caches are not reused
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("MDM_CACHE", Path.home() / ".cache" / "mdm")) / "tokenizers"
+
+
+def _key(texts: list[str], vocab_size: int) -> str:
+    h = hashlib.sha256(f"{_FORMAT_VERSION}\0{vocab_size}\0".encode())
+    for t in texts:
+        h.update(t.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()[:24]
+
+
+def _train(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token=PAD,
+        bos_token=BOS,
+        eos_token=EOS,
+        mask_token=MASK,
+        additional_special_tokens=[USER, ASSISTANT],
+        model_max_length=1 << 20,
+    )
+
+
+def build_tokenizer(
+    texts: Iterable[str], vocab_size: int = 512, cache_dir: str | Path | None = None
+) -> PreTrainedTokenizerFast:
+    """Train (or load from the cache) a byte-level BPE on `texts` with the mdm special tokens.
+
+    The result has `pad_token`, `bos_token`, `eos_token` and `mask_token` set and no chat template (so
+    `mdm.data.collate.format_chat` uses the plain `<|bos|><|user|>...<|assistant|>` format).
+    """
+    texts = list(texts)
+    path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = path / _key(texts, vocab_size)
+    if (path / "tokenizer.json").exists():
+        return PreTrainedTokenizerFast.from_pretrained(str(path))
+    tokenizer = _train(texts, vocab_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=".tmp-"))
+    try:
+        tokenizer.save_pretrained(str(tmp))
+        try:
+            tmp.rename(path)  # atomic: a concurrent process either sees the whole folder or none
+        except OSError:
+            pass  # another process won the race; its tokenizer is identical
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return tokenizer
+
+
+def mask_token_id_of(tokenizer, model_config=None) -> int:
+    """The id used for masked positions: model config, then tokenizer, then the `<|mdm_mask|>` token.
+
+    LLaDA's tokenizer has no `mask_token` attribute but contains `<|mdm_mask|>` (id 126336), which is found
+    here by name, never by a literal id.
+    """
+    for candidate in (
+        getattr(model_config, "mask_token_id", None),
+        getattr(tokenizer, "mask_token_id", None),
+    ):
+        if candidate is not None:
+            return int(candidate)
+    vocab = tokenizer.get_vocab()
+    if MASK in vocab:
+        return int(vocab[MASK])
+    raise ValueError(
+        f"cannot find a mask token id: the model config has no mask_token_id, the tokenizer no mask_token, "
+        f"and {MASK!r} is not in the vocabulary; set `model.config.mask_token_id` or `tokenizer.mask_token`"
+    )
