@@ -1,0 +1,456 @@
+"""`evaluate_run(run_dir, settings)`: decode a task's test prompts with a run's model, score them, measure the
+held-out likelihood, and write everything into the run record.
+
+    from mdm.eval.api import evaluate_run
+    result = evaluate_run("runs/table1/gsm8k/standard/seed42", {"tasks": ["gsm8k"], "n": 200})
+
+Settings (all optional; unknown keys are a ConfigError):
+    tasks           task name or list (arith, tables, gsm8k, hitab, openscience); default: record["task"]
+    n               examples per task (default: all for real data, 200 for generated tasks)
+    split           default "test"
+    data_seed       seed of the generated tasks (their test split is disjoint from train for every seed)
+    task_options    dict passed to make_task (hitab: {"root": ...})
+    decoding        {gen_length, steps, block_length, temperature, remasking, early_stop, seed}; the same keys
+                    are also accepted at the top level. Defaults: PAPER.md settings per task (mdm.sampler.TASK_DECODING)
+    batch_size      prompts decoded together (default 16)
+    likelihood      compute the held-out metric (default True): MDM ELBO on a fixed t-grid, or ARM NLL
+    likelihood_n    sequences for it (default: the evaluated examples, at most 256)
+    t_grid, masks_per_t, likelihood_seed   the ELBO's grid size (16), mask replicates (1) and seed (0)
+    device, dtype   default: cuda if available else cpu; bfloat16 on cuda, float32 on cpu
+    causal          force ARM (True) / MDM (False); default: record["model_family"] ("mdm" or an ARM name),
+                    else the model config (bidirectional attention, or a known MDM model type)
+    write           update the record and write per-sample files (default True)
+
+The run directory: `final/`, `checkpoint/` (or its latest `checkpoint-N/`), `model/`, or the folder itself must
+hold a transformers `save_pretrained` model with its tokenizer; a model folder can also be passed directly.
+Results go to record.json under `eval.<task>` (scores, decoding knobs, likelihood, timing) and, for the record's
+own task, `metrics.score` / `metrics.accuracy` (percent, what `mdm report` ranks); other keys are preserved and
+the file is replaced atomically. Per-sample outputs go to `eval_<task>.jsonl` next to the record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+from mdm.errors import ConfigError
+
+SETTINGS = {
+    "tasks", "n", "split", "data_seed", "task_options", "decoding", "batch_size", "likelihood", "likelihood_n",
+    "t_grid", "masks_per_t", "likelihood_seed", "device", "dtype", "causal", "write",
+}  # fmt: skip
+DECODING_KEYS = {"gen_length", "steps", "block_length", "temperature", "remasking", "early_stop", "seed"}
+GENERATED_DEFAULT_N = 200
+PRIMARY = {"gsm8k": "exact_match_strict", "hitab": "accuracy", "boxed": "accuracy"}
+
+
+# ---------------------------------------------------------------- locating and loading the model
+
+
+def find_model_dir(path: str | Path) -> Path:
+    """The model folder of a run: final/, checkpoint/ (latest checkpoint-N inside), model/, or the folder itself."""
+    root = Path(path)
+    if not root.exists():
+        raise ConfigError("run_dir", f"{root}: no such directory")
+    for cand in (root / "final", root / "checkpoint", root / "model", root):
+        if (cand / "config.json").is_file():
+            return cand
+        if cand.is_dir() and cand != root:
+            subs = [d for d in cand.iterdir() if d.is_dir() and (d / "config.json").is_file()]
+            if subs:
+                return max(subs, key=lambda d: (_trailing_int(d.name), d.name))
+    raise ConfigError(
+        "run_dir", f"{root}: no model found (looked for config.json in final/, checkpoint/, model/ and the folder)"
+    )
+
+
+def _trailing_int(name: str) -> int:
+    m = re.search(r"(\d+)$", name)
+    return int(m.group(1)) if m else -1
+
+
+def find_record(run_dir: Path, model_dir: Path) -> Path:
+    """record.json of the run: in the run folder, else next to the model folder's parents; created if absent."""
+    for cand in (run_dir, model_dir, model_dir.parent, model_dir.parent.parent):
+        if (cand / "record.json").is_file():
+            return cand / "record.json"
+    return run_dir / "record.json"
+
+
+def resolve_device(device=None):
+    import torch
+
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype, device):
+    import torch
+
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16, "float64": torch.float64}  # fmt: skip
+    if dtype not in table:
+        raise ConfigError("dtype", f"unknown dtype {dtype!r}; allowed: {', '.join(table)}")
+    return table[dtype]
+
+
+def load_model(path: str | Path, device=None, dtype=None):
+    """(model, tokenizer, model_dir) from a run folder or a model folder; remote code allowed (LLaDA)."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = find_model_dir(path)
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True, dtype=dtype)
+    except ValueError:
+        model = AutoModel.from_pretrained(model_dir, trust_remote_code=True, dtype=dtype)
+    tok_dir = next((d for d in (model_dir, Path(path) / "tokenizer", Path(path)) if (d / "tokenizer_config.json").is_file()
+                    or (d / "tokenizer.json").is_file()), None)  # fmt: skip
+    if tok_dir is None:
+        raise ConfigError("run_dir", f"{model_dir}: no tokenizer saved with the model")
+    tokenizer = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=True)
+    return model.to(device).eval(), tokenizer, model_dir
+
+
+# ---------------------------------------------------------------- settings
+
+
+def normalize_settings(settings: dict | None, record: dict | None = None) -> dict:
+    settings = dict(settings or {})
+    decoding = dict(settings.pop("decoding", None) or {})
+    for key in list(settings):
+        if key in DECODING_KEYS:
+            decoding[key] = settings.pop(key)
+    unknown = sorted(set(settings) - SETTINGS)
+    if unknown:
+        raise ConfigError(f"eval.{unknown[0]}", f"unknown setting; allowed: {', '.join(sorted(SETTINGS | DECODING_KEYS))}")
+    tasks = settings.get("tasks")
+    if tasks is None and record:
+        tasks = record.get("task") or (record.get("config") or {}).get("task")
+        if isinstance(tasks, dict):
+            tasks = tasks.get("name")
+    if not tasks:
+        raise ConfigError("eval.tasks", "no task given and the run record names none; pass --task")
+    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+    from mdm.data.tasks import get_task
+
+    for t in tasks:
+        get_task(t)  # unknown task -> ConfigError listing the allowed ones
+    out = {
+        "tasks": tasks, "n": settings.get("n"), "split": settings.get("split", "test"),
+        "data_seed": int(settings.get("data_seed", 0)), "task_options": dict(settings.get("task_options") or {}),
+        "decoding": decoding, "batch_size": int(settings.get("batch_size", 16)),
+        "likelihood": bool(settings.get("likelihood", True)), "likelihood_n": settings.get("likelihood_n"),
+        "t_grid": int(settings.get("t_grid", 16)), "masks_per_t": int(settings.get("masks_per_t", 1)),
+        "likelihood_seed": int(settings.get("likelihood_seed", 0)), "device": settings.get("device"),
+        "dtype": settings.get("dtype"), "causal": settings.get("causal"), "write": bool(settings.get("write", True)),
+    }  # fmt: skip
+    if out["n"] is not None and (not isinstance(out["n"], int) or out["n"] < 1):
+        raise ConfigError("eval.n", f"must be a positive integer, got {out['n']!r}")
+    if out["batch_size"] < 1:
+        raise ConfigError("eval.batch_size", f"must be >= 1, got {out['batch_size']}")
+    return out
+
+
+def decode_config_for(task: str, decoding: dict):
+    from mdm.sampler import TASK_DECODING, DecodeConfig
+
+    return DecodeConfig.from_dict(decoding, base=TASK_DECODING.get(task, DecodeConfig()))
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def _safe(fn, *args):
+    """A scorer never crashes a run: an exception scores as wrong."""
+    try:
+        return fn(*args), None
+    except Exception as e:  # noqa: BLE001
+        return None, f"{type(e).__name__}: {e}"
+
+
+def score_predictions(task: str, predictions: list[str], examples: list[dict]) -> tuple[dict, list[dict]]:
+    """(aggregate scores, per-sample score dicts) under the task's rule (PAPER.md "Scoring")."""
+    from evals import scorers
+    from mdm.data.tasks import get_task
+
+    metric = get_task(task).metric
+    per = []
+    if metric == "gsm8k":
+        for pred, ex in zip(predictions, examples):
+            gold = gsm8k_gold(ex)
+            row = {}
+            for name, fn in (("strict", scorers.gsm8k_strict), ("flexible", scorers.gsm8k_flexible),
+                             ("authors", scorers.gsm8k_authors)):  # fmt: skip
+                ok, err = _safe(fn, pred, gold)
+                row[name] = bool(ok)
+                if err:
+                    row["error"] = err
+            per.append(row)
+        n = max(len(per), 1)
+        agg = {"exact_match_strict": sum(r["strict"] for r in per) / n,
+               "exact_match_flexible": sum(r["flexible"] for r in per) / n,
+               "authors_exact_match": sum(r["authors"] for r in per) / n}  # fmt: skip
+    elif metric == "hitab":
+        for pred, ex in zip(predictions, examples):
+            s, err = _safe(scorers.hitab_score, pred, ex["answer"])
+            if s is None:
+                gold = _safe(scorers.hitab_gold_list, ex["answer"])[0] or [None]
+                s = {"correct": 0, "n_gold": len(gold), "n_pred": 0, "accuracy": 0.0, "precision": 0.0, "f1": 0.0,
+                     "error": err}  # fmt: skip
+            per.append(s)
+        agg = {k: v for k, v in scorers.hitab_aggregate(per).items() if k in ("accuracy", "precision", "f1")}
+    else:
+        for pred, ex in zip(predictions, examples):
+            gold = ex["response"] if "\\boxed{" in ex.get("response", "") else "\\boxed{" + str(ex["answer"]) + "}"
+            ok, err = _safe(scorers.boxed_match, pred, gold)
+            per.append({"correct": bool(ok)} | ({"error": err} if err else {}))
+        agg = {"accuracy": sum(r["correct"] for r in per) / max(len(per), 1)}
+    agg["primary"] = PRIMARY[metric]
+    agg["n"] = len(per)
+    return agg, per
+
+
+def gsm8k_gold(example: dict) -> str:
+    """lm-eval's gsm8k target is the full answer text ending in '#### N'; generated arith responses have the same form."""
+    response = example.get("response") or ""
+    return response if "####" in response else str(example.get("answer", ""))
+
+
+# ---------------------------------------------------------------- the record
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """Serialise read-modify-write of the record between `mdm eval` processes (a lock on its folder; no lock file)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _mode_for(path: Path) -> int:
+    if path.exists():
+        return path.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _json_default(o):
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if hasattr(o, "item"):
+        return o.item()
+    return str(o)
+
+
+def atomic_write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _mode_for(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, default=_json_default, allow_nan=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _finite(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def read_record(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ConfigError(str(path), f"not valid JSON ({e.msg}, line {e.lineno})") from None
+    if not isinstance(record, dict):
+        raise ConfigError(str(path), "record.json does not hold a JSON object")
+    return record
+
+
+def update_record(path: Path, task_results: dict[str, dict], metrics: dict | None = None) -> dict:
+    """Merge `eval.<task>` entries (and `metrics` keys) into the record on disk, atomically; other keys survive."""
+    with _locked(path):
+        record = read_record(path)
+        evals = record.get("eval") if isinstance(record.get("eval"), dict) else {}
+        evals.update(_finite(task_results))
+        record["eval"] = evals
+        if metrics:
+            record["metrics"] = (record.get("metrics") if isinstance(record.get("metrics"), dict) else {}) | _finite(metrics)
+        atomic_write_json(path, record)
+    return record
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _mode_for(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(_finite(row), ensure_ascii=False, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def evaluate_run(run_dir: str | Path, settings: dict | None = None, *, model=None, tokenizer=None) -> dict:
+    """Evaluate a run (see module docstring). `model`/`tokenizer` skip loading (the trainer's in-memory model)."""
+    run_dir = Path(run_dir)
+    model_dir = find_model_dir(run_dir) if model is None else run_dir
+    record_path = find_record(run_dir, model_dir)
+    record = read_record(record_path)
+    cfg = normalize_settings(settings, record)
+    decodings = {t: decode_config_for(t, cfg["decoding"]) for t in cfg["tasks"]}  # validate before loading
+
+    if model is None:
+        model, tokenizer, model_dir = load_model(run_dir, cfg["device"], cfg["dtype"])
+    elif tokenizer is None:
+        raise ValueError("pass the tokenizer with the model")
+    from mdm.data import mask_token_id_of
+    from mdm.sampler import is_autoregressive
+
+    family = str(record.get("model_family", ""))
+    if cfg["causal"] is not None:
+        causal = bool(cfg["causal"])
+    elif family:
+        causal = family != "mdm"  # mdm report's convention: "mdm" rows are MDMs, anything else an ARM
+    else:
+        causal = is_autoregressive(model)
+    mask_id = None if causal else mask_token_id_of(tokenizer, getattr(model, "config", None))
+    results = {}
+    for task in cfg["tasks"]:
+        results[task] = _evaluate_task(task, cfg, decodings[task], model, tokenizer, causal, mask_id,
+                                       record_path.parent if cfg["write"] else None)  # fmt: skip
+        results[task]["model_dir"] = str(model_dir)
+    metrics = None
+    own = record.get("task")
+    main_task = own if own in results else (cfg["tasks"][0] if not own and len(cfg["tasks"]) == 1 else None)
+    if main_task:
+        r = results[main_task]
+        score = 100.0 * r["scores"][r["scores"]["primary"]]
+        metrics = {"score": score, "accuracy": score, "eval_task": main_task}
+        if r.get("likelihood"):
+            metrics["heldout_nll_per_token"] = r["likelihood"]["nll_per_token"]
+    if cfg["write"]:
+        update_record(record_path, results, metrics)
+    return {"run_dir": str(run_dir), "model_dir": str(model_dir), "record": str(record_path), "tasks": results,
+            "metrics": metrics or {}}  # fmt: skip
+
+
+def _evaluate_task(task, cfg, decoding, model, tokenizer, causal, mask_id, out_dir) -> dict:
+    from mdm.data import make_task
+    from mdm.data.collate import tokenize_examples
+    from mdm.data.tasks import get_task
+    from mdm.eval.likelihood import arm_nll, heldout_elbo
+    from mdm.sampler import autoregressive_generate, chat_prompt_ids, decode_text, generate
+
+    spec = get_task(task)
+    n = cfg["n"] if cfg["n"] is not None else (GENERATED_DEFAULT_N if spec.generated else None)
+    opts = dict(cfg["task_options"])
+    if task == "openscience":
+        opts.setdefault("tokenizer", tokenizer)
+    try:
+        examples = make_task(task, cfg["split"], n, seed=cfg["data_seed"], **opts)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001  (missing files, no internet for a hub dataset, malformed rows)
+        raise ConfigError(f"eval.{task}", f"cannot load the {cfg['split']} data: {type(e).__name__}: {e}") from None
+    if not examples:
+        raise ConfigError(f"eval.{task}", f"no {cfg['split']} examples")
+    prompts = [chat_prompt_ids(tokenizer, ex["prompt"]) for ex in examples]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    t0 = time.perf_counter()
+    if causal:
+        out = autoregressive_generate(model, prompts, decoding, eos_token_id=tokenizer.eos_token_id,
+                                      pad_token_id=pad, batch_size=cfg["batch_size"])  # fmt: skip
+    else:
+        out = generate(model, prompts, decoding, mask_token_id=mask_id, eos_token_id=tokenizer.eos_token_id,
+                       pad_token_id=pad, batch_size=cfg["batch_size"])  # fmt: skip
+    gen_s = time.perf_counter() - t0
+    predictions = []
+    for toks in out.tokens:
+        text, err = _safe(decode_text, tokenizer, toks)
+        predictions.append(text if text is not None else "")
+    scores, per = score_predictions(task, predictions, examples)
+
+    likelihood, per_seq = None, {}
+    if cfg["likelihood"]:
+        t1 = time.perf_counter()
+        k = cfg["likelihood_n"] if cfg["likelihood_n"] is not None else min(len(examples), 256)
+        items, _ = tokenize_examples(tokenizer, examples[:k], task, max_length=1 << 30)
+        items = [it for it in items if len(it["input_ids"]) > it["prompt_length"]]
+        if causal:
+            likelihood = arm_nll(model, items, batch_size=cfg["batch_size"], pad_token_id=pad)
+        else:
+            likelihood = heldout_elbo(model, items, mask_id, grid=cfg["t_grid"], masks_per_t=cfg["masks_per_t"],
+                                      seed=cfg["likelihood_seed"], batch_size=cfg["batch_size"], pad_token_id=pad)  # fmt: skip
+        per_seq = {it["id"]: v for it, v in zip(items, likelihood.pop("per_sequence_nll"))}
+        likelihood["data"] = f"{task} {cfg['split']} references (prompt + response), first {len(items)}"
+        likelihood["time_s"] = time.perf_counter() - t1
+
+    samples_file = None
+    if out_dir is not None:
+        samples_file = out_dir / f"eval_{task}.jsonl"
+        rows = []
+        for i, (ex, pred, sc) in enumerate(zip(examples, predictions, per)):
+            row = {"i": i, "id": ex.get("id"), "prompt": ex["prompt"], "prediction": pred,
+                   "gold": gsm8k_gold(ex) if spec.metric == "gsm8k" else ex.get("answer"),
+                   "scores": sc, "generated_tokens": len(out.tokens[i]), "steps_run": out.steps_run[i]}  # fmt: skip
+            if ex.get("id") in per_seq:
+                row["heldout_nll"] = per_seq[ex.get("id")]
+            rows.append(row)
+        write_jsonl(samples_file, rows)
+    return {
+        "task": task,
+        "split": cfg["split"],
+        "n": len(examples),
+        "model_kind": "arm" if causal else "mdm",
+        "scores": scores,
+        "decoding": out.config | {"batch_size": cfg["batch_size"], "prompt_format": "chat (mdm.data.format_chat)"},
+        "likelihood": likelihood,
+        "generation": {"time_s": gen_s, "examples_per_s": len(examples) / gen_s if gen_s > 0 else None,
+                       "forward_passes": out.forward_passes,
+                       "mean_generated_tokens": sum(map(len, out.tokens)) / len(out.tokens)},  # fmt: skip
+        "samples_file": samples_file.name if samples_file else None,
+        "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }

@@ -1,0 +1,398 @@
+"""LLaDA-style masked-diffusion decoding, batched over prompts of different lengths.
+
+    config = DecodeConfig(gen_length=128, steps=128, block_length=32)     # PAPER.md GSM8K settings
+    out = generate(model, [prompt_ids_1, prompt_ids_2], config, mask_token_id=m, eos_token_id=e)
+    out.tokens[0]                                                          # ids up to and including EOS
+
+The algorithm is LLaDA's `generate` (ML-GSAI/LLaDA, generate.py): a canvas of `gen_length` mask tokens after the
+prompt, split into `gen_length / block_length` blocks decoded left to right (semi-autoregressive); each block gets
+`steps / num_blocks` steps; at every step the model predicts all positions of the full canvas (future blocks stay
+masked but visible), a candidate token is drawn for each masked position of the current block (argmax, or Gumbel-max
+at `temperature` > 0, in float64), and the `k` candidates with the highest confidence are committed (`k` from
+LLaDA's `get_num_transfer_tokens`: block_length // steps_per_block, the remainder going to the first steps).
+Confidence is the float64 softmax probability of the candidate under the untempered logits (`low_confidence`) or a
+uniform draw (`random`). Committed tokens are never revisited. As in LLaDA, no token is excluded from the
+candidates (an untrained model can propose the mask token itself; that position then stays masked).
+
+What this implementation adds, none of which changes the algorithm (outputs are tested equal to LLaDA's):
+- Batching. Prompts are left-padded to a common width (attention mask 0 on pads) so every canvas starts at the
+  same column, and position ids are counted from each row's first real token, so a row sees exactly what it
+  would see alone. Greedy decoding of a prompt therefore does not depend on the other prompts of the batch
+  (tested: batched == one-at-a-time). Models whose `forward` takes no `position_ids` (LLaDA's remote code) see
+  positions shifted by the padding; with rotary embeddings that changes nothing but rounding, since attention
+  only sees relative positions.
+- Randomness is per prompt: the Gumbel noise and random-remasking draws of prompt i come from a generator keyed
+  by (seed, i), so sampled outputs do not depend on the batch size or on which prompts share a batch.
+- Early stop. A row is finished once the first EOS of its canvas has no mask token before it: every token up to
+  that EOS is committed and can never change, so the decoded text (cut at the first EOS) is final. Finished rows
+  leave the batch, and a batch stops when all rows have finished. This includes the case "a completed block is all
+  EOS" and stops no later; outputs are identical with `early_stop=False` (tested).
+- Only the current block's logits are projected onto the vocabulary when the model accepts `logits_to_keep`
+  (transformers models), a batch without padding is run without an attention mask (as LLaDA's reference does;
+  transformers then builds none), and steps that commit no token (steps_per_block > block_length) skip the model
+  call. Float64 work is done a chunk of rows at a time (LLaDA's vocabulary has 126k entries).
+
+Output tokens are cut after the first EOS; `decode_text` drops special tokens. Autoregressive (ARM) runs use
+`autoregressive_generate` (transformers' `generate`, greedy or sampled) with the same interface.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from mdm.errors import ConfigError
+from mdm.objective.rng import derive_seed
+
+REMASKING = ("low_confidence", "random")
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """The decoding knobs; record them with every score (PAPER.md: scores move by points with them)."""
+
+    gen_length: int = 128
+    steps: int = 128
+    block_length: int = 32
+    temperature: float = 0.0
+    remasking: str = "low_confidence"
+    early_stop: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("gen_length", "steps", "block_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"decoding.{name}", f"must be a positive integer, got {value!r}")
+        if self.gen_length % self.block_length:
+            raise ConfigError(
+                "decoding.block_length",
+                f"gen_length ({self.gen_length}) must be a multiple of block_length ({self.block_length})",
+            )
+        if self.steps % self.num_blocks:
+            raise ConfigError(
+                "decoding.steps",
+                f"steps ({self.steps}) must be a multiple of the number of blocks "
+                f"(gen_length / block_length = {self.num_blocks})",
+            )
+        if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
+            raise ConfigError("decoding.temperature", f"must be a number >= 0, got {self.temperature!r}")
+        if self.remasking not in REMASKING:
+            raise ConfigError(
+                "decoding.remasking", f"unknown remasking {self.remasking!r}; allowed: {', '.join(REMASKING)}"
+            )
+
+    @property
+    def num_blocks(self) -> int:
+        return self.gen_length // self.block_length
+
+    @property
+    def steps_per_block(self) -> int:
+        return self.steps // self.num_blocks
+
+    def to_dict(self) -> dict:
+        return {"sampler": "llada"} | asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None, base: DecodeConfig | None = None) -> DecodeConfig:
+        """Build from a mapping (e.g. settings / CLI); unknown keys are a ConfigError."""
+        d = {k: v for k, v in (d or {}).items() if v is not None and k != "sampler"}
+        allowed = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - allowed)
+        if unknown:
+            raise ConfigError(f"decoding.{unknown[0]}", f"unknown decoding option; allowed: {', '.join(sorted(allowed))}")
+        base_d = asdict(base) if base is not None else {}
+        return cls(**(base_d | d))
+
+
+# PAPER.md "Decoding for evaluation"; the tiny generated tasks use short canvases (their answers are short).
+TASK_DECODING: dict[str, DecodeConfig] = {
+    "gsm8k": DecodeConfig(gen_length=128, steps=128, block_length=32),
+    "hitab": DecodeConfig(gen_length=512, steps=256, block_length=16),
+    "openscience": DecodeConfig(gen_length=256, steps=256, block_length=256),
+    "arith": DecodeConfig(gen_length=64, steps=64, block_length=16),
+    "tables": DecodeConfig(gen_length=64, steps=64, block_length=16),
+}
+
+
+def num_transfer_schedule(block_length: int, steps: int) -> list[int]:
+    """Tokens committed at each step of a block (LLaDA's get_num_transfer_tokens for a fully masked block)."""
+    base, remainder = divmod(block_length, steps)
+    return [base + (1 if i < remainder else 0) for i in range(steps)]
+
+
+@dataclass
+class GenerationOutput:
+    tokens: list[list[int]]  # generated ids per prompt (input order), cut after the first EOS (kept)
+    steps_run: list[int]  # denoising steps each prompt went through (fewer than `steps` after an early stop)
+    forward_passes: int = 0  # model calls
+    rows_forwarded: int = 0  # sum over model calls of the rows in the call
+    config: dict = field(default_factory=dict)
+
+
+def _forward_options(model) -> set[str]:
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return set()
+    return {n for n in ("position_ids", "logits_to_keep", "use_cache") if n in params}
+
+
+class _Denoiser:
+    """Calls the model on a canvas and returns the logits of positions [start, end)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.options = _forward_options(model)
+        self.calls = 0
+        self.rows = 0
+
+    def __call__(self, x, attention_mask, position_ids, start: int, end: int) -> torch.Tensor:
+        # no padding: no mask (transformers then skips building one, ~3 ms a call for a tiny model)
+        kwargs = {"input_ids": x, "attention_mask": attention_mask}
+        if "position_ids" in self.options:
+            kwargs["position_ids"] = position_ids
+        if "logits_to_keep" in self.options:
+            kwargs["logits_to_keep"] = torch.arange(start, end, device=x.device)
+        if "use_cache" in self.options:
+            kwargs["use_cache"] = False
+        out = self.model(**kwargs)
+        logits = out.logits if hasattr(out, "logits") else out
+        self.calls += 1
+        self.rows += x.shape[0]
+        return logits if logits.shape[1] == end - start else logits[:, start:end]
+
+
+_CHUNK_ELEMENTS = 1 << 25  # float64 work per chunk of rows (256 MB): LLaDA's vocabulary is 126k
+
+
+def _propose(logits: torch.Tensor, config: DecodeConfig, gens: list[torch.Generator] | None):
+    """Candidate token and confidence for every position: [b, n, V] logits -> ([b, n] ids, [b, n] float64).
+    Computed in float64 as LLaDA does, a chunk of rows at a time to bound memory."""
+    b, n, v = logits.shape
+    x0 = torch.empty((b, n), dtype=torch.long, device=logits.device)
+    conf = torch.empty((b, n), dtype=torch.float64, device=logits.device)
+    rows = max(1, _CHUNK_ELEMENTS // max(n * v, 1))
+    for i in range(0, b, rows):
+        lg = logits[i : i + rows].to(torch.float64)
+        if config.temperature > 0:
+            u = torch.stack([torch.rand((n, v), generator=g, dtype=torch.float64, device=g.device)
+                             for g in gens[i : i + rows]]).to(lg.device)  # fmt: skip
+            # argmax of exp(l) / (-log u)^T (LLaDA's add_gumbel_noise) = argmax of l / T - log(-log u), no overflow
+            x0[i : i + rows] = (lg / config.temperature - torch.log(-torch.log(u))).argmax(-1)
+        else:
+            x0[i : i + rows] = lg.argmax(-1)
+        if config.remasking == "low_confidence":  # softmax probability of the candidate, untempered
+            conf[i : i + rows] = torch.exp(lg.gather(-1, x0[i : i + rows, :, None])[..., 0] - torch.logsumexp(lg, -1))
+    if config.remasking == "random":
+        conf = torch.stack([torch.rand((n,), generator=g, dtype=torch.float64, device=g.device) for g in gens])
+        conf = conf.to(logits.device)
+    return x0, conf
+
+
+def _row_generator(seed: int, key, device) -> torch.Generator:
+    dev = torch.device(device)
+    g = torch.Generator(device=dev) if dev.type != "cpu" else torch.Generator()
+    return g.manual_seed(derive_seed("decode", seed, key))
+
+
+@torch.inference_mode()
+def _generate_batch(denoise: _Denoiser, prompts, keys, config: DecodeConfig, mask_id: int, eos_id, pad_id, device):
+    b = len(prompts)
+    width = max(len(p) for p in prompts)
+    length = width + config.gen_length
+    x = torch.full((b, length), mask_id, dtype=torch.long)
+    attn = torch.ones((b, length), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        start = width - len(p)
+        x[i, :start] = pad_id
+        attn[i, :start] = 0
+        x[i, start:width] = torch.as_tensor(list(p), dtype=torch.long)
+    pos = (attn.cumsum(1) - 1).clamp(min=0)
+    x, attn, pos = x.to(device), attn.to(device), pos.to(device)
+
+    needs_rng = config.temperature > 0 or config.remasking == "random"
+    gens = [_row_generator(config.seed, k, device) for k in keys] if needs_rng else None
+    active = torch.arange(b, device=device)
+    xa, attna, posa = x, attn, pos
+    steps_run = [0] * b
+    schedule = num_transfer_schedule(config.block_length, config.steps_per_block)
+    gen_cols = torch.arange(config.gen_length, device=device)
+    check_stop = config.early_stop and eos_id is not None
+    unpadded = bool(attn.all())
+
+    for blk in range(config.num_blocks):
+        s = width + blk * config.block_length
+        e = s + config.block_length
+        for k in schedule:
+            for r in active.tolist():
+                steps_run[r] += 1
+            if k == 0:  # LLaDA calls the model and commits nothing
+                continue
+            logits = denoise(xa, None if unpadded else attna, posa, s, e)
+            block = xa[:, s:e]
+            masked = block == mask_id
+            x0, conf = _propose(logits, config, gens)
+            conf = torch.where(masked, conf, torch.full_like(conf, float("-inf")))
+            chosen = conf.topk(k, dim=-1).indices
+            transfer = torch.zeros_like(masked).scatter_(1, chosen, True) & masked
+            xa[:, s:e] = torch.where(transfer, x0, block)
+            if check_stop:
+                gen = xa[:, width:]
+                is_eos = gen == eos_id
+                first = torch.where(is_eos.any(1), is_eos.int().argmax(1), torch.full_like(active, length))
+                pending = ((gen == mask_id) & (gen_cols[None] < first[:, None])).any(1)
+                done = is_eos.any(1) & ~pending
+                if bool(done.any()):
+                    x[active[done]] = xa[done]
+                    keep = ~done
+                    if gens is not None:
+                        gens = [g for g, kp in zip(gens, keep.tolist()) if kp]
+                    active, xa, attna, posa = active[keep], xa[keep], attna[keep], posa[keep]
+                    unpadded = bool(attna.all())
+                    if active.numel() == 0:
+                        break
+        if active.numel() == 0:
+            break
+    if active.numel() and xa is not x:
+        x[active] = xa
+    out = []
+    for row in x[:, width:].tolist():
+        if eos_id is not None and eos_id in row:
+            row = row[: row.index(eos_id) + 1]
+        out.append(row)
+    return out, steps_run
+
+
+def generate(
+    model,
+    prompts: Sequence[Sequence[int]],
+    config: DecodeConfig | None = None,
+    *,
+    mask_token_id: int,
+    eos_token_id: int | None = None,
+    pad_token_id: int | None = None,
+    batch_size: int = 16,
+    row_keys: Sequence | None = None,
+    device=None,
+) -> GenerationOutput:
+    """Decode every prompt (a list of token ids); prompts are sorted by length and decoded `batch_size` at a time.
+
+    `row_keys` key each prompt's random draws (default: its index in `prompts`). Returns the generated ids in
+    input order."""
+    config = config or DecodeConfig()
+    if mask_token_id is None:
+        raise ValueError("mask_token_id is required (see mdm.data.mask_token_id_of)")
+    if batch_size < 1:
+        raise ConfigError("batch_size", f"must be >= 1, got {batch_size}")
+    prompts = [list(p) for p in prompts]
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("empty prompt: every prompt needs at least one token (e.g. BOS)")
+    keys = list(range(len(prompts))) if row_keys is None else list(row_keys)
+    if len(keys) != len(prompts):
+        raise ValueError(f"{len(keys)} row_keys for {len(prompts)} prompts")
+    if device is None:
+        device = next(model.parameters()).device if hasattr(model, "parameters") else torch.device("cpu")
+    pad = pad_token_id if pad_token_id is not None else (eos_token_id if eos_token_id is not None else mask_token_id)
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    denoise = _Denoiser(model)
+    tokens: list = [None] * len(prompts)
+    steps_run = [0] * len(prompts)
+    order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
+    try:
+        for c in range(0, len(order), batch_size):
+            idx = order[c : c + batch_size]
+            out, steps = _generate_batch(
+                denoise, [prompts[i] for i in idx], [keys[i] for i in idx], config, int(mask_token_id),
+                eos_token_id, pad, device,
+            )  # fmt: skip
+            for i, toks, st in zip(idx, out, steps):
+                tokens[i], steps_run[i] = toks, st
+    finally:
+        if was_training:
+            model.train()
+    return GenerationOutput(tokens, steps_run, denoise.calls, denoise.rows, config.to_dict())
+
+
+# ---------------------------------------------------------------- prompts and text
+
+
+def chat_prompt_ids(tokenizer, prompt: str) -> list[int]:
+    """The generation prompt in the training format (`mdm.data.format_chat`): the user turn plus the assistant
+    header (chat template), or `<|bos|><|user|>prompt<|assistant|>` (tiny tokenizer)."""
+    from mdm.data.collate import format_chat
+
+    ids, _ = format_chat(tokenizer, prompt, "")
+    return ids[:-1]  # drop the EOS that closes the (empty) response
+
+
+def decode_text(tokenizer, ids: Sequence[int]) -> str:
+    """Text of generated ids: cut at the first EOS, special tokens dropped."""
+    ids = list(ids)
+    eos = tokenizer.eos_token_id
+    if eos is not None and eos in ids:
+        ids = ids[: ids.index(eos)]
+    return tokenizer.decode(ids, skip_special_tokens=True)
+
+
+@torch.no_grad()
+def autoregressive_generate(
+    model,
+    prompts: Sequence[Sequence[int]],
+    config: DecodeConfig | None = None,
+    *,
+    eos_token_id: int | None,
+    pad_token_id: int | None = None,
+    batch_size: int = 16,
+    device=None,
+) -> GenerationOutput:
+    """ARM decoding with transformers' `generate` (left padding): up to `gen_length` new tokens, greedy at
+    temperature 0, else sampled (seeded by `config.seed`). `steps`/`block_length`/`remasking` do not apply."""
+    config = config or DecodeConfig()
+    device = device or next(model.parameters()).device
+    pad = pad_token_id if pad_token_id is not None else eos_token_id
+    model.eval()
+    prompts = [list(p) for p in prompts]
+    tokens: list = [None] * len(prompts)
+    order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
+    calls = 0
+    for c in range(0, len(order), batch_size):
+        idx = order[c : c + batch_size]
+        width = max(len(prompts[i]) for i in idx)
+        ids = torch.full((len(idx), width), pad, dtype=torch.long)
+        attn = torch.zeros((len(idx), width), dtype=torch.long)
+        for r, i in enumerate(idx):
+            p = prompts[i]
+            ids[r, width - len(p) :] = torch.tensor(p)
+            attn[r, width - len(p) :] = 1
+        kwargs = {"do_sample": False}
+        if config.temperature > 0:
+            torch.manual_seed(derive_seed("decode-arm", config.seed, c))
+            kwargs = {"do_sample": True, "temperature": float(config.temperature), "top_k": 0, "top_p": 1.0}
+        out = model.generate(
+            input_ids=ids.to(device), attention_mask=attn.to(device), max_new_tokens=config.gen_length,
+            eos_token_id=eos_token_id, pad_token_id=pad, **kwargs,
+        )  # fmt: skip
+        calls += 1
+        for r, i in enumerate(idx):
+            row = out[r, width:].tolist()
+            if eos_token_id is not None and eos_token_id in row:
+                row = row[: row.index(eos_token_id) + 1]
+            tokens[i] = row
+    d = {"sampler": "autoregressive", "gen_length": config.gen_length, "temperature": config.temperature,
+         "seed": config.seed}  # fmt: skip
+    return GenerationOutput(tokens, [len(t) for t in tokens], calls, len(prompts), d)
+
+
+def is_autoregressive(model) -> bool:
+    """True for causal LMs: a Gemma3 config with bidirectional attention off, or any model that is not a known MDM."""
+    config = getattr(model, "config", None)
+    if hasattr(config, "use_bidirectional_attention"):
+        return not config.use_bidirectional_attention
+    model_type = str(getattr(config, "model_type", "")).lower()
+    return not any(name in model_type for name in ("llada", "dream", "mmada"))
