@@ -1,0 +1,38 @@
+"""`mdm bench SPEC.yaml [--preset tiny|paper] [--dry-run] [--only key=value,...] [--shard I/N] [--jobs N]`."""
+
+from __future__ import annotations
+
+
+def cmd_bench(args) -> None:
+    from mdm.bench.runner import print_plan, run_plan
+    from mdm.bench.spec import expand, load_spec, parse_only, parse_shard, select
+
+    spec = load_spec(args.spec)  # every problem is one ConfigError line, before any compute
+    shard = parse_shard(args.shard)
+    if args.jobs < 1:
+        from mdm.errors import ConfigError
+
+        raise ConfigError("--jobs", f"must be >= 1; got {args.jobs}")
+    plan = expand(spec, args.preset, args.results)
+    runs = select(plan, parse_only(args.only, plan), shard)
+    if args.dry_run:
+        print_plan(spec, args.preset, plan, runs)
+        return
+    counts = run_plan(spec, runs, jobs=args.jobs)
+    if counts["failed"]:
+        raise SystemExit(1)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="run a benchmark spec (tasks x methods x seeds): resumable, one record per run")
+    p.add_argument("spec", help="benchmark spec YAML, e.g. benchmarks/table1.yaml")
+    p.add_argument("--preset", default="tiny", help="preset of the spec (default: tiny)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and estimated compute; load nothing")
+    p.add_argument("--only", default=None, metavar="KEY=VALUE,...",
+                   help="filter runs by task, method, seed, family (mdm, arm, arm:<name>) or preset")
+    p.add_argument("--shard", default=None, metavar="I/N", help="run the I-th of N deterministic shards (1-based)")
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel (CPU threads are split between them)")
+    p.add_argument("--results", default="results/runs", help="records root (default: results/runs)")
+    p.set_defaults(func=cmd_bench)
+
+

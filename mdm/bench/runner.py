@@ -1,0 +1,255 @@
+"""Run a plan: skip runs whose record says done, train the rest (resuming killed ones), write one record each.
+
+    results/runs/<bench>/<task>/<method>/seed<k>/record.json   (atomic: temp file + os.replace)
+
+A record holds the run config, seed, code version (git commit + dirty flag), hardware, wall time, tokens,
+forward/backward passes, final metrics, and status `done` or `failed` with the reason. A failed run does not
+stop the others; rerunning retries it (and resumes from its last checkpoint).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+from mdm.bench.estimate import hours, human, model_params
+from mdm.bench.spec import PLANNED_TASKS, PlannedRun, Spec
+from mdm.errors import ConfigError
+from mdm.train.trainer import RESULT, atomic_write_json, read_json
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def code_version() -> dict:
+    def git(*args):
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=20)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        status = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.TimeoutExpired):
+        return {"commit": "unknown", "dirty": None}
+    if head.returncode:
+        return {"commit": "unknown", "dirty": None}
+    return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+def hardware() -> dict:
+    import torch
+
+    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpu_count": os.cpu_count(), "device": "cpu"}
+    if torch.cuda.is_available():
+        info.update(device="cuda", gpu=torch.cuda.get_device_name(0), gpu_count=torch.cuda.device_count())
+    return info
+
+
+def record_status(run: PlannedRun) -> str:
+    rec = read_json(run.record_path)
+    return rec.get("status", "?") if rec else "pending"
+
+
+def eval_api():
+    """mdm.eval.api (`mdm eval`), or None when this checkout does not have it."""
+    try:
+        from mdm.eval import api
+    except ModuleNotFoundError as e:
+        if e.name is not None and "mdm.eval.api".startswith(e.name):
+            return None
+        raise
+    return api
+
+
+def evaluate_accuracy(run_dir: Path, settings: dict | None) -> dict | None:
+    """Decode + score through mdm.eval.api.evaluate_run, which adds `eval.<task>` and `metrics.score/accuracy`
+    to the run's record.json in place. None when skipped (no settings, or no mdm.eval in this checkout)."""
+    api = eval_api()
+    if settings is None or api is None:
+        return None
+    return api.evaluate_run(run_dir, settings)
+
+
+def _launch_train(run: PlannedRun, launch) -> dict:
+    """Train through `accelerate launch` (multi-GPU presets): the config file travels in the run dir."""
+    import yaml
+
+    cfg_path = run.run_dir / "run.yaml"
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    cfg_path.write_text(yaml.safe_dump(run.config.model_dump(mode="json"), sort_keys=False))
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", launch.config_file]
+    if launch.num_processes:
+        cmd += ["--num_processes", str(launch.num_processes)]
+    cmd += ["-m", "mdm.cli", "train", str(cfg_path)]
+    proc = subprocess.run(cmd)
+    result = read_json(run.run_dir / RESULT)
+    if result is None:
+        raise RuntimeError(f"accelerate launch exited with code {proc.returncode} before writing {RESULT}")
+    return result
+
+
+def execute(run: PlannedRun, version: dict, launch=None, threads: int | None = None) -> dict:
+    """Train + evaluate one run and write its record. Never raises for a failed run."""
+    from mdm.train.trainer import train_run
+
+    if threads:  # parallel jobs share the CPU: at most `threads` each, whatever the preset says
+        import torch
+
+        torch.set_num_threads(threads)
+        run.config.training.threads = min(run.config.training.threads or threads, threads)
+    started = time.perf_counter()
+    record = {
+        "benchmark": run.bench, "preset": run.preset, "task": run.task, "method": run.method,
+        "model_family": run.family, "seed": run.seed, "status": "failed", "reason": "",
+        "config": run.config.model_dump(mode="json"), "code_version": version, "hardware": hardware(),
+        "run_dir": str(run.run_dir), "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    try:
+        if run.task in PLANNED_TASKS:
+            from mdm.data import TASKS
+
+            if run.task not in TASKS:
+                raise ConfigError("", PLANNED_TASKS[run.task])
+        result = _launch_train(run, launch) if launch else train_run(run.config)
+        record.update({k: result.get(k) for k in ("steps", "tokens_seen", "passes", "token_passes", "num_processes",
+                                                  "n_train", "n_heldout", "dropped", "model_params", "resumed_from")})
+        record["tokens"] = result.get("tokens_seen")
+        record["train_wall_time_s"] = result.get("wall_time_s")
+        record["metrics"] = dict(result.get("metrics") or {})
+        if result["status"] != "done":
+            record["reason"] = result["reason"]
+        else:
+            record["status"] = "evaluating"  # not done until evaluated: a kill here re-evaluates on rerun
+            atomic_write_json(run.record_path, record)
+            eval_start = time.perf_counter()
+            if evaluate_accuracy(run.run_dir, run.config.eval.accuracy) is not None:
+                evaluated = read_json(run.record_path) or {}
+                record["eval"] = evaluated.get("eval")
+                record["metrics"] = {**record["metrics"], **(evaluated.get("metrics") or {})}
+            record["eval_wall_time_s"] = round(time.perf_counter() - eval_start, 3)
+            record["status"] = "done"
+    except Exception as e:  # noqa: BLE001  (one failed run must not stop the others)
+        record["reason"] = (str(e) if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}").splitlines()[0]
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        (run.run_dir / "error.log").write_text(traceback.format_exc())
+    # training time over all attempts (a resumed run adds its segments) + this attempt's evaluation
+    train_s = record.get("train_wall_time_s")
+    record["wall_time_s"] = round(train_s + record.get("eval_wall_time_s", 0.0), 3) if train_s is not None else \
+        round(time.perf_counter() - started, 3)
+    record["attempt_wall_time_s"] = round(time.perf_counter() - started, 3)
+    record["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    atomic_write_json(run.record_path, record)
+    return record
+
+
+def _worker(args):
+    run, version, launch, threads = args
+    return run.index, execute(run, version, launch, threads)
+
+
+def run_plan(spec: Spec, runs: list[PlannedRun], jobs: int = 1, echo=print) -> dict:
+    preset = spec.bench.presets[runs[0].preset] if runs else None
+    todo = [r for r in runs if record_status(r) != "done"]
+    skipped = len(runs) - len(todo)
+    echo(f"{spec.name}: {len(runs)} runs selected, {skipped} already done, {len(todo)} to run")
+    version = code_version()
+    launch = preset.launch if preset else None
+    counts = {"done": 0, "failed": 0, "skipped": skipped}
+
+    def report(i, run, rec):
+        counts[rec["status"]] += 1
+        tail = (f"{rec['wall_time_s']:.1f}s" + (f", held-out {rec['metrics']['heldout_loss']:.4f}"
+                if rec.get("metrics", {}).get("heldout_loss") is not None else "")) if rec["status"] == "done" \
+            else f"FAILED: {rec['reason']}"
+        echo(f"[{i}/{len(todo)}] {run.key} ({run.family}): {tail}")
+
+    if jobs <= 1 or len(todo) <= 1:
+        for i, run in enumerate(todo, 1):
+            report(i, run, execute(run, version, launch))
+    else:
+        import multiprocessing as mp
+
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        by_index = {r.index: r for r in todo}
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_worker, (r, version, launch, threads)) for r in todo]
+            for i, fut in enumerate(as_completed(futures), 1):
+                index, rec = fut.result()
+                report(i, by_index[index], rec)
+    echo(f"{spec.name}: {counts['done']} done, {counts['failed']} failed, {counts['skipped']} skipped (already done)")
+    return counts
+
+
+# ---------------------------------------------------------------- --dry-run
+
+
+def estimate(run: PlannedRun, preset) -> dict:
+    """Sequences, forward/backward token passes, FLOPs and hours of one run (no model is loaded)."""
+    from mdm.objective import Method
+    from mdm.train import ppots
+
+    cfg = run.config
+    ts = preset.tasks[run.task]
+    avg = (ts.avg_tokens if ts and ts.avg_tokens else None) or cfg.data.max_length / 2
+    n = cfg.data.n_train or 1000
+    n_fit = n - (max(1, round(cfg.data.heldout_fraction * n)) if cfg.data.heldout_fraction > 0 else 0)
+    t = cfg.training
+    steps = t.max_steps or max(1, round(t.epochs * -(-n_fit // t.global_batch_size)))
+    sequences = min(steps * t.global_batch_size, n_fit * t.epochs) if t.max_steps is None else steps * t.global_batch_size
+    cost, pilot = 1.0, 0.0
+    if run.arm is None:
+        method = Method.build(cfg.method)
+        cost = method.cost
+        if ppots.needs_fit(method):
+            pilot = cfg.ppots_pilot.a * cfg.ppots_pilot.b * cfg.ppots_pilot.c * avg
+    params = model_params(cfg.model, run.arm.params if run.arm else preset.params)
+    token_passes = sequences * avg * cost
+    flops = None if params is None else 6 * params * token_passes + 2 * params * pilot
+    # a forward-only pilot token costs about a third of a forward/backward token pass
+    return {"steps": steps, "sequences": sequences, "token_passes": token_passes, "pilot_tokens": pilot,
+            "params": params, "flops": flops, "hours": hours(token_passes + pilot / 3, flops, preset.hardware),
+            "avg_tokens": avg, "cost": cost}
+
+
+def duration(h: float | None) -> str:
+    if h is None:
+        return "?"
+    return f"{h * 3600:.0f}s" if h < 1 / 60 else f"{h * 60:.1f}min" if h < 1 else f"{h:.1f}h"
+
+
+def print_plan(spec: Spec, preset_name: str, all_runs: list[PlannedRun], runs: list[PlannedRun], echo=print) -> dict:
+    preset = spec.bench.presets[preset_name]
+    hw = preset.hardware
+    hw_text = "no hardware given (time not estimated)" if hw is None else (
+        f"{hw.name} at {hw.tokens_per_s:g} token passes/s (measured)" if hw.tokens_per_s else
+        f"{hw.count} x {hw.name} at an assumed MFU of {hw.mfu:.0%}")
+    echo(f"{spec.name} (preset {preset_name}): {len(runs)} of {len(all_runs)} planned runs; {hw_text}")
+    echo(f"  {'#':>3}  {'task':<12} {'method':<24} {'family':<26} {'seed':>6}  {'status':<8} {'steps':>6} "
+         f"{'passes/seq':>10} {'token passes':>13} {'FLOP':>9} {'time':>8}")
+    total = {"runs": 0, "token_passes": 0.0, "flops": 0.0, "hours": 0.0, "unknown": 0}
+    for r in runs:
+        e = estimate(r, preset)
+        status = record_status(r)
+        echo(f"  {r.index + 1:>3}  {r.task:<12} {r.method_dir:<24} {r.family:<26} {r.seed:>6}  {status:<8} "
+             f"{e['steps']:>6} {e['cost']:>10g} {human(e['token_passes']):>13} {human(e['flops']):>9} "
+             f"{duration(e['hours']):>8}")
+        if status == "done":
+            continue
+        total["runs"] += 1
+        total["token_passes"] += e["token_passes"]
+        total["flops"] += e["flops"] or 0.0
+        total["hours"] += e["hours"] or 0.0
+        total["unknown"] += e["hours"] is None
+    bases = sorted({(r.task, r.config.model.family) for r in runs if r.config.model.base == "auto"})
+    if bases:
+        echo(f"  + {len(bases)} tiny base model(s), built once and cached: " + ", ".join(f"{t}/{f}" for t, f in bases))
+    unknown = f" (+ {total['unknown']} runs of unknown cost)" if total["unknown"] else ""
+    echo(f"to run: {total['runs']} runs, {human(total['token_passes'])} forward/backward token passes, "
+         f"{human(total['flops'])}FLOP, {duration(total['hours'])}{unknown} on {hw_text}")
+    return total

@@ -1,0 +1,299 @@
+"""Run configuration: one pydantic model per section (unknown keys are errors), loaded from YAML.
+
+    cfg = load_run_config("run.yaml", overrides=["training.lr=1e-4", "method=ppots+mirror"])
+
+Every validation problem becomes one ConfigError: `run.yaml: training.lrr: unknown key; allowed: ...`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mdm.errors import ConfigError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TinySizeConfig(Strict):
+    """Tiny bidirectional Gemma3 backbone (`mdm.models.TinySize`)."""
+
+    hidden_size: int = Field(64, ge=8)
+    num_hidden_layers: int = Field(2, ge=1)
+    num_attention_heads: int = Field(4, ge=1)
+    num_key_value_heads: int = Field(2, ge=1)
+    head_dim: int = Field(16, ge=2)
+    intermediate_size: int = Field(128, ge=1)
+    max_position_embeddings: int = Field(1024, ge=16)
+
+    @model_validator(mode="after")
+    def _heads(self):
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
+                             f"num_key_value_heads ({self.num_key_value_heads})")
+        return self
+
+
+class PretrainConfig(Strict):
+    """The tiny preset's base model: a short pretraining on the task's text (every token carries loss),
+    built once per (task, family, settings), cached, and fine-tuned by every method and seed."""
+
+    n_examples: int = Field(2000, ge=8)
+    data_seed: int = 1  # generated tasks: a different draw of examples than the fine-tuning data (seed 0)
+    max_steps: int = Field(300, ge=1)
+    global_batch_size: int = Field(32, ge=1)
+    micro_batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(20, ge=0)
+    schedule: Literal["linear", "cosine", "constant"] = "cosine"
+    weight_decay: float = Field(0.0, ge=0)
+    seed: int = 0
+
+
+class ModelConfig(Strict):
+    family: Literal["mdm", "arm"] = "mdm"  # arm: causal attention, next-token loss (the ARM rows)
+    source: str = "tiny"  # "tiny" (built from `size`) or a hub id / local Hugging Face folder
+    size: TinySizeConfig = TinySizeConfig()
+    vocab_size: int = Field(512, ge=64, description="tiny BPE vocabulary")
+    tokenizer_examples: int = Field(2000, ge=10, description="generated examples the tiny BPE is trained on")
+    base: str | None = None  # "auto" (tiny: cached pretrained base), a checkpoint folder, or null (random init)
+    pretrain: PretrainConfig = PretrainConfig()
+    init_seed: int = 0
+    cache_dir: str | None = None  # default $MDM_CACHE or ~/.cache/mdm
+
+    @model_validator(mode="after")
+    def _base(self):
+        if self.base == "auto" and self.source != "tiny":
+            raise ValueError("base 'auto' builds a tiny base model; with a hub source give a checkpoint path or null")
+        return self
+
+
+class DataConfig(Strict):
+    task: str
+    n_train: int | None = Field(None, ge=2, description="examples before the held-out split (generated: default 1000)")
+    max_length: int = Field(512, ge=8)  # longer sequences are dropped, never truncated (the paper's rule)
+    heldout_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    split_seed: int = 0  # the held-out split is the same for every training seed
+    data_seed: int = 0  # generated tasks: which draw of examples
+    full_sequence: bool = False  # pretraining: the prompt carries loss too
+    options: dict[str, Any] = {}  # loader options (hitab: root; openscience: n_eval, ...)
+
+
+class TrainingConfig(Strict):
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="overrides epochs")
+    global_batch_size: int = Field(32, ge=1)
+    micro_batch_size: int = Field(4, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    warmup_steps: int = Field(0, ge=0)
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.1, ge=0.0)
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = Field(1e-8, gt=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    bf16: Literal["auto"] | bool = "auto"  # auto: on CUDA devices that support it, never on CPU
+    gradient_checkpointing: bool = False
+    seed: int = 42
+    checkpoint_every: int | None = Field(None, ge=1, description="optimizer steps between checkpoints")
+    keep_checkpoints: int = Field(1, ge=1)
+    threads: int | None = Field(None, ge=1, description="torch CPU threads per process")
+    progress: bool = True
+
+
+class EvalConfig(Strict):
+    heldout: bool = True  # MDM ELBO / ARM NLL on the held-out split after training
+    t_grid: int = Field(8, ge=1, description="midpoint grid of t for the held-out MDM loss")
+    batch_size: int = Field(32, ge=1)
+    max_examples: int | None = Field(None, ge=1)
+    seed: int = 0  # the held-out masks: the same for every run
+    accuracy: dict[str, Any] | None = None  # settings for mdm.eval.api.evaluate_run; null = skip
+
+
+class PilotConfig(Strict):
+    """P-POTS pilot sizes (METHODS.md 3) for density 'auto': a sequences x b t-values x c masks."""
+
+    a: int = Field(15, ge=2)
+    b: int = Field(70, ge=10, description="t grid points (the EPR fit needs >= 10)")
+    c: int = Field(15, ge=2)
+    seed: int = 0
+    grid: Literal["midpoint", "authors"] = "midpoint"  # authors: t_j = j/b, j = 1..b-1
+    restarts: int = Field(20, ge=0, description="random L-BFGS-B restarts of the EPR fit")
+    full_second_moment: bool = False  # w = sqrt(E[l^2 | t]) including the between-x0 spread
+    token_budget: int = Field(16384, ge=64, description="tokens per pilot forward batch")
+
+
+class RunConfig(Strict):
+    name: str | None = None
+    model: ModelConfig = ModelConfig()
+    data: DataConfig
+    method: Any = "standard"  # preset name or mapping for mdm.objective.Method.build
+    training: TrainingConfig = TrainingConfig()
+    eval: EvalConfig = EvalConfig()
+    ppots_pilot: PilotConfig = PilotConfig()
+    output_dir: str
+
+    def trajectory_dict(self) -> dict:
+        """What determines the training trajectory (a resumed run must match it)."""
+        d = self.model_dump(mode="json")
+        for key in ("output_dir", "name"):
+            d.pop(key)
+        for key in ("checkpoint_every", "keep_checkpoints", "threads", "progress"):
+            d["training"].pop(key)
+        d.pop("eval")
+        return d
+
+
+def config_hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- errors, YAML, overrides
+
+
+def _inner_model(ann) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation (X, X | None, dict[str, X], list[X]), if any."""
+    import typing
+
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in typing.get_args(ann):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _model_at(cls: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model class that owns the field at loc[-1] (dict keys / list indices are skipped)."""
+    current: type[BaseModel] | None = cls
+    pending_container = False
+    for key in loc[:-1]:
+        if pending_container:  # the key of a dict / index of a list
+            pending_container = False
+            continue
+        if current is None or not isinstance(key, str) or key not in current.model_fields:
+            return None
+        ann = current.model_fields[key].annotation
+        import typing
+
+        origin = typing.get_origin(ann)
+        pending_container = origin in (dict, list)
+        current = _inner_model(ann)
+    return None if pending_container else current
+
+
+def format_loc(loc) -> str:
+    out = ""
+    for p in loc:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def describe_validation_error(err: ValidationError, cls: type[BaseModel], prefix: str = "") -> tuple[str, str]:
+    """(key path, problem) of the first error, with the allowed keys or values."""
+    first = err.errors()[0]
+    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+    path = format_loc(loc)
+    if prefix:
+        path = f"{prefix}{'' if path.startswith('[') or not path else '.'}{path}"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        owner = _model_at(cls, loc)
+        allowed = ", ".join(owner.model_fields) if owner else "?"
+        return path, f"unknown key; allowed: {allowed}"
+    if first["type"] == "missing":
+        return path, "required key is missing"
+    if "input" in first and not isinstance(first["input"], (dict, list)):
+        msg += f" (got {first['input']!r})"
+    return path, msg
+
+
+def validate_model(cls: type[BaseModel], data: Any, where: str, prefix: str = ""):
+    if not isinstance(data, dict):
+        raise ConfigError(where, f"{prefix or 'the file'} must be a mapping; got {type(data).__name__}")
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        path, problem = describe_validation_error(e, cls, prefix)
+        raise ConfigError(f"{where}: {path}" if path else where, problem) from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), "no such file")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(str(path), f"not valid YAML{line}: {getattr(e, 'problem', e)}") from None
+
+
+def apply_overrides(data: dict, overrides: list[str], where: str = "--set") -> dict:
+    """`key.path=value` (value parsed as YAML) into a nested mapping."""
+    data = json.loads(json.dumps(data))
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(where, f"expected key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for p in parts[:-1]:
+            if not isinstance(node.get(p, {}), dict):
+                raise ConfigError(f"{where} {key}", f"{p!r} is not a section")
+            node = node.setdefault(p, {})
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            node[parts[-1]] = value
+    return data
+
+
+def check_method(cfg: RunConfig, where: str) -> None:
+    """Build the method once, so an unknown preset or option is reported before any compute."""
+    from mdm.objective import Method
+
+    if cfg.model.family == "arm":
+        if cfg.method not in ("standard", {"preset": "standard"}):
+            raise ConfigError(f"{where}: method", "ARM models train with the next-token loss; method must be "
+                              "'standard'")
+        return
+    try:
+        Method.build(cfg.method)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e.where}", e.problem) from None
+
+
+def check_run(cfg: RunConfig, where: str) -> None:
+    check_method(cfg, where)
+    t = cfg.training
+    if t.micro_batch_size > t.global_batch_size:
+        raise ConfigError(f"{where}: training.micro_batch_size", f"{t.micro_batch_size} is larger than "
+                          f"global_batch_size {t.global_batch_size}")
+    from mdm.data import TASKS
+
+    if cfg.data.task not in TASKS:
+        raise ConfigError(f"{where}: data.task", f"unknown task {cfg.data.task!r}; allowed: {', '.join(TASKS)}")
+
+
+def load_run_config(path: str | Path, overrides: list[str] | None = None, output_dir: str | None = None) -> RunConfig:
+    data = read_yaml(path)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), f"expected a mapping of sections; got {type(data).__name__}")
+    data = apply_overrides(data, overrides or [])
+    if output_dir is not None:
+        data["output_dir"] = output_dir
+    cfg = validate_model(RunConfig, data, str(path))
+    check_run(cfg, str(path))
+    return cfg

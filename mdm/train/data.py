@@ -1,0 +1,96 @@
+"""Training data: examples -> 90/10 split -> tokenized items, and the global-batch layout of every step.
+
+The examples of optimizer step s are fixed by (seed, epoch) alone, never by the number of processes:
+every process computes the same global batch, takes its contiguous slice of rows, cuts it into
+micro-batches, and passes each row's index in the global batch as `positions`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from mdm.data import make_task, tokenize_examples
+from mdm.objective.rng import generator
+from mdm.train.config import DataConfig
+
+
+def load_examples(cfg: DataConfig) -> list[dict]:
+    from mdm.data import get_task
+
+    spec = get_task(cfg.task)
+    if spec.generated:
+        return make_task(cfg.task, "train", n=cfg.n_train or 1000, seed=cfg.data_seed)
+    return make_task(cfg.task, "train", n=cfg.n_train, **cfg.options)
+
+
+def split_heldout(examples: list, fraction: float, seed: int) -> tuple[list, list]:
+    """A fixed random `fraction` of the training file is held out (for the eval loss)."""
+    if fraction <= 0:
+        return list(examples), []
+    n_held = max(1, round(fraction * len(examples)))
+    order = torch.randperm(len(examples), generator=generator(seed, "heldout-split")).tolist()
+    held = set(order[:n_held])
+    return ([e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held])
+
+
+@dataclass
+class TrainData:
+    train: list[dict]  # tokenized items
+    heldout: list[dict]
+    dropped: int  # longer than max_length (dropped, never truncated)
+
+
+def build_data(cfg: DataConfig, tokenizer) -> TrainData:
+    train_ex, held_ex = split_heldout(load_examples(cfg), cfg.heldout_fraction, cfg.split_seed)
+    train, d1 = tokenize_examples(tokenizer, train_ex, cfg.task, cfg.max_length)
+    held, d2 = tokenize_examples(tokenizer, held_ex, cfg.task, cfg.max_length)
+    if cfg.full_sequence:  # pretraining: every token is eligible
+        for item in train + held:
+            item["prompt_length"] = 0
+    if not train:
+        raise ValueError(f"no training example of task {cfg.task!r} fits max_length={cfg.max_length}")
+    return TrainData(train, held, d1 + d2)
+
+
+# ---------------------------------------------------------------- global-batch layout
+
+
+def steps_per_epoch(n: int, global_batch_size: int) -> int:
+    return math.ceil(n / global_batch_size)
+
+
+def total_steps(n: int, global_batch_size: int, epochs: float, max_steps: int | None) -> int:
+    return max_steps if max_steps is not None else max(1, round(epochs * steps_per_epoch(n, global_batch_size)))
+
+
+def global_batch(n: int, global_batch_size: int, seed: int, step: int) -> tuple[int, list[int]]:
+    """(epoch, example indices) of optimizer step `step` (0-based): an epoch-wise shuffle keyed by (seed, epoch);
+    the last batch of an epoch may be smaller."""
+    spe = steps_per_epoch(n, global_batch_size)
+    epoch, b = divmod(step, spe)
+    order = torch.randperm(n, generator=generator(seed, "data-order", epoch)).tolist()
+    return epoch, order[b * global_batch_size : (b + 1) * global_batch_size]
+
+
+def split_even(lo: int, hi: int, parts: int) -> list[tuple[int, int]]:
+    """[lo, hi) cut into `parts` contiguous ranges whose sizes differ by at most one (some may be empty)."""
+    n = hi - lo
+    sizes = [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
+    out, start = [], lo
+    for s in sizes:
+        out.append((start, start + s))
+        start += s
+    return out
+
+
+def micro_ranges(batch_size: int, num_processes: int, rank: int, accumulation: int) -> list[tuple[int, int]]:
+    """Row ranges (in the global batch) of this process's `accumulation` micro-batches."""
+    lo, hi = split_even(0, batch_size, num_processes)[rank]
+    return split_even(lo, hi, accumulation)
+
+
+def accumulation_steps(global_batch_size: int, micro_batch_size: int, num_processes: int) -> int:
+    return max(1, math.ceil(global_batch_size / (micro_batch_size * num_processes)))

@@ -1,0 +1,175 @@
+"""Tokenizer + backbone of a run: tiny (built from its size, optionally from a cached pretrained base) or hub.
+
+Tiny base models: the paper fine-tunes a pretrained model, so the tiny preset first pretrains ONE base per
+(task, family, settings) with the plain MDM loss (ARM: next-token loss) on the task's text, every token
+carrying loss, and caches it under `<cache>/bases/<task>-<family>-<hash>/`. Every method and seed then
+fine-tunes from the same base. Building is deterministic and guarded by a file lock, so concurrent runs
+build it once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from mdm.train.config import ModelConfig, RunConfig, config_hash
+
+BASE_FORMAT = "tiny-base-v1"  # bump when the recipe changes, so stale caches are not reused
+
+
+def cache_root(cfg: ModelConfig) -> Path:
+    if cfg.cache_dir:
+        return Path(cfg.cache_dir)
+    return Path(os.environ.get("MDM_CACHE", Path.home() / ".cache" / "mdm"))
+
+
+def _quiet_transformers():
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def tiny_tokenizer(cfg: ModelConfig, task: str):
+    """The tiny BPE of a task: trained on a fixed draw of the task's training text (cached by content)."""
+    from mdm.data import build_tokenizer, make_task
+
+    examples = make_task(task, "train", n=cfg.tokenizer_examples, seed=0) if _generated(task) else \
+        make_task(task, "train", n=cfg.tokenizer_examples)
+    texts = [e["prompt"] + "\n" + e["response"] for e in examples]
+    return build_tokenizer(texts, vocab_size=cfg.vocab_size, cache_dir=cache_root(cfg) / "tokenizers")
+
+
+def _generated(task: str) -> bool:
+    from mdm.data import get_task
+
+    return get_task(task).generated
+
+
+def build_model(cfg: RunConfig):
+    """(model, tokenizer) for a run, in float32 (mixed precision is the accelerator's job)."""
+    import torch
+
+    _quiet_transformers()
+    m = cfg.model
+    causal = m.family == "arm"
+    if m.base:
+        path = ensure_base(cfg) if m.base == "auto" else Path(m.base)
+        return load_pretrained(path, causal, torch.float32)
+    if m.source == "tiny":
+        from mdm.models import TinySize, build_tiny_model
+
+        tokenizer = tiny_tokenizer(m, cfg.data.task)
+        model = build_tiny_model(tokenizer, causal=causal, seed=m.init_seed, size=TinySize(**m.size.model_dump()))
+        return model, tokenizer
+    from mdm.models import load_hub_model
+
+    return load_hub_model(m.source, causal=causal, dtype=torch.float32)
+
+
+def load_pretrained(path: Path, causal: bool, dtype):
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    _quiet_transformers()
+    if not (Path(path) / "config.json").is_file():
+        raise FileNotFoundError(f"model.base: {path} is not a saved model folder (no config.json)")
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, trust_remote_code=True)
+    except ValueError:
+        if causal:
+            raise
+        model = AutoModel.from_pretrained(str(path), dtype=dtype, trust_remote_code=True)
+    return model, tokenizer
+
+
+# ---------------------------------------------------------------- tiny base models
+
+
+def base_run_config(cfg: RunConfig, output_dir: str) -> RunConfig:
+    """The pretraining run that makes the base model of `cfg` (depends only on task, family and settings)."""
+    m, p = cfg.model, cfg.model.pretrain
+    return RunConfig.model_validate({
+        "name": "base",
+        "model": {**m.model_dump(), "base": None},
+        "data": {"task": cfg.data.task, "n_train": p.n_examples, "max_length": cfg.data.max_length,
+                 "heldout_fraction": 0.0, "data_seed": p.data_seed, "full_sequence": True,
+                 "options": cfg.data.options},
+        "method": "standard",
+        "training": {"max_steps": p.max_steps, "global_batch_size": p.global_batch_size,
+                     "micro_batch_size": p.micro_batch_size, "lr": p.lr, "schedule": p.schedule,
+                     "warmup_steps": p.warmup_steps, "weight_decay": p.weight_decay, "seed": p.seed,
+                     "bf16": False, "threads": cfg.training.threads, "progress": cfg.training.progress},
+        "eval": {"heldout": False},
+        "output_dir": output_dir,
+    })
+
+
+def base_key(cfg: RunConfig) -> str:
+    probe = base_run_config(cfg, "-").trajectory_dict()
+    probe["model"].pop("cache_dir", None)
+    return f"{cfg.data.task}-{cfg.model.family}-{config_hash([BASE_FORMAT, probe])}"
+
+
+def base_dir(cfg: RunConfig) -> Path:
+    return cache_root(cfg.model) / "bases" / base_key(cfg)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "MASTER_ADDR",
+             "MASTER_PORT", "TORCHELASTIC_RUN_ID", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_FSDP")
+
+
+def ensure_base(cfg: RunConfig) -> Path:
+    """The cached base model of `cfg` (built now if missing). Returns the saved model folder."""
+    final = base_dir(cfg)
+    if (final / "config.json").is_file():
+        return final
+    with file_lock(final.with_name(final.name + ".lock")):
+        if (final / "config.json").is_file():
+            return final
+        work = final.with_name(final.name + ".build")
+        base_cfg = base_run_config(cfg, str(work))
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # inside a distributed launch: pretrain in a separate single process
+            env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
+            work.mkdir(parents=True, exist_ok=True)
+            (work / "base_config.json").write_text(base_cfg.model_dump_json())
+            subprocess.run([sys.executable, "-m", "mdm.train.model", str(work / "base_config.json")], env=env,
+                           check=True)
+        else:
+            _pretrain(base_cfg)
+        tmp = final.with_name(final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(work / "model", tmp)
+        shutil.copy(work / "train_log.jsonl", tmp / "pretrain_log.jsonl")
+        os.replace(tmp, final)
+        shutil.rmtree(work, ignore_errors=True)
+    return final
+
+
+def _pretrain(base_cfg: RunConfig) -> None:
+    from mdm.train.trainer import Trainer
+
+    result = Trainer(base_cfg).train()
+    if result["status"] != "done":
+        raise RuntimeError(f"building the tiny base model failed: {result['reason']}")
+
+
+if __name__ == "__main__":  # pretraining subprocess of ensure_base
+    _pretrain(RunConfig.model_validate_json(Path(sys.argv[1]).read_text()))

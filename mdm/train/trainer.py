@@ -1,0 +1,402 @@
+"""The training loop: SFT of an MDM with any method (or of an ARM) on `accelerate`, resumable.
+
+One optimizer step s:
+  1. the global batch = examples keyed by (seed, epoch), independent of the process count;
+  2. this process takes its contiguous rows, cut into A micro-batches (A = gradient accumulation);
+     each row keeps its index in the global batch (`positions`), so t, masks and StraTS strata are the
+     same for any layout;
+  3. each micro-batch loss (a mean over its rows) is scaled by rows * processes * A / global rows, so after
+     accelerate's 1/A and DDP's 1/processes the gradient is exactly that of the global-batch mean;
+  4. the rows' (t, loss) are gathered in position order: the logged loss, and the EMA control variate's
+     update, are those of the global batch (every micro-batch sees the control variate's pre-step state);
+  5. clip, AdamW step, scheduler step; one JSONL line; a checkpoint every `checkpoint_every` steps.
+A run directory holds run_config.json, train_log.jsonl, checkpoints/, model/ (final) and result.json.
+`Trainer(cfg).train()` on a directory with a checkpoint resumes and reproduces the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from mdm.errors import ConfigError
+from mdm.train.config import RunConfig
+from mdm.train.data import accumulation_steps, build_data, global_batch, micro_ranges, total_steps
+
+LOG = "train_log.jsonl"
+RESULT = "result.json"
+
+
+class TrainingFailed(RuntimeError):
+    pass
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def read_log(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / LOG
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Hugging Face semantics: linear warmup from 0, then linear / cosine decay to 0 (or constant)."""
+    if step < warmup:
+        return step / max(1, warmup)
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    if schedule == "linear":
+        return max(0.0, 1.0 - progress)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def use_bf16(setting) -> bool:
+    if setting == "auto":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return bool(setting)
+
+
+class Trainer:
+    def __init__(self, config: RunConfig):
+        self.cfg = config
+        self.run_dir = Path(config.output_dir)
+        self.is_mdm = config.model.family == "mdm"
+
+    # ------------------------------------------------------------ setup
+
+    def setup(self) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import broadcast_object_list
+
+        from mdm.data import Collator, mask_token_id_of
+        from mdm.objective import ARMObjective, MDMObjective, Method
+        from mdm.train import ppots
+        from mdm.train.model import build_model
+
+        cfg, t = self.cfg, self.cfg.training
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        method = Method.build(cfg.method) if self.is_mdm else None
+        fit_ppots = method is not None and ppots.needs_fit(method)
+        if fit_ppots and not (self.run_dir / "ppots.json").is_file():
+            ppots.require_fitter()  # a ConfigError before any compute
+        self._check_run_dir()
+
+        model, tokenizer = build_model(cfg)  # before the Accelerator: a tiny base may be pretrained here
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.accum = accumulation_steps(t.global_batch_size, t.micro_batch_size, world)
+        self.acc = acc = Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=self.accum,
+                                     mixed_precision="bf16" if use_bf16(t.bf16) else "no")
+        if acc.num_processes != world:  # e.g. launched without torchrun
+            self.accum = accumulation_steps(t.global_batch_size, t.micro_batch_size, acc.num_processes)
+            acc.gradient_accumulation_steps = self.accum
+        if acc.state.deepspeed_plugin is not None:  # DeepSpeed counts micro-batches and clips by itself
+            ds = acc.state.deepspeed_plugin.deepspeed_config
+            ds.update(train_micro_batch_size_per_gpu=t.micro_batch_size, gradient_accumulation_steps=self.accum,
+                      gradient_clipping=t.grad_clip or 0.0)
+        if t.gradient_checkpointing and getattr(model, "supports_gradient_checkpointing", False):
+            kwargs = {"use_reentrant": False}
+            if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        self.tokenizer = tokenizer
+        self.data = build_data(cfg.data, tokenizer)
+        self.collate = Collator(tokenizer, cfg.data.task, cfg.data.max_length)
+        self.mask_token_id = mask_token_id_of(tokenizer, model.config) if self.is_mdm else None
+        self.objective = MDMObjective(method, self.mask_token_id) if self.is_mdm else ARMObjective()
+        self.total = total_steps(len(self.data.train), t.global_batch_size, t.epochs, t.max_steps)
+        self.n_params = sum(p.numel() for p in model.parameters())
+
+        decay = [p for p in model.parameters() if p.ndim >= 2]
+        no_decay = [p for p in model.parameters() if p.ndim < 2]
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
+                                       {"params": no_decay, "weight_decay": 0.0}],
+                                      lr=t.lr, betas=t.adam_betas, eps=t.adam_eps)
+        warmup = t.warmup_steps or round(t.warmup_ratio * self.total)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: lr_factor(s, self.total, warmup, t.schedule))
+        # the scheduler is not prepared: accelerate would step it once per process
+        self.model, self.optimizer = acc.prepare(model, optimizer)
+        acc.register_for_checkpointing(self.scheduler)
+        self.t_sampler = self.objective.method.t_sampler if self.is_mdm else None
+        if self.is_mdm:
+            acc.register_for_checkpointing(self.objective.method.control_variate)
+            if hasattr(self.t_sampler, "state_dict"):  # stateful t-samplers (adaptive P-POTS)
+                acc.register_for_checkpointing(self.t_sampler)
+
+        if fit_ppots:  # fitted once on the main process, shared with all (and kept for a resume)
+            path = self.run_dir / "ppots.json"
+            shared = [None]
+            if acc.is_main_process:
+                if path.is_file():
+                    shared = [read_json(path)]
+                else:
+                    shared = [ppots.fit_density(
+                        model=acc.unwrap_model(self.model), items=self.data.train, collate=self.collate,
+                        mask_token_id=self.mask_token_id, pilot=cfg.ppots_pilot, device=acc.device,
+                        meta={"run": cfg.name, "task": cfg.data.task})]
+                    atomic_write_json(path, shared[0])
+            broadcast_object_list(shared, from_process=0)
+            ppots.install(method.t_sampler, shared[0])
+
+        self.state = {"step": 0, "tokens_seen": 0, "passes": 0, "token_passes": 0, "elapsed_s": 0.0}
+        ckpt = self.latest_checkpoint()
+        if ckpt is not None:
+            acc.load_state(str(ckpt))
+            self.state = read_json(ckpt / "trainer_state.json")
+            self.state["resumed_from"] = [*self.state.get("resumed_from", []), self.state["step"]]
+            if acc.is_main_process:
+                self._truncate_log(self.state["step"])
+        acc.wait_for_everyone()
+
+    def _check_run_dir(self) -> None:
+        """A run directory belongs to one configuration: resuming with another would mix trajectories."""
+        path = self.run_dir / "run_config.json"
+        mine = self.cfg.trajectory_dict()
+        saved = read_json(path)
+        if saved is not None and saved.get("trajectory") != mine:
+            diff = _first_difference(saved.get("trajectory"), mine)
+            raise ConfigError(str(self.run_dir), f"holds a run with a different configuration ({diff}); "
+                              "use another output_dir or delete it")
+        if saved is None and int(os.environ.get("RANK", "0")) == 0:
+            atomic_write_json(path, {"trajectory": mine, "config": self.cfg.model_dump(mode="json")})
+
+    # ------------------------------------------------------------ checkpoints
+
+    def latest_checkpoint(self) -> Path | None:
+        root = self.run_dir / "checkpoints"
+        done = sorted(p for p in root.glob("step_*") if (p / "trainer_state.json").is_file()) if root.is_dir() else []
+        return done[-1] if done else None
+
+    def save_checkpoint(self) -> None:
+        acc, root = self.acc, self.run_dir / "checkpoints"
+        name = f"step_{self.state['step']:08d}"
+        tmp = root / f".tmp-{name}"
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp), safe_serialization=False)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            state = {**self.state, "elapsed_s": self._elapsed()}
+            atomic_write_json(tmp / "trainer_state.json", state)
+            os.replace(tmp, root / name)  # a kill before this line leaves only a .tmp folder, ignored
+            old = sorted(p for p in root.glob("step_*"))[: -self.cfg.training.keep_checkpoints]
+            for p in old:
+                shutil.rmtree(p, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    def _truncate_log(self, step: int) -> None:
+        path = self.run_dir / LOG
+        if path.is_file():
+            keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+            path.write_text("".join(line + "\n" for line in keep))
+
+    def _elapsed(self) -> float:
+        return self.state["elapsed_s"] + time.perf_counter() - self._segment_start
+
+    # ------------------------------------------------------------ one optimizer step
+
+    def train_step(self, step: int) -> dict:
+        """Forward/backward over this process's micro-batches of global batch `step` (0-based), then update."""
+        from accelerate.utils import gather_object
+
+        from mdm.objective.objective import model_token_ce
+
+        acc, t = self.acc, self.cfg.training
+        items = self.data.train
+        epoch, idx = global_batch(len(items), t.global_batch_size, t.seed, step)
+        n = len(idx)
+        cv = self.objective.method.control_variate if self.is_mdm else None
+        snapshot = cv.state_dict() if cv is not None else None
+        local = {"pos": [], "t": [], "w": [], "rows": [], "passes": 0, "token_passes": 0, "masked": 0}
+        self.model.train()
+        for lo, hi in micro_ranges(n, acc.num_processes, acc.process_index, self.accum):
+            empty = hi == lo  # fewer rows than micro-batches (a short last batch): a zero-weight pass keeps DDP in step
+            rows = idx[lo:hi] if not empty else idx[:1]
+            batch = self.collate([items[i] for i in rows])
+            batch.positions = torch.arange(lo, hi) if not empty else torch.zeros(1, dtype=torch.long)
+            batch = batch.to(acc.device)
+            with acc.accumulate(self.model):
+                if self.is_mdm:
+                    cv.load_state_dict(snapshot)  # offsets from the pre-step state, whatever the layout
+                    draws = self.objective.draw(batch, seed=t.seed, step=step, global_batch_size=n)
+                    out = self.objective.loss(model_token_ce(self.model), batch, draws)
+                    lengths = batch.attention_mask.sum(1).to(draws.active.device)
+                    token_passes = int((draws.active.long() * lengths[None]).sum())
+                else:
+                    out = self.objective(self.model, batch)
+                    token_passes = int(batch.attention_mask.sum())
+                scale = (hi - lo) * acc.num_processes * self.accum / n
+                acc.backward(out.loss * scale)
+            if empty:
+                continue
+            if hasattr(self.t_sampler, "observe"):  # adaptive t-samplers learn from every row's loss
+                self.t_sampler.observe(out)
+            local["pos"] += batch.positions.tolist()
+            local["t"] += out.t.double().tolist()
+            local["w"] += out.seq_weight.double().tolist()
+            local["rows"] += out.row_losses.double().tolist()
+            local["passes"] += out.passes
+            local["token_passes"] += token_passes
+            local["masked"] += out.masked_tokens
+        parts = gather_object([local]) if acc.num_processes > 1 else [local]
+
+        flat = {k: [x for part in parts for x in part[k]] for k in ("pos", "t", "w", "rows")}
+        order = sorted(range(len(flat["pos"])), key=flat["pos"].__getitem__)
+        assert [flat["pos"][i] for i in order] == list(range(n)), "every row of the global batch exactly once"
+        t_all = torch.tensor([flat["t"][i] for i in order], dtype=torch.float64)
+        rows_all = torch.tensor([flat["rows"][i] for i in order], dtype=torch.float64)
+        if cv is not None:  # the control variate's update: the global batch, in position order
+            cv.load_state_dict(snapshot)
+            offsets = cv.offsets(t_all, rows_all)
+        else:
+            offsets = torch.zeros_like(rows_all)
+        loss = float((rows_all - offsets).mean())
+        if not math.isfinite(loss):
+            raise TrainingFailed(f"non-finite loss at step {step + 1}")
+
+        grad_norm = acc.clip_grad_norm_(self.model.parameters(), t.grad_clip or float("inf"))
+        grad_norm = None if grad_norm is None else float(grad_norm)
+        if grad_norm is not None and not math.isfinite(grad_norm):
+            raise TrainingFailed(f"non-finite gradient norm at step {step + 1}")
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if hasattr(self.t_sampler, "end_step"):  # once per optimizer step, on every process
+            self.t_sampler.end_step(step)
+
+        tokens = sum(len(items[i]["input_ids"]) for i in idx)
+        passes = sum(p["passes"] for p in parts)
+        token_passes = sum(p["token_passes"] for p in parts)
+        s = self.state
+        s["step"] = step + 1
+        s["tokens_seen"] += tokens
+        s["passes"] += passes
+        s["token_passes"] += token_passes
+        entry = {"step": step + 1, "epoch": epoch, "loss": loss, "loss_raw": float(rows_all.mean()),
+                 "grad_norm": grad_norm, "lr": lr, "batch_size": n, "tokens": tokens, "tokens_seen": s["tokens_seen"],
+                 "passes": passes, "passes_seen": s["passes"], "token_passes": token_passes,
+                 "token_passes_seen": s["token_passes"], "masked_tokens": sum(p["masked"] for p in parts)}
+        if self.is_mdm:
+            entry["t"] = t_all.tolist()
+            entry["seq_weight"] = [flat["w"][i] for i in order]
+        return entry
+
+    # ------------------------------------------------------------ the run
+
+    def train(self) -> dict:
+        """Train (or resume, or return the finished result). Returns result.json's content."""
+        done = read_json(self.run_dir / RESULT)
+        if done and done.get("status") == "done":
+            return done
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.setup()
+        self._segment_start = time.perf_counter()
+        acc, t = self.acc, self.cfg.training
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=self.total, initial=self.state["step"], desc=self.cfg.name or self.run_dir.name,
+                   disable=not (acc.is_main_process and t.progress and sys.stderr.isatty()), leave=False, dynamic_ncols=True,
+                   file=sys.stderr, mininterval=1.0)
+        log = open(self.run_dir / LOG, "a") if acc.is_main_process else None
+        try:
+            while self.state["step"] < self.total:
+                entry = self.train_step(self.state["step"])
+                entry["elapsed_s"] = round(self._elapsed(), 3)
+                if log:
+                    log.write(json.dumps(entry) + "\n")
+                    log.flush()
+                bar.update(1)
+                bar.set_postfix(loss=f"{entry['loss']:.4f}", refresh=False)
+                if t.checkpoint_every and self.state["step"] % t.checkpoint_every == 0 and \
+                        self.state["step"] < self.total:
+                    self.save_checkpoint()
+        except TrainingFailed as e:
+            return self._finish("failed", str(e))
+        finally:
+            bar.close()
+            if log:
+                log.close()
+        return self._finish("done")
+
+    def _finish(self, status: str, reason: str = "") -> dict:
+        acc, cfg = self.acc, self.cfg
+        metrics: dict = {}
+        if status == "done":
+            state_dict = acc.get_state_dict(self.model)
+            if acc.is_main_process:
+                model = acc.unwrap_model(self.model)
+                model.save_pretrained(self.run_dir / "model", state_dict=state_dict)
+                self.tokenizer.save_pretrained(self.run_dir / "model")
+                metrics = self._metrics(model)
+        result = {
+            "status": status, "reason": reason, "name": cfg.name, "family": cfg.model.family,
+            "task": cfg.data.task, "seed": cfg.training.seed, "steps": self.state["step"], "total_steps": self.total,
+            "tokens_seen": self.state["tokens_seen"], "passes": self.state["passes"],
+            "token_passes": self.state["token_passes"], "wall_time_s": round(self._elapsed(), 3),
+            "resumed_from": self.state.get("resumed_from", []),
+            "num_processes": acc.num_processes, "accumulation_steps": self.accum,
+            "n_train": len(self.data.train), "n_heldout": len(self.data.heldout), "dropped": self.data.dropped,
+            "model_params": self.n_params, "mixed_precision": acc.mixed_precision, "metrics": metrics,
+        }
+        if acc.is_main_process:
+            atomic_write_json(self.run_dir / RESULT, result)
+            if status == "done":
+                shutil.rmtree(self.run_dir / "checkpoints", ignore_errors=True)
+        acc.wait_for_everyone()
+        return result
+
+    def _metrics(self, model) -> dict:
+        from mdm.train.evaluate import heldout_loss
+
+        losses = [e["loss_raw"] for e in read_log(self.run_dir)]
+        tail = losses[-max(1, len(losses) // 10):]
+        metrics = {"train_loss_final": losses[-1] if losses else None,
+                   "train_loss_last10pct": sum(tail) / len(tail) if tail else None}
+        e = self.cfg.eval
+        if e.heldout and self.data.heldout:
+            items = self.data.heldout[: e.max_examples]
+            metrics["heldout_loss"] = heldout_loss(
+                model, self.tokenizer, items, self.cfg.data.task, self.cfg.data.max_length,
+                family=self.cfg.model.family, mask_token_id=self.mask_token_id, t_grid=e.t_grid,
+                batch_size=e.batch_size, seed=e.seed, device=self.acc.device)
+            metrics["heldout_metric"] = "mdm_neg_elbo_per_token" if self.is_mdm else "arm_nll_per_token"
+            metrics["heldout_examples"] = len(items)
+        return metrics
+
+
+def _first_difference(a, b, path: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                return _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+    return f"{path}: {a!r} then, {b!r} now"
+
+
+def train_run(config: RunConfig) -> dict:
+    return Trainer(config).train()

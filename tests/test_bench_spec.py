@@ -1,0 +1,169 @@
+"""Benchmark specs: every bad spec is one actionable line (exit 2, no traceback) before any compute; plans are
+deterministic; shards partition them; `--dry-run` prints the paper plan offline without loading a model."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mdm.bench.spec import expand, load_spec, parse_only, select
+from mdm.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = ROOT / "benchmarks"
+
+GOOD = {
+    "name": "t",
+    "seeds": [1, 2],
+    "methods": ["standard", "mirror", {"name": "syrm", "tasks": ["tables"]}],
+    "presets": {"tiny": {
+        "tasks": {"arith": {"n_train": 64, "max_length": 128}, "tables": {"n_train": 64, "max_length": 288}},
+        "model": {"size": {"hidden_size": 32}},
+        "training": {"max_steps": 3, "global_batch_size": 8, "micro_batch_size": 4},
+        "arm": [{"name": "tiny"}],
+    }},
+}
+
+
+def edit(path: str, value):
+    """GOOD with `value` at the dotted `path` (list indices as integers); value DELETE removes the key."""
+    spec = copy.deepcopy(GOOD)
+    *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
+    node = spec
+    for p in parents:
+        node = node[p]
+    if value == "DELETE":
+        del node[last]
+    else:
+        node[last] = value
+    return spec
+
+
+BAD = [  # (spec or raw YAML text, extra CLI args, expected location, expected words)
+    (edit("seedz", [1]), [], "t.yaml: seedz", "unknown key; allowed: name, description, seeds, methods, presets"),
+    (edit("methods.1", "mirorr"), [], "t.yaml: methods[1]", "unknown method 'mirorr'; allowed: standard"),
+    (edit("methods.1", {"name": "x", "method": {"preset": "isad", "rate": {"delta": 2}}}), [],
+     "t.yaml: methods[1].method.rate.delta", "less than 1"),
+    (edit("methods.1", {"name": "x", "methdo": "mirror"}), [], "t.yaml: methods[1].methdo",
+     "unknown key; allowed: name, method, tasks, seeds"),
+    (edit("methods.2.tasks", ["tabels"]), [], "t.yaml: methods[2].tasks", "'tabels' is not a task of any preset"),
+    (edit("methods", []), [], "t.yaml: methods", "at least 1 item"),
+    (edit("methods.1", "standard"), [], "t.yaml: methods[1].name", "duplicate method row 'standard'"),
+    (edit("seeds", [1, 1]), [], "t.yaml: seeds", "seeds must be distinct"),
+    (edit("presets.tiny.tasks.arithh", None), [], "t.yaml: presets.tiny.tasks.arithh",
+     "unknown task; allowed: arith, tables, gsm8k"),
+    (edit("presets.tiny.training.lrr", 1e-3), [], "t.yaml: presets.tiny.training.lrr",
+     "unknown key; allowed: epochs, max_steps"),
+    (edit("presets.tiny.training.schedule", "cosin"), [], "t.yaml: presets.tiny.training.schedule",
+     "'linear', 'cosine' or 'constant'"),
+    (edit("presets.tiny.training.lr", -1), [], "t.yaml: presets.tiny.training.lr", "greater than 0"),
+    (edit("presets.tiny.training.micro_batch_size", 16), [], "t.yaml: presets.tiny.training.micro_batch_size",
+     "larger than global_batch_size 8"),
+    (edit("presets.tiny.tasks.arith.n_train", 8), [], "t.yaml: presets.tiny.training.global_batch_size",
+     "larger than the training split of arith (7 of n_train=8)"),
+    (edit("presets.tiny.tasks.arith.max_lenght", 64), [], "t.yaml: presets.tiny.tasks.arith.max_lenght",
+     "unknown key; allowed: n_train, max_length"),
+    (edit("presets.tiny.model.size.num_key_value_heads", 3), [], "t.yaml: presets.tiny.model.size",
+     "must be a multiple of num_key_value_heads"),
+    (edit("presets.tiny.model.base", "auto") | {"presets": {"tiny": {**GOOD["presets"]["tiny"], "model": {
+        "source": "Qwen/Qwen2.5-7B-Instruct", "base": "auto"}}}}, [], "t.yaml: presets.tiny.model",
+     "base 'auto' builds a tiny base model"),
+    (edit("presets.tiny.arm.0.sorce", "x"), [], "t.yaml: presets.tiny.arm[0].sorce", "unknown key; allowed: name"),
+    (edit("presets.tiny.arm.0.training", {"lr": 0}), [], "t.yaml: presets.tiny.arm[0].training.lr",
+     "greater than 0"),
+    (edit("presets.tiny.hardware", {"name": "H100", "mfu": 1.5}), [], "t.yaml: presets.tiny.hardware.mfu",
+     "less than or equal to 1"),
+    (edit("presets.tiny.launch", {"config_file": "no/such.yaml"}), [], "t.yaml: presets.tiny.launch.config_file",
+     "no such file"),
+    (edit("presets.tiny.tasks", {}), [], "t.yaml: presets.tiny.tasks", "needs at least one task"),
+    (edit("name", "DELETE"), [], "t.yaml: name", "required key is missing"),
+    ("name: t\nseeds: [1\n", [], "t.yaml", "not valid YAML at line"),
+    ("- just\n- a list\n", [], "t.yaml", "must be a mapping"),
+    (GOOD, ["--preset", "papr"], "--preset", "unknown preset 'papr'"),
+    (GOOD, ["--only", "methd=mirror"], "--only", "unknown key 'methd'; allowed: task, method, seed, family"),
+    (GOOD, ["--only", "method=mirorr"], "--only", "no run has method=mirorr; allowed: arm-tiny, mirror"),
+    (GOOD, ["--shard", "3/2"], "--shard", "expected I/N with 1 <= I <= N"),
+    (GOOD, ["--jobs", "0"], "--jobs", "must be >= 1"),
+]
+
+
+@pytest.mark.parametrize("spec,args,where,words", BAD, ids=[f"{i}:{c[2].split(': ')[-1]}" for i, c in enumerate(BAD)])
+def test_bad_spec_is_one_actionable_line(tmp_path, capsys, monkeypatch, spec, args, where, words):
+    import mdm.train.model
+
+    monkeypatch.setattr(mdm.train.model, "build_model", lambda *a, **k: pytest.fail("compute before validation"))
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "t.yaml"
+    path.write_text(spec if isinstance(spec, str) else yaml.safe_dump(spec))
+    code = main(["bench", "t.yaml", "--results", str(tmp_path / "runs"), *args])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"mdm bench: error: {where}: "), lines[0]
+    assert words in lines[0], lines[0]
+
+
+def test_cli_error_has_no_traceback(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(edit("methods.1", "mirorr")))
+    out = subprocess.run([sys.executable, "-m", "mdm.cli", "bench", str(path)], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().count("\n") == 0 and "methods[1]: unknown method 'mirorr'" in out.stderr
+
+
+def test_plan_is_deterministic_and_shards_partition_it(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(GOOD))
+    plan = expand(load_spec(path), "tiny", tmp_path)
+    again = expand(load_spec(path), "tiny", tmp_path)
+    assert [r.key for r in plan] == [r.key for r in again]
+    # 2 tasks x 2 methods x 2 seeds + syrm on tables x 2 seeds + ARM rows 2 tasks x 2 seeds
+    assert len(plan) == 8 + 2 + 4
+    assert plan[0].key == "arith/standard/seed1" and plan[-1].key == "tables/arm-tiny/seed2"
+    assert {r.family for r in plan} == {"mdm", "arm:tiny"}
+    assert all(r.config.data.max_length == (128 if r.task == "arith" else 288) for r in plan)
+    assert plan[-1].config.model.family == "arm" and plan[-1].config.method == "standard"
+    shards = [select(plan, {}, (i, 3)) for i in (1, 2, 3)]
+    keys = [r.key for s in shards for r in s]
+    assert sorted(keys) == sorted(r.key for r in plan) and len(set(keys)) == len(plan)
+    only = select(plan, parse_only("method=mirror,method=syrm,seed=2", plan), None)
+    assert [r.key for r in only] == ["arith/mirror/seed2", "tables/mirror/seed2", "tables/syrm/seed2"]
+    assert len(select(plan, parse_only("family=arm", plan), None)) == 4
+
+
+def test_paper_dry_run_prints_the_full_plan_offline(capsys, monkeypatch, tmp_path):
+    import mdm.train.model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(mdm.train.model, "build_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.chdir(ROOT)
+    code = main(["bench", str(SPECS / "table1.yaml"), "--preset", "paper", "--dry-run", "--results",
+                 str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("table1 (preset paper): 102 of 102 planned runs; 8 x H100 at an assumed MFU of 35%")
+    rows = [line for line in lines if line.strip()[:1].isdigit()]
+    assert len(rows) == 102
+    assert sum("syrm" in r for r in rows) == 3 and all("hitab" in r for r in rows if "syrm" in r)
+    for family in ("arm:qwen2.5-7b-instruct", "arm:qwen3-8b-base", "arm:llama3.1-8b-instruct"):
+        assert sum(family in r for r in rows) == 9
+    assert "?" not in "".join(rows)  # parameter counts of every hub model are known offline
+    assert lines[-1].startswith("to run: 102 runs") and lines[-1].endswith("on 8 x H100 at an assumed MFU of 35%")
+
+
+@pytest.mark.parametrize("name", ["table1", "table2", "regression"])
+@pytest.mark.parametrize("preset", ["tiny", "paper"])
+def test_shipped_specs_validate_and_dry_run(name, preset, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert main(["bench", str(SPECS / f"{name}.yaml"), "--preset", preset, "--dry-run", "--results",
+                 str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "to run:" in out and "?" not in out.splitlines()[-1]

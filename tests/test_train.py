@@ -1,0 +1,256 @@
+"""Trainer: determinism, layout invariance (accumulation, uneven micro-batches), failure, ARM, base models."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+
+from mdm.errors import ConfigError
+from mdm.train import RunConfig, Trainer, load_run_config, read_log
+from mdm.train.trainer import lr_factor
+
+TINY_SIZE = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+             "head_dim": 16, "intermediate_size": 64}
+VOLATILE = {"elapsed_s"}
+
+
+def tiny_run(out, cache, **over) -> dict:
+    """A run config of a few CPU seconds: 2-layer hidden-32 backbone, 64 arith examples (58 train, 6 held out)."""
+    cfg = {
+        "model": {"size": TINY_SIZE, "tokenizer_examples": 300, "cache_dir": str(cache)},
+        "data": {"task": "arith", "n_train": 64, "max_length": 128},
+        "method": "standard",
+        "training": {"max_steps": 4, "global_batch_size": 8, "micro_batch_size": 4, "lr": 1e-3, "threads": 1,
+                     "progress": False},
+        "eval": {"t_grid": 2},
+        "output_dir": str(out),
+    }
+    for key, value in over.items():
+        section, _, field = key.partition("__")
+        if field:
+            cfg[section] = {**cfg.get(section, {}), field: value}
+        else:
+            cfg[section] = value
+    return cfg
+
+
+def train(cfg: dict) -> tuple[dict, list[dict]]:
+    result = Trainer(RunConfig.model_validate(cfg)).train()
+    return result, read_log(cfg["output_dir"])
+
+
+def trajectory(log: list[dict]) -> list[dict]:
+    return [{k: v for k, v in e.items() if k not in VOLATILE} for e in log]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("mdm-cache")
+
+
+def test_same_seed_is_bit_identical_and_seeds_differ(tmp_path, cache):
+    method = {"preset": "strats+mirror+ema"}
+    a = train(tiny_run(tmp_path / "a", cache, method=method))
+    b = train(tiny_run(tmp_path / "b", cache, method=method))
+    c = train(tiny_run(tmp_path / "c", cache, method=method, training__seed=7))
+    assert a[0]["status"] == "done" and len(a[1]) == 4
+    assert trajectory(a[1]) == trajectory(b[1])
+    assert a[0]["metrics"]["heldout_loss"] == b[0]["metrics"]["heldout_loss"]
+    assert [e["loss"] for e in a[1]] != [e["loss"] for e in c[1]]
+    assert [e["t"] for e in a[1]] != [e["t"] for e in c[1]]
+    first = a[1][0]
+    for key in ("step", "loss", "grad_norm", "lr", "t", "seq_weight", "tokens_seen", "passes", "token_passes"):
+        assert key in first, key
+    assert 8 < first["passes"] <= 2 * 8  # MIRROR: two views per sequence (a view with no masked token is skipped)
+    assert (tmp_path / "a" / "model" / "config.json").is_file()
+
+
+def test_global_batch_is_exact_under_any_accumulation_layout(tmp_path, cache):
+    """8-row global batches as 1 x 8, 3 x (3, 3, 2) and 4 x 2 micro-batches: the same trajectory. One epoch of
+    58 examples ends with a 2-row batch, so the 4-way split also has empty micro-batches."""
+    method = {"preset": "strats+mirror+ema"}
+    runs = [train(tiny_run(tmp_path / f"m{m}", cache, method=method, training__max_steps=None,
+                           training__epochs=1, training__micro_batch_size=m))
+            for m in (8, 3, 2)]
+    ref = runs[0][1]
+    assert len(ref) == 8 and ref[-1]["batch_size"] == 2
+    for _, log in runs[1:]:
+        assert [e["t"] for e in log] == [e["t"] for e in ref]  # keyed by position: identical
+        assert [e["seq_weight"] for e in log] == [e["seq_weight"] for e in ref]
+        for x, y in zip(log, ref):
+            assert x["loss"] == pytest.approx(y["loss"], abs=1e-5)
+            assert x["grad_norm"] == pytest.approx(y["grad_norm"], rel=1e-4)
+    assert [r[0]["accumulation_steps"] for r in runs] == [1, 3, 4]
+
+
+def test_gradient_checkpointing_does_not_change_the_trajectory(tmp_path, cache):
+    a = train(tiny_run(tmp_path / "a", cache))[1]
+    b = train(tiny_run(tmp_path / "b", cache, training__gradient_checkpointing=True))[1]
+    assert [e["loss"] for e in a] == pytest.approx([e["loss"] for e in b], abs=1e-6)
+
+
+def test_non_finite_loss_stops_and_marks_the_run_failed(tmp_path, cache, monkeypatch):
+    from mdm.objective import MDMObjective
+
+    original = MDMObjective.loss
+
+    def poisoned(self, token_ce, batch, draws):
+        out = original(self, token_ce, batch, draws)
+        if self._step == 2:
+            out.row_losses = out.row_losses * float("nan")
+        return out
+
+    original_draw = MDMObjective.draw
+
+    def draw(self, batch, *, seed, step, global_batch_size=None):
+        self._step = step
+        return original_draw(self, batch, seed=seed, step=step, global_batch_size=global_batch_size)
+
+    monkeypatch.setattr(MDMObjective, "loss", poisoned)
+    monkeypatch.setattr(MDMObjective, "draw", draw)
+    result, log = train(tiny_run(tmp_path / "r", cache))
+    assert result["status"] == "failed" and result["reason"] == "non-finite loss at step 3"
+    assert len(log) == 2 and json.loads((tmp_path / "r" / "result.json").read_text())["status"] == "failed"
+
+
+def test_arm_run_uses_next_token_loss(tmp_path, cache):
+    result, log = train(tiny_run(tmp_path / "arm", cache, model={"family": "arm", "size": TINY_SIZE,
+                                                                 "tokenizer_examples": 300, "cache_dir": str(cache)}))
+    assert result["status"] == "done" and result["metrics"]["heldout_metric"] == "arm_nll_per_token"
+    assert all(math.isfinite(e["loss"]) and "t" not in e for e in log)
+    with pytest.raises(ConfigError, match="must be 'standard'"):
+        from mdm.train.config import check_run
+
+        check_run(RunConfig.model_validate(tiny_run(tmp_path / "x", cache, model={"family": "arm"},
+                                                    method="mirror")), "run.yaml")
+
+
+def test_ppots_with_a_json_density_weights_rows(tmp_path, cache):
+    density = tmp_path / "ppots.json"
+    density.write_text(json.dumps({"grid": [0.0, 0.5, 1.0], "density": [0.5, 1.0, 1.5]}))
+    _, log = train(tiny_run(tmp_path / "p", cache, method={"preset": "ppots", "t_sampler": {"density": str(density)}}))
+    w = [x for e in log for x in e["seq_weight"]]
+    assert min(w) < 1.0 < max(w)
+
+
+def test_ppots_auto_without_a_fitter_is_a_config_error(tmp_path, cache, monkeypatch):
+    from mdm.train import ppots
+
+    monkeypatch.setattr(ppots, "fitter", lambda: None)
+    with pytest.raises(ConfigError, match="give a density JSON path"):
+        Trainer(RunConfig.model_validate(tiny_run(tmp_path / "p", cache, method="ppots"))).train()
+
+
+def test_ppots_auto_is_fitted_once_from_a_pilot_and_kept_for_resume(tmp_path, cache, monkeypatch):
+    from mdm.train import ppots
+
+    pytest.importorskip("mdm.variance.profile")
+    calls = []
+    real = ppots.fit_density
+    monkeypatch.setattr(ppots, "fit_density", lambda **kw: calls.append(kw) or real(**kw))
+    cfg = tiny_run(tmp_path / "p", cache, method="ppots+mirror",
+                   ppots_pilot={"a": 4, "b": 10, "c": 2, "restarts": 1})
+    result, log = train(cfg)
+    artifact = json.loads((tmp_path / "p" / "ppots.json").read_text())
+    assert result["status"] == "done" and len(calls) == 1 and calls[0]["pilot"].a == 4
+    assert len(artifact["grid"]) == len(artifact["density"]) and artifact["pilot"]["a"] == 4
+    assert any(w != 1.0 for e in log for w in e["seq_weight"])
+    (tmp_path / "p" / "result.json").unlink()  # a rerun of the directory reuses the saved density
+    shutil.rmtree(tmp_path / "p" / "model")
+    Trainer(RunConfig.model_validate(cfg)).train()
+    assert len(calls) == 1
+
+
+def test_crash_and_resume_restores_adaptive_ppots_and_ema_state(tmp_path, cache, monkeypatch):
+    """A run that dies after its step-4 checkpoint resumes to the uninterrupted trajectory, including the
+    state of a stateful t-sampler (adaptive P-POTS: statistics and refitted density) and of the EMA baseline."""
+    pytest.importorskip("mdm.variance.adaptive")
+    method = {"preset": "ppots+ema", "t_sampler": {"name": "ppots_adaptive", "warmup": 2, "refit_every": 2,
+                                                   "bins": 10, "min_count": 1, "restarts": 1}}
+
+    def cfg(out):
+        return tiny_run(out, cache, method=method, training__global_batch_size=32, training__micro_batch_size=16,
+                        training__max_steps=8, training__checkpoint_every=4,
+                        data={"task": "arith", "n_train": 128, "max_length": 128})
+
+    whole = Trainer(RunConfig.model_validate(cfg(tmp_path / "whole")))
+    whole.train()
+    assert whole.objective.method.t_sampler.refits >= 1  # observe + end_step drove real refits
+    original = Trainer.train_step
+
+    def dies_at_step_6(self, step):
+        if step == 5:
+            raise KeyboardInterrupt
+        return original(self, step)
+
+    monkeypatch.setattr(Trainer, "train_step", dies_at_step_6)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(RunConfig.model_validate(cfg(tmp_path / "cut"))).train()
+    monkeypatch.setattr(Trainer, "train_step", original)
+    result = Trainer(RunConfig.model_validate(cfg(tmp_path / "cut"))).train()
+    assert result["resumed_from"] == [4]
+    assert trajectory(read_log(tmp_path / "cut")) == trajectory(read_log(tmp_path / "whole"))
+
+
+def test_lr_schedules():
+    assert lr_factor(0, 10, 0, "linear") == 1.0 and lr_factor(9, 10, 0, "linear") == pytest.approx(0.1)
+    assert lr_factor(0, 10, 2, "cosine") == 0.0 and lr_factor(1, 10, 2, "cosine") == 0.5
+    assert lr_factor(2, 10, 2, "cosine") == 1.0 and lr_factor(10, 10, 2, "cosine") == pytest.approx(0.0)
+    assert lr_factor(5, 10, 0, "constant") == 1.0
+
+
+def test_tiny_base_is_built_once_and_reused(tmp_path, cache):
+    from mdm.train.model import base_dir
+
+    model = {"size": TINY_SIZE, "tokenizer_examples": 300, "cache_dir": str(tmp_path / "c"), "base": "auto",
+             "pretrain": {"n_examples": 64, "max_steps": 3, "global_batch_size": 16, "micro_batch_size": 16}}
+    a = tiny_run(tmp_path / "a", cache, model=model)
+    b = tiny_run(tmp_path / "b", cache, model=model, training__seed=5, method="mirror")
+    train(a)
+    base = base_dir(RunConfig.model_validate(a))
+    stamp = (base / "config.json").stat().st_mtime_ns
+    assert (base / "pretrain_log.jsonl").is_file() and len(read_log_file(base / "pretrain_log.jsonl")) == 3
+    result, _ = train(b)
+    assert result["status"] == "done" and (base / "config.json").stat().st_mtime_ns == stamp
+    assert base_dir(RunConfig.model_validate(b)) == base  # method and seed do not change the base
+    other = tiny_run(tmp_path / "c", cache, model={**model, "pretrain": {**model["pretrain"], "max_steps": 4}})
+    assert base_dir(RunConfig.model_validate(other)) != base
+
+
+def read_log_file(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_run_config_errors_are_one_line(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("data: {task: arith}\ntraining: {lrr: 1}\noutput_dir: x\n")
+    with pytest.raises(ConfigError) as info:
+        load_run_config(path)
+    assert str(info.value).startswith(f"{path}: training.lrr: unknown key; allowed: epochs, max_steps")
+    path.write_text("data: {task: arith}\nmethod: mirorr\noutput_dir: x\n")
+    with pytest.raises(ConfigError, match=r"run.yaml: method.preset: unknown method 'mirorr'"):
+        load_run_config(path)
+    path.write_text("data: {task: arith}\noutput_dir: x\n")
+    cfg = load_run_config(path, ["training.lr=2e-4", "method={preset: mirror}"])
+    assert cfg.training.lr == 2e-4 and cfg.method == {"preset": "mirror"}
+
+
+def test_train_cli_resumed_dir_with_other_config_is_refused(tmp_path, cache):
+    cfg = tiny_run(tmp_path / "r", cache, training__max_steps=2)
+    train(cfg)
+    (tmp_path / "r" / "result.json").unlink()
+    with pytest.raises(ConfigError, match="different configuration .*training.lr"):
+        Trainer(RunConfig.model_validate(tiny_run(tmp_path / "r", cache, training__max_steps=2,
+                                                  training__lr=5e-4))).train()
+
+
+def test_log_tokens_and_passes_add_up(tmp_path, cache):
+    result, log = train(tiny_run(tmp_path / "r", cache, method="multisample2"))
+    assert result["tokens_seen"] == sum(e["tokens"] for e in log)
+    assert result["passes"] == sum(e["passes"] for e in log) <= 2 * 8 * 4
+    assert result["token_passes"] == sum(e["token_passes"] for e in log) <= 2 * result["tokens_seen"]
+    assert torch.tensor([e["lr"] for e in log]).diff().le(0).all()  # linear decay

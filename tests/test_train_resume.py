@@ -1,0 +1,91 @@
+"""Acceptance: a benchmark run killed with SIGKILL mid-training resumes on rerun and reproduces the
+uninterrupted trajectory; finished records are not touched; a failed run does not stop the others."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from mdm.train import RunConfig, Trainer, read_log
+from tests.test_train import TINY_SIZE, trajectory
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def spec(cache) -> dict:
+    return {
+        "name": "killtest",
+        "seeds": [3],
+        "methods": ["standard", {"name": "mirror+ema", "method": "mirror+ema"}],
+        "presets": {"tiny": {
+            "tasks": {"arith": {"n_train": 200, "max_length": 128}, "text-to-image": None},
+            "model": {"size": TINY_SIZE, "tokenizer_examples": 300, "cache_dir": str(cache)},
+            "training": {"max_steps": 40, "global_batch_size": 16, "micro_batch_size": 8, "lr": 1e-3,
+                         "checkpoint_every": 4, "threads": 1},
+            "eval": {"t_grid": 2},
+        }},
+    }
+
+
+def bench(path, results, *extra, wait=True):
+    cmd = [sys.executable, "-m", "mdm.cli", "bench", str(path), "--results", str(results), *extra]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if not wait:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_sigkill_then_rerun_resumes_the_same_trajectory(tmp_path):
+    path, results = tmp_path / "spec.yaml", tmp_path / "runs"
+    path.write_text(yaml.safe_dump(spec(tmp_path / "cache")))
+    runs = results / "killtest"
+    standard = runs / "arith" / "standard" / "seed3" / "record.json"
+    mirror_dir = runs / "arith" / "mirror+ema" / "seed3"
+
+    first = bench(path, results, "--only", "method=standard,task=arith")
+    assert first.returncode == 0, first.stderr
+    before = (standard.stat().st_mtime_ns, standard.read_bytes())
+    assert json.loads(before[1])["status"] == "done"
+
+    proc = bench(path, results, "--only", "task=arith", wait=False)
+    deadline = time.time() + 240
+    killed_at = None
+    while time.time() < deadline and proc.poll() is None:  # kill between the 1st and 2nd checkpoint + 2 steps
+        log = mirror_dir / "train_log.jsonl"
+        n = len(log.read_text().splitlines()) if log.is_file() else 0
+        if (mirror_dir / "checkpoints").is_dir() and n >= 6:
+            os.kill(proc.pid, signal.SIGKILL)
+            killed_at = n
+            break
+        time.sleep(0.01)
+    proc.wait(timeout=30)
+    assert killed_at is not None and 6 <= killed_at < 40, f"not killed mid-training ({killed_at})"
+    assert not (mirror_dir / "record.json").exists() and not (mirror_dir / "result.json").exists()
+
+    second = bench(path, results, "--jobs", "2")  # the resumed run and the failing ones in 2 worker processes
+    assert second.returncode == 1  # the text-to-image rows fail (task not available yet): reported, not fatal
+    assert "1 already done" in second.stdout and "arith/mirror+ema/seed3" in second.stdout
+    assert (standard.stat().st_mtime_ns, standard.read_bytes()) == before  # finished record untouched
+
+    record = json.loads((mirror_dir / "record.json").read_text())
+    assert record["status"] == "done" and record["steps"] == 40
+    assert len(record["resumed_from"]) == 1 and 4 <= record["resumed_from"][0] <= killed_at
+    for key in ("config", "seed", "code_version", "hardware", "wall_time_s", "tokens", "passes", "metrics"):
+        assert key in record, key
+    assert record["metrics"]["heldout_loss"] > 0 and 16 * 40 < record["passes"] <= 2 * 16 * 40  # MIRROR: 2 views
+    failed = json.loads((runs / "text-to-image" / "standard" / "seed3" / "record.json").read_text())
+    assert failed["status"] == "failed" and "not available yet" in failed["reason"]
+
+    resumed = read_log(mirror_dir)
+    assert [e["step"] for e in resumed] == list(range(1, 41))
+    assert record["passes"] == sum(e["passes"] for e in resumed)
+    cfg = RunConfig.model_validate({**record["config"], "output_dir": str(tmp_path / "uninterrupted")})
+    Trainer(cfg).train()
+    assert trajectory(resumed) == trajectory(read_log(tmp_path / "uninterrupted"))
