@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test lint
+.PHONY: setup test lint reproduce-table1 reproduce-table2 leaderboard perf regression-update
 
 setup: $(STAMP)
 
@@ -31,3 +31,16 @@ test: setup
 
 lint: setup
 	$(VENV)/bin/ruff check mdm evals tests benchmarks
+
+# Reproduce a table: train every run of the spec that is not done yet (resumable), then write the report.
+reproduce-table1: setup
+	$(VENV)/bin/mdm bench benchmarks/table1.yaml --preset $(PRESET)
+	$(VENV)/bin/mdm report results/runs/table1 --out results/table1
+
+reproduce-table2: setup
+	$(VENV)/bin/mdm bench benchmarks/table2.yaml --preset $(PRESET)
+	$(VENV)/bin/mdm report results/runs/table2 --out results/table2
+
+# Regenerate every report from the records already on disk (no training).
+leaderboard: setup
+	@for d in results/runs/*/; do b=$$(basename $$d); $(VENV)/bin/mdm report $$d --out results/$$b; done

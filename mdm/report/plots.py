@@ -45,7 +45,7 @@ def loss_curves(curves: pd.DataFrame, out: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(7, 4))
         sns.lineplot(data=g, x="step", y="loss", hue="method", errorbar=("pi", 100), estimator="mean", ax=ax)
         ax.set(title=f"{task}: training loss (mean over seeds, band = min..max)", xlabel="optimizer step",
-               ylabel="training loss (nats / eligible token)")
+               ylabel="training loss before control variate\n(nats per eligible token)")
         ax.legend(title="method", fontsize=8)
         paths.append(_save(fig, out / f"loss_{task}.png"))
     return paths

@@ -12,8 +12,10 @@ from mdm.report import plots
 from mdm.report.tables import leaderboard, paper_reference, synergy
 
 
-def _markdown(df: pd.DataFrame, floatfmt=".2f") -> str:
-    return df.to_markdown(index=False, floatfmt=floatfmt, missingval="-") if not df.empty else "_no rows_"
+def _markdown(df: pd.DataFrame, floatfmt=".4g") -> str:
+    if df.empty:
+        return "_no rows_"
+    return df.astype(object).where(df.notna(), None).to_markdown(index=False, floatfmt=floatfmt, missingval="-")
 
 
 def _board_markdown(board: pd.DataFrame) -> str:
@@ -36,8 +38,11 @@ def loss_curves_of(df: pd.DataFrame) -> pd.DataFrame:
         for line in log.read_text().splitlines():
             entry = json.loads(line)
             if "loss" in entry and "step" in entry:
-                rows.append({"task": r.task, "method": r.method, "seed": r.seed, "step": entry["step"],
-                             "loss": entry["loss"]})
+                # the loss before any control variate: EMA shifts the value (not the gradient), which
+                # would make its curve incomparable with the others
+                label = r.method if r.model_family == "mdm" else f"ARM {r.model_family.removeprefix('arm:')}"
+                rows.append({"task": r.task, "method": label, "seed": r.seed, "step": entry["step"],
+                             "loss": entry.get("loss_raw", entry["loss"])})
     return pd.DataFrame(rows)
 
 

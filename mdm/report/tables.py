@@ -47,6 +47,7 @@ def record_row(record: dict, path: Path) -> dict:
         "task": record.get("task"),
         "seed": record.get("seed"),
         "score": primary_score(metrics),
+        "heldout_loss": metrics.get("heldout_loss"),
         "status": record.get("status", "done"),
         "reason": record.get("reason", ""),
         "passes": record.get("passes"),
@@ -57,7 +58,8 @@ def record_row(record: dict, path: Path) -> dict:
 
 
 def primary_score(metrics: dict) -> float:
-    """The number a leaderboard ranks: accuracy (%) when evaluated, else minus the held-out loss."""
+    """The number a leaderboard ranks: the task score (accuracy %, CLIP score). The held-out loss is a
+    separate column (`heldout_loss`), never mixed into the score."""
     for key in ("score", "accuracy", "clip_score"):
         if isinstance(metrics.get(key), (int, float)):
             return float(metrics[key])
@@ -99,6 +101,8 @@ def leaderboard(df: pd.DataFrame, paper: pd.Series | None = None) -> pd.DataFram
                "seeds": " ".join(f"{s:.2f}" for s in g.score),
                "mean": g.score.mean(), "std": g.score.std(ddof=1) if len(g) > 1 else float("nan"),
                "min": g.score.min(), "max": g.score.max(), "range": g.score.max() - g.score.min()}
+        if "heldout_loss" in g and g.heldout_loss.notna().any():
+            row["heldout_loss"] = g.heldout_loss.mean()
         for col in ("passes", "tokens", "wall_s"):
             if col in g and g[col].notna().any():
                 row[col] = g[col].sum()
@@ -112,7 +116,8 @@ def leaderboard(df: pd.DataFrame, paper: pd.Series | None = None) -> pd.DataFram
     board["is_arm"] = board.model_family != "mdm"
     board["best"] = False
     for _task, g in board[~board.is_arm].groupby("task"):
-        board.loc[g["mean"].idxmax(), "best"] = True
+        if g["mean"].nunique() > 1:  # a tie across every row has no best
+            board.loc[g.index[g["mean"] == g["mean"].max()], "best"] = True
     return board.sort_values(["is_arm", "task", "mean"], ascending=[True, True, False]).reset_index(drop=True)
 
 
