@@ -7,6 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 GPU ?=
 PRESET ?= tiny
+JOBS ?= 2
 STAMP := $(VENV)/.mdm-setup-stamp
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
@@ -34,12 +35,16 @@ lint: setup
 
 # Reproduce a table: train every run of the spec that is not done yet (resumable), then write the report.
 reproduce-table1: setup
-	$(VENV)/bin/mdm bench benchmarks/table1.yaml --preset $(PRESET)
+	$(VENV)/bin/mdm bench benchmarks/table1.yaml --preset $(PRESET) --jobs $(JOBS)
 	$(VENV)/bin/mdm report results/runs/table1 --out results/table1
 
 reproduce-table2: setup
-	$(VENV)/bin/mdm bench benchmarks/table2.yaml --preset $(PRESET)
+	$(VENV)/bin/mdm bench benchmarks/table2.yaml --preset $(PRESET) --jobs $(JOBS)
 	$(VENV)/bin/mdm report results/runs/table2 --out results/table2
+
+# Re-pin the CI regression's reference trajectories (only after a deliberate change of numbers).
+regression-update: setup
+	$(PY) -m mdm.regression --update
 
 # Regenerate every report from the records already on disk (no training).
 leaderboard: setup
