@@ -1,0 +1,14 @@
+"""Variance profiler and P-POTS fitting (METHODS.md sections 2 and 3).
+
+    estimator  nested Monte Carlo estimator of A (pattern), B (rate), C (data), bootstrap SEs
+    pilot      forward passes filling the table l[x0, t, mask] for any method, under a token budget
+    gradient   the same decomposition on per-sample gradients (parameter subset, optional projection)
+    epr, fit   EPR density, its KL fit, the shared ppots.json artifact
+    adaptive   `ppots_adaptive`: P-POTS refitted during training from per-t-bin loss moments
+    spec       the YAML spec (model + data + pilot sizes), model loading and the cached warm-up
+    profile    `mdm variance` / `mdm fit-ppots` end to end; cli registers both subcommands
+
+Importing this package registers the `ppots_adaptive` t-sampler (and nothing heavy).
+"""
+
+import mdm.variance.adaptive  # noqa: F401  (registers ppots_adaptive on T_SAMPLERS)
