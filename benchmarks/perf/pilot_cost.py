@@ -142,10 +142,10 @@ def quality(args) -> None:
     from mdm.variance.spec import load, load_spec, pick_x0
 
     spec = load_spec(args.config)
-    loaded = load(spec, progress=True)
+    loaded = load(spec, progress=sys.stderr.isatty())
     x0 = pick_x0(loaded.items, 15, spec.seed, loaded.tokenizer, spec.data.task, spec.data.max_length)
     profiler = Profiler(loaded.model, x0, mask_token_id=loaded.mask_token_id, b=70, c=15, seed=spec.seed,
-                        token_budget=spec.pilot.token_budget, progress=True)
+                        token_budget=spec.pilot.token_budget, progress=sys.stderr.isatty())
     start = time.perf_counter()
     raw = profiler.table(Method.build("standard")).losses
     seconds = time.perf_counter() - start

@@ -40,6 +40,8 @@ PRESETS: dict[str, tuple[dict[str, Any], str]] = {
     "lattice": ({"t_sampler": {"name": "lattice"}}, "lattice / antithetic t over the batch (MD4, MDLM)"),
     "multisample2": ({"mask": {"name": "multisample", "k": 2}}, "two independent masks at one t"),
     "exact_count": ({"mask": {"name": "exact_count"}}, "exactly p|E| tokens masked (stochastic rounding)"),
+    "ppots_adaptive": ({"t_sampler": {"name": "ppots_adaptive"}},
+                       "adaptive P-POTS: p(t) refitted during training from per-t-bin loss moments, weight 1/p"),
     "mirror_released_plus": ({"mask": {"name": "mirror_released_plus"}},
                              "released code: MIRROR's second view only when t < 0.9"),
     "ppots_released": ({"t_sampler": {"name": "ppots_released"}},

@@ -45,28 +45,27 @@ class FixedT(TSampler):
 
 @dataclass
 class TLaw:
-    """What a t-sampler does on the grid: law q_j of t, weight w_j of the loss, u-source, loss clamp."""
+    """What a t-sampler does on the grid: law q_j of t, weight w_j of the loss, u-source (its loss clamp, if
+    any, is applied in the table: see `table_key`)."""
 
     q: np.ndarray
     w: np.ndarray
     u: str
     k: int | None
-    clamp: float | None
 
 
 def t_law(sampler, t: np.ndarray, pi: np.ndarray) -> TLaw:
     """The grid version of a t-sampler: q_j = pi_j p(t_j) / Z; importance weight pi_j / q_j (clamped)."""
-    clamp = getattr(sampler, "loss_clamp", None)
     k = getattr(sampler.config, "k", None)
     if type(sampler) in U_SOURCES.values():
         name = next(n for n, cls in U_SOURCES.items() if type(sampler) is cls)
-        return TLaw(pi.copy(), np.ones_like(pi), name, k, clamp)
+        return TLaw(pi.copy(), np.ones_like(pi), name, k)
     if isinstance(sampler, Clipped):
         inside = (t >= sampler.config.lo) & (t <= sampler.config.hi)
         if not inside.any():
             raise ConfigError("method.t_sampler", f"no grid value inside [{sampler.config.lo}, {sampler.config.hi}]")
         q = pi * inside
-        return TLaw(q / q.sum(), np.ones_like(pi), sampler.config.u, k, clamp)
+        return TLaw(q / q.sum(), np.ones_like(pi), sampler.config.u, k)
     if isinstance(sampler, PPOTS):
         density = sampler.density(torch.as_tensor(t, dtype=torch.float64)).numpy()
         q = pi * density
@@ -75,7 +74,7 @@ def t_law(sampler, t: np.ndarray, pi: np.ndarray) -> TLaw:
             w = np.ones_like(pi)
         else:
             w = np.minimum(pi / q, sampler.config.max_weight)
-        return TLaw(q, w, sampler.config.u, k, clamp)
+        return TLaw(q, w, sampler.config.u, k)
     raise ConfigError("method.t_sampler", f"the profiler does not know the law of t-sampler {sampler.name!r}")
 
 
