@@ -1,0 +1,38 @@
+"""Text-to-image (Table 2): MMaDA-style MDM over image codes, MaskGIT decoding, CLIP score, attribute accuracy.
+
+    scenes           the tiny task: captions of simple scenes, their images, the attribute checker
+    image_tokenizer  images <-> codes: k-means patch codebook (tiny), diffusers VQModel, MAGVIT-v2 adapter
+    data             caption tokens (prompt) + image-code tokens (response) -> MDMBatch; T2ICodec
+    generate         MaskGIT-style confidence decoding restricted to image codes
+    clip             CLIP score (open_clip), the torchmetrics cross-check, the tiny CLIP, retrieval eval
+    train            single-process training with any method; the cached tiny base; the P-POTS pilot fit
+    cell             one (method, seed) cell of the tiny Table 2: `run_cell`
+    table2           all cells + summary + sample grids: `python -m mdm.t2i.table2`
+
+Names below are imported lazily, so `import mdm.t2i` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "T2IConfig": "cell", "run_cell": "cell", "evaluate": "cell", "prepare": "cell",
+    "T2ICodec": "data", "collate": "data",
+    "ImageDecodeConfig": "generate", "generate_codes": "generate",
+    "ClipScorer": "clip", "tiny_clip": "clip", "retrieval_eval": "clip",
+    "clip_score_from_embeddings": "clip", "torchmetrics_clip_score": "clip",
+    "ImageTokenizer": "image_tokenizer", "KMeansPatchTokenizer": "image_tokenizer",
+    "DiffusersVQTokenizer": "image_tokenizer", "MagvitV2Tokenizer": "image_tokenizer",
+    "load_image_tokenizer": "image_tokenizer", "tiny_image_tokenizer": "image_tokenizer",
+    "make_examples": "scenes", "check_attributes": "scenes", "attribute_accuracy": "scenes",
+    "run_table": "table2",
+}  # fmt: skip
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"mdm.t2i.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'mdm.t2i' has no attribute {name!r}")

@@ -1,0 +1,65 @@
+"""Built artifacts of the tiny t2i pipeline (image codebook, tiny CLIP, base model), cached by a config hash.
+
+    path = cached_dir("clip", config_dict, build)   # build(tmp_dir) fills a fresh folder once
+
+Folders live under `$MDM_CACHE/t2i/<kind>-<hash>/` (default `~/.cache/mdm`). A build writes into a
+temporary sibling folder and renames it into place (atomic: a reader sees the whole folder or none), under
+a file lock so that concurrent processes build it once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+DONE = ".complete"
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    if cache_dir is not None:
+        return Path(cache_dir)
+    return Path(os.environ.get("MDM_CACHE", Path.home() / ".cache" / "mdm")) / "t2i"
+
+
+def config_hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def cached_dir(kind: str, config: dict, build: Callable[[Path], None], cache_dir: str | Path | None = None) -> Path:
+    """The folder of artifact `kind` for `config`, built by `build(folder)` if it is not cached yet."""
+    final = cache_root(cache_dir) / f"{kind}-{config_hash(config)}"
+    if (final / DONE).is_file():
+        return final
+    with file_lock(final.with_name(final.name + ".lock")):
+        if (final / DONE).is_file():
+            return final
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{final.name}-"))
+        try:
+            build(tmp)
+            (tmp / "cache_key.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
+            (tmp / DONE).write_text("")
+            os.chmod(tmp, 0o755)
+            shutil.rmtree(final, ignore_errors=True)  # a partial folder from an older, killed layout
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final

@@ -1,0 +1,363 @@
+"""Text-to-image (Table 2) pipeline: scenes and the attribute checker, image tokenizers, sequences through every
+method preset, MaskGIT decoding, CLIP score vs torchmetrics, the tiny CLIP's held-out retrieval, one cell."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mdm.errors import ConfigError
+from mdm.t2i.scenes import (
+    ALL_SCENES,
+    COLOURS,
+    PLACEMENTS,
+    SHAPES,
+    Scene,
+    _shape_mask,
+    attribute_accuracy,
+    captions_of,
+    check_attributes,
+    make_examples,
+    quadrant_origin,
+    read_image,
+)
+
+TINY_SIZE = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+             "head_dim": 16, "intermediate_size": 64}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These models are tiny: one thread is fastest, and avoids oversubscribing a shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def codec():
+    from mdm.t2i.data import T2ICodec
+
+    return T2ICodec.tiny()
+
+
+def render_at(scene: Scene, placement) -> np.ndarray:
+    size, dx, dy = placement
+    img = np.zeros((24, 24, 3), dtype=np.uint8)
+    for q in scene.quadrants():
+        ox, oy = quadrant_origin(q)
+        img[_shape_mask(scene.shape, ox + dx, oy + dy, size)] = COLOURS[scene.colour]
+    return img
+
+
+# ---------------------------------------------------------------- scenes and the attribute checker
+
+
+def test_ground_truth_images_have_100_percent_attribute_accuracy():
+    images, scenes = [], []
+    for scene in ALL_SCENES:  # every scene at every placement: 96 x 13 images
+        for placement in PLACEMENTS:
+            images.append(render_at(scene, placement))
+            scenes.append(scene)
+    acc = attribute_accuracy(images, scenes)
+    assert acc == {"colour": 100.0, "shape": 100.0, "count": 100.0, "position": 100.0, "all": 100.0}
+    drawn = make_examples("test", 200, seed=3)
+    assert attribute_accuracy([e["image"] for e in drawn], [e["scene"] for e in drawn])["all"] == 100.0
+
+
+def test_attribute_checker_rejects_each_wrong_attribute():
+    truth = Scene("red", "circle", 1, "top left")
+    wrong = {"colour": Scene("blue", "circle", 1, "top left"), "shape": Scene("red", "square", 1, "top left"),
+             "position": Scene("red", "circle", 1, "bottom right")}
+    img = render_at(truth, PLACEMENTS[4])
+    for attr, scene in wrong.items():
+        checks = check_attributes(img, scene)
+        assert not checks[attr] and not checks["all"], attr
+        assert all(checks[a] for a in ("colour", "shape", "count", "position") if a != attr), attr
+    pair = check_attributes(img, Scene("red", "circle", 2, "left"))
+    assert not pair["count"] and not pair["position"] and pair["colour"] and pair["shape"]
+    assert check_attributes(np.zeros((24, 24, 3), np.uint8), truth) == \
+        {"colour": False, "shape": False, "count": False, "position": False, "all": False}
+    assert read_image(img).shapes == ["circle"]
+    bar = np.zeros((24, 24, 3), np.uint8)
+    bar[2:5, 1:10] = COLOURS["red"]  # a 3 x 9 bar is no square (aspect), however well it fills its box
+    assert read_image(bar).shapes == ["blob"]
+    assert check_attributes(bar, Scene("red", "square", 1, "top left")) == \
+        {"colour": True, "shape": False, "count": True, "position": True, "all": False}
+
+
+def test_caption_split_is_disjoint_and_covers_every_word():
+    train, test = captions_of("train"), captions_of("test")
+    assert not {c for c, _ in train} & {c for c, _ in test}
+    assert len(test) >= 60 and len({s for _, s in test}) >= 50
+    words = {w for c, _ in test for w in c.replace(":", " ").split()}
+    assert words <= {w for c, _ in train for w in c.replace(":", " ").split()}
+    assert all(s in {sc.shape for _, sc in train} for s in SHAPES)
+
+
+# ---------------------------------------------------------------- image tokenizers
+
+
+def test_tiny_tokenizer_round_trip(codec):
+    tok = codec.image_tokenizer
+    assert tok.num_tokens == 36 and tok.image_size == 24
+    codes = torch.randint(0, tok.codebook_size, (16, tok.num_tokens), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(tok.encode(tok.decode(codes)), codes)  # exact on the codebook's own reconstructions
+    images = np.stack([e["image"] for e in make_examples("test", 64, seed=5)])
+    rec = tok.decode(tok.encode(images))
+    assert rec.shape == images.shape and rec.dtype == np.uint8
+    assert np.abs(rec.astype(int) - images).mean() < 1.0  # the tiny codebook is lossless on this task
+
+
+def test_kmeans_tokenizer_lossy_codebook_round_trip_and_save(tmp_path):
+    from mdm.t2i.image_tokenizer import KMeansPatchTokenizer, load_image_tokenizer
+
+    images = [e["image"] for e in make_examples("train", 200, seed=2)]
+    tok = KMeansPatchTokenizer.fit(images, codebook_size=32, patch=4, seed=0)
+    assert tok.codebook_size == 32
+    codes = torch.randint(0, 32, (8, 36), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(tok.encode(tok.decode(codes)), codes)
+    test = np.stack([e["image"] for e in make_examples("test", 32, seed=2)])
+    rec = tok.decode(tok.encode(test))
+    assert np.abs(rec.astype(float) - test).mean() < 12.0  # close (a 32-entry codebook is lossy)
+    tok.save(tmp_path / "cb")
+    again = load_image_tokenizer(f"kmeans:{tmp_path / 'cb'}")
+    assert torch.equal(again.encode(test), tok.encode(test))
+    with pytest.raises(ValueError, match="codes must lie"):
+        tok.decode(torch.full((1, 36), 32))
+
+
+def test_diffusers_vq_tokenizer_interface():
+    from diffusers import VQModel
+
+    from mdm.t2i.image_tokenizer import DiffusersVQTokenizer
+
+    torch.manual_seed(0)
+    vq = VQModel(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+                 up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), block_out_channels=(16, 16),
+                 layers_per_block=1, latent_channels=4, num_vq_embeddings=32, norm_num_groups=8, sample_size=24)
+    tok = DiffusersVQTokenizer(vq)
+    assert tok.grid == (12, 12) and tok.codebook_size == 32
+    images = np.stack([e["image"] for e in make_examples("test", 3, seed=0)])
+    codes = tok.encode(images)
+    assert codes.shape == (3, 144) and int(codes.min()) >= 0 and int(codes.max()) < 32
+    out = tok.decode(codes)
+    assert out.shape == (3, 24, 24, 3) and out.dtype == np.uint8
+    assert tok.encode(out).shape == codes.shape
+
+
+def test_magvit_adapter_explains_what_it_needs():
+    from mdm.t2i.image_tokenizer import load_image_tokenizer
+
+    with pytest.raises(ConfigError, match="MMaDA"):
+        load_image_tokenizer("magvitv2")
+    with pytest.raises(ConfigError, match="unknown image tokenizer"):
+        load_image_tokenizer("jpeg")
+
+
+# ---------------------------------------------------------------- sequences and the objective
+
+
+def test_sequences_match_the_chat_format_and_train_with_every_preset(codec):
+    from mdm.data.collate import format_chat
+    from mdm.models import TinySize, build_tiny_model
+    from mdm.objective import MDMObjective, Method
+    from mdm.t2i.data import collate
+
+    examples = make_examples("train", 8, seed=0)
+    items = codec.items(examples)
+    for ex, it in zip(examples, items):
+        chat = codec.chat_example(ex["caption"], ex["image"])
+        assert format_chat(codec.tokenizer, chat["prompt"], chat["response"]) == (it["input_ids"], it["prompt_length"])
+        image_part = it["input_ids"][it["prompt_length"] : -1]
+        assert len(image_part) == 36 and all(codec.code_offset <= i < codec.vocab_size for i in image_part)
+    assert codec.vocab_size == codec.code_offset + codec.codebook_size
+    batch = collate(items, codec.pad_id)
+    assert torch.equal(batch.response_mask().sum(1), torch.full((8,), 37))  # 36 codes + EOS
+    model = build_tiny_model(codec.tokenizer, size=TinySize(**TINY_SIZE))
+    assert model.config.vocab_size == codec.vocab_size
+    for preset in ("standard", "ppots", "mirror", "ppots+mirror"):
+        spec = {"preset": preset, "t_sampler": {"density": "flat"}} if "ppots" in preset else preset
+        objective = MDMObjective(Method.build(spec), codec.mask_id)
+        draws = objective.draw(batch, seed=1, step=0, global_batch_size=8)
+        prompt = ~batch.response_mask() & batch.attention_mask.bool()
+        assert not (draws.masked & prompt[None]).any(), preset  # captions are never masked
+        out = objective(model, batch, seed=1, step=0, global_batch_size=8)
+        assert torch.isfinite(out.loss) and out.masked_tokens > 0, preset
+        out.loss.backward()
+
+
+def test_maskgit_decoding_is_deterministic_batch_independent_and_code_only(codec):
+    from mdm.models import TinySize, build_tiny_model
+    from mdm.t2i.generate import ImageDecodeConfig, commit_schedule, generate_codes
+
+    assert sum(commit_schedule(36, 12)) == 36 and min(commit_schedule(36, 12)) >= 1
+    assert commit_schedule(36, 100) == [1] * 36
+    model = build_tiny_model(codec.tokenizer, seed=3, size=TinySize(**TINY_SIZE))
+    captions = [c for c, _ in captions_of("test")[:5]]
+    cfg = ImageDecodeConfig(steps=6, batch_size=5)
+    codes = generate_codes(model, codec, captions, cfg)
+    assert codes.shape == (5, 36) and int(codes.min()) >= 0 and int(codes.max()) < codec.codebook_size
+    assert torch.equal(codes, generate_codes(model, codec, captions, cfg))
+    one_by_one = torch.cat([generate_codes(model, codec, [c], cfg) for c in captions])
+    assert torch.equal(codes, one_by_one)
+    sampled = generate_codes(model, codec, captions, ImageDecodeConfig(steps=6, temperature=1.0, seed=4))
+    assert torch.equal(sampled, generate_codes(model, codec, captions, ImageDecodeConfig(steps=6, temperature=1.0,
+                                                                                          seed=4)))
+    with pytest.raises(ConfigError, match="schedule"):
+        ImageDecodeConfig(schedule="square")
+
+
+# ---------------------------------------------------------------- CLIP score
+
+
+def test_clip_score_equals_torchmetrics_on_fixed_embeddings():
+    from mdm.t2i.clip import clip_score_from_embeddings, torchmetrics_clip_score
+
+    g = torch.Generator().manual_seed(0)
+    img = torch.randn(12, 16, generator=g)
+    txt = img + 0.8 * torch.randn(12, 16, generator=g)  # every cosine positive
+    cos = torch.nn.functional.cosine_similarity(img.double(), txt.double())
+    assert bool((cos > 0).all())
+    ours, per = clip_score_from_embeddings(img, txt)
+    assert ours == pytest.approx(float(100 * cos.mean()), abs=1e-9)
+    assert torchmetrics_clip_score(img, txt) == pytest.approx(ours, abs=1e-3)
+    # with negative cosines the definitions differ: ours clamps each pair, torchmetrics clamps the mean
+    txt2 = txt.clone()
+    txt2[:4] = -img[:4]
+    cos2 = torch.nn.functional.cosine_similarity(img.double(), txt2.double())
+    ours2, per2 = clip_score_from_embeddings(img, txt2)
+    assert ours2 == pytest.approx(float((100 * cos2.clamp(min=0)).mean()), abs=1e-9)
+    assert torchmetrics_clip_score(img, txt2) == pytest.approx(max(float(100 * cos2.mean()), 0.0), abs=1e-3)
+    assert ours2 > torchmetrics_clip_score(img, txt2)
+    with pytest.raises(ValueError, match="row-aligned"):
+        clip_score_from_embeddings(img, txt[:3])
+
+
+@pytest.mark.slow
+def test_tiny_clip_ranks_matching_captions_above_mismatched(record_property):
+    from mdm.t2i.clip import retrieval_eval, tiny_clip
+
+    scorer = tiny_clip()  # trained once (about 2 CPU minutes) and cached
+    r = retrieval_eval(scorer, n=200)
+    record_property("tiny_clip_retrieval", json.dumps(r))
+    print("tiny CLIP held-out retrieval:", json.dumps(r))
+    assert r["pairwise"] > 0.95
+    assert r["top1"] > 0.8
+    assert min(r[f"hard_{a}"] for a in ("colour", "shape", "count", "position")) > 0.7
+    assert r["clip_score_matched"] > r["clip_score_mismatched"] + 30
+    examples = make_examples("test", 20, seed=9)
+    res = scorer.score([e["image"] for e in examples], [e["caption"] for e in examples])
+    assert res["clip_score"] == pytest.approx(res["clip_score_torchmetrics"], abs=1e-3)  # no negative cosines
+    wrong = [captions_of("test")[(i * 7 + 3) % 80][0] for i in range(20)]
+    assert scorer.score([e["image"] for e in examples], wrong, cross_check=False)["clip_score"] < res["clip_score"]
+    # the generic "<open_clip model>/<pretrained>" path (ViT-B-32/openai in the paper preset) loads the same model
+    from mdm.t2i.clip import TINY_CLIP_NAME, ClipScorer
+
+    again = ClipScorer.from_spec(f"{TINY_CLIP_NAME}/{scorer.folder / 'open_clip_model.pt'}")
+    assert again.score([e["image"] for e in examples], [e["caption"] for e in examples])["clip_score"] == \
+        pytest.approx(res["clip_score"], abs=1e-6)
+    with pytest.raises(ConfigError, match="ViT-B-32/openai"):
+        ClipScorer.from_spec("ViT-B-32")
+
+
+# ---------------------------------------------------------------- one cell end to end
+
+
+def _untrained_tiny_clip():
+    import open_clip
+
+    from mdm.t2i.cache import cache_root
+    from mdm.t2i.clip import TINY_CLIP_NAME, ClipScorer, _quiet_open_clip, _register_tiny_config
+
+    folder = cache_root() / "clip-config"
+    folder.mkdir(parents=True, exist_ok=True)
+    _register_tiny_config(folder)
+    torch.manual_seed(0)
+    with _quiet_open_clip():
+        model, _, preprocess = open_clip.create_model_and_transforms(TINY_CLIP_NAME, pretrained=None)
+    return ClipScorer(model, preprocess, open_clip.get_tokenizer(TINY_CLIP_NAME), "untrained")
+
+
+def test_run_cell_end_to_end_small(tmp_path):
+    from mdm.t2i.cell import T2IConfig, run_cell
+
+    cfg = T2IConfig.from_dict({
+        "n_train": 48, "size": TINY_SIZE, "base": {"n_pretrain": 64},
+        "pretrain": {"steps": 8, "global_batch_size": 16}, "training": {"steps": 4, "global_batch_size": 8},
+        "ppots_pilot": {"a": 2, "b": 10, "c": 2}, "decoding": {"steps": 4}, "eval": {"limit": 6, "grid": 6},
+    })
+    scorer = _untrained_tiny_clip()
+    out = tmp_path / "cell"
+    result = run_cell("ppots+mirror", 42, out, cfg, scorer=scorer)
+    m = result["metrics"]
+    assert result["status"] == "done" and result["n_eval"] == 6 and result["steps"] == 4
+    assert 0 <= m["clip_score"] <= 100 and 0 <= m["attribute_accuracy"] <= 100 and m["score"] == m["clip_score"]
+    assert m["clip_score"] >= m["clip_score_torchmetrics"] - 1e-3
+    assert result["reference"]["ground_truth"]["attribute_accuracy"] == 100.0
+    assert result["reference"]["tokenizer_reconstruction"]["attribute_accuracy"] == 100.0
+    assert result["decoding"]["sampler"] == "maskgit" and result["clip"]["definition"].startswith("100 * max")
+    for name in ("result.json", "samples.jsonl", "samples.png", "train_log.jsonl", "ppots.json", "model/config.json"):
+        assert (out / name).is_file(), name
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 6
+    assert run_cell("ppots+mirror", 42, out, cfg, scorer=scorer) == result  # finished cells are not rerun
+    from mdm.t2i.bench import evaluate_run
+
+    again = evaluate_run(out, {"eval": {"limit": 6}, "decoding": {"steps": 4}}, scorer=scorer)
+    assert again["attribute_accuracy"] == m["attribute_accuracy"] and again["clip_score"] == pytest.approx(m["clip_score"])
+    from mdm.t2i.table2 import summarize_runs
+
+    summary = summarize_runs(tmp_path, tmp_path / "report", scorer=scorer, echo=lambda *_: None)
+    assert summary["methods"]["ppots+mirror"]["attribute_accuracy"]["seeds"] == [m["attribute_accuracy"]]
+    for name in ("text_to_image.md", "text_to_image_summary.json", "samples_grid.png", "clip_retrieval.json"):
+        assert (tmp_path / "report" / name).is_file(), name
+    with pytest.raises(ConfigError, match="unknown key"):
+        T2IConfig.from_dict({"training": {"stepz": 1}})
+
+
+def test_table_record_is_the_bench_record_format(tmp_path):
+    from mdm.report.tables import record_row
+    from mdm.t2i.table2 import record_of, stats
+
+    result = {"method": "mirror", "seed": 731, "status": "done", "metrics": {"score": 31.5, "clip_score": 31.5,
+              "attribute_accuracy": 40.0}, "steps": 10, "tokens_seen": 100, "passes": 20, "n_train": 8,
+              "model_params": 1, "wall_time_s": 3.0, "decoding": {}, "clip": {}, "reference": {}, "grid": None}
+    rec = record_of(result, tmp_path)
+    row = record_row(rec, tmp_path / "record.json")
+    assert (row["benchmark"], row["method"], row["task"], row["seed"], row["score"]) == \
+        ("table2", "mirror", "text-to-image", 731, 31.5)
+    s = stats([1.0, 2.0, 4.0])
+    assert s["mean"] == pytest.approx(7 / 3) and s["range"] == 3.0 and s["std"] == pytest.approx(1.5275, abs=1e-4)
+
+
+# ---------------------------------------------------------------- hooks for the bench runner / trainer
+
+
+def test_bench_hooks_map_a_run_config_and_give_trainer_examples(codec):
+    from mdm.data.collate import format_chat
+    from mdm.t2i.bench import chat_examples, t2i_config_from_run, text_to_image_tokenizer
+    from mdm.train.config import RunConfig
+
+    cfg = RunConfig.model_validate({
+        "data": {"task": "text-to-image", "n_train": 800}, "output_dir": "x", "method": "mirror",
+        "model": {"size": TINY_SIZE, "pretrain": {"n_examples": 3000, "max_steps": 900, "lr": 2e-3}},
+        "training": {"epochs": 2, "global_batch_size": 16, "lr": 5e-4, "threads": 1},
+        "ppots_pilot": {"a": 8, "b": 20, "c": 4},
+        "eval": {"accuracy": {"metric": "clip_score", "clip_model": "tiny", "limit": 40, "steps": 8}},
+    })
+    t = t2i_config_from_run(cfg)
+    assert t.training["steps"] == 100 and t.training["global_batch_size"] == 16 and t.training["lr"] == 5e-4
+    assert t.pretrain["steps"] == 900 and t.base["n_pretrain"] == 3000 and t.size["hidden_size"] == 32
+    assert t.eval["limit"] == 40 and t.eval["clip_model"] == "tiny" and t.decoding["steps"] == 8
+    assert t.ppots_pilot["a"] == 8 and t.threads == 1 and t.n_train == 800
+    tok = text_to_image_tokenizer()
+    assert len(tok) == codec.vocab_size
+    examples = chat_examples("train", 3, seed=0)
+    items = codec.items(make_examples("train", 3, seed=0))
+    for ex, it in zip(examples, items):
+        assert ex["task"] == "text-to-image" and set(ex["answer"]) == {"colour", "shape", "count", "position"}
+        assert format_chat(tok, ex["prompt"], ex["response"]) == (it["input_ids"], it["prompt_length"])
