@@ -17,7 +17,9 @@ from mdm.errors import ConfigError
 from mdm.eval.api import evaluate_run, find_model_dir, score_predictions
 from mdm.eval.likelihood import arm_nll, heldout_elbo
 from mdm.objective import ARMObjective
-from tests.test_eval_fixtures import one_thread, save_run, sharp_model, tiny_tokenizer  # noqa: F401
+from tests.test_eval_fixtures import save_run, sharp_model, tiny_tokenizer  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 FAST = {"gen_length": 16, "steps": 8, "block_length": 8, "t_grid": 4, "batch_size": 4}
 RECORD = {"task": "arith", "method": "standard", "seed": 42, "status": "done", "metrics": {"eval_loss": 2.5},

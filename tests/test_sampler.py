@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from mdm.data import make_task
 from mdm.errors import ConfigError
 from mdm.sampler import DecodeConfig, chat_prompt_ids, decode_text, generate, num_transfer_schedule
-from tests.test_eval_fixtures import EOSBias, one_thread, sharp_model, tiny_tokenizer  # noqa: F401
+from tests.test_eval_fixtures import EOSBias, sharp_model, tiny_tokenizer  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

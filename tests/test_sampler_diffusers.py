@@ -38,7 +38,9 @@ import torch
 
 from mdm.data import make_task
 from mdm.sampler import DecodeConfig, chat_prompt_ids, generate
-from tests.test_eval_fixtures import EOSBias, one_thread, sharp_model, tiny_tokenizer  # noqa: F401
+from tests.test_eval_fixtures import EOSBias, sharp_model, tiny_tokenizer  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 diffusers = pytest.importorskip("diffusers")
 

@@ -29,13 +29,7 @@ TINY_SIZE = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2
              "head_dim": 16, "intermediate_size": 64}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: one thread is fastest, and avoids oversubscribing a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -6,21 +6,13 @@ import json
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from mdm.cli import main
 from mdm.objective import Method
 from mdm.objective.components.t_samplers import GridDensity
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a CPU shared with other jobs: one torch thread is faster and steadier than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SPEC = {

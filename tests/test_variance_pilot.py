@@ -17,13 +17,7 @@ from tests.helpers import MASK_ID, FakeTokenizer, synthetic_batch
 TOK = FakeTokenizer(64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a CPU shared with other jobs: one torch thread is faster and steadier than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
