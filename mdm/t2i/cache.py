@@ -9,8 +9,6 @@ a file lock so that concurrent processes build it once.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -18,6 +16,8 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from mdm.train.model import file_lock
 
 DONE = ".complete"
 
@@ -30,17 +30,6 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
 
 def config_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def file_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def cached_dir(kind: str, config: dict, build: Callable[[Path], None], cache_dir: str | Path | None = None) -> Path:

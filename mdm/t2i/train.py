@@ -25,6 +25,7 @@ import torch
 from mdm.objective import MDMObjective, Method
 from mdm.objective.rng import generator
 from mdm.t2i.data import collate
+from mdm.train.trainer import lr_factor
 
 
 @dataclass
@@ -41,17 +42,6 @@ class TrainSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
-    if step < warmup:
-        return step / max(1, warmup)
-    if schedule == "constant":
-        return 1.0
-    progress = (step - warmup) / max(1, total - warmup)
-    if schedule == "linear":
-        return max(0.0, 1.0 - progress)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def global_batch(n: int, batch_size: int, seed: int, step: int) -> list[int]:
