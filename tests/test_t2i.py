@@ -355,3 +355,44 @@ def test_bench_hooks_map_a_run_config_and_give_trainer_examples(codec):
     for ex, it in zip(examples, items):
         assert ex["task"] == "text-to-image" and set(ex["answer"]) == {"colour", "shape", "count", "position"}
         assert format_chat(tok, ex["prompt"], ex["response"]) == (it["input_ids"], it["prompt_length"])
+
+
+def test_mdm_bench_runs_tiny_t2i_cells_and_the_report_shows_their_samples(tmp_path):
+    """`mdm bench` -> mdm.t2i for task text-to-image (tiny), `mdm report` adds the t2i summary and sample grid;
+    a hub model stops at its start with what it needs (no MAGVIT-v2 here)."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    tiny = {"tasks": {"text-to-image": {"n_train": 48, "max_length": 64}},
+            "model": {"size": TINY_SIZE, "pretrain": {"n_examples": 64, "max_steps": 8, "global_batch_size": 16,
+                                                      "micro_batch_size": 16}},
+            "training": {"max_steps": 4, "global_batch_size": 8, "micro_batch_size": 8, "threads": 1},
+            "ppots_pilot": {"a": 2, "b": 10, "c": 2},
+            "eval": {"accuracy": {"clip_model": "tiny", "limit": 6, "steps": 4}}}
+    hub = {**tiny, "model": {"source": "Gen-Verse/MMaDA-8B-MixCoT"}}
+    path = tmp_path / "t2.yaml"
+    path.write_text(yaml.safe_dump({"name": "t2", "seeds": [42], "methods": ["standard"],
+                                    "presets": {"tiny": tiny, "hub": hub}}))
+
+    def mdm(*args):
+        return subprocess.run([sys.executable, "-m", "mdm.cli", *map(str, args)], capture_output=True, text=True,
+                              timeout=600)
+
+    done = mdm("bench", path, "--results", tmp_path / "runs")
+    assert done.returncode == 0, done.stdout + done.stderr
+    record = json.loads((tmp_path / "runs/t2/text-to-image/standard/seed42/record.json").read_text())
+    assert record["status"] == "done" and record["steps"] == 4 and record["eval"]["text-to-image"]["n_eval"] == 6
+    assert record["eval"]["text-to-image"]["decoding"]["sampler"] == "maskgit"
+    assert record["metrics"]["score"] == record["metrics"]["clip_score"] and "attribute_accuracy" in record["metrics"]
+    report = mdm("report", tmp_path / "runs/t2", "--out", tmp_path / "report")
+    assert report.returncode == 0, report.stderr
+    readme = (tmp_path / "report/README.md").read_text()
+    assert "(samples_grid.png)" in readme and "(text_to_image.md)" in readme and "maskgit" in readme
+    assert (tmp_path / "report/samples_grid.png").is_file()
+
+    failed = mdm("bench", path, "--preset", "hub", "--results", tmp_path / "hub")
+    assert failed.returncode == 1
+    record = json.loads((tmp_path / "hub/t2/text-to-image/standard/seed42/record.json").read_text())
+    assert record["status"] == "failed" and "MAGVIT-v2" in record["reason"] and record["wall_time_s"] < 30

@@ -25,7 +25,7 @@ def spec(cache) -> dict:
         "seeds": [3],
         "methods": ["standard", {"name": "mirror+ema", "method": "mirror+ema"}],
         "presets": {"tiny": {
-            "tasks": {"arith": {"n_train": 200, "max_length": 128}, "text-to-image": None},
+            "tasks": {"arith": {"n_train": 200, "max_length": 128}, "hitab": None},  # hitab: no checkout here
             "model": {"size": TINY_SIZE, "tokenizer_examples": 300, "cache_dir": str(cache)},
             "training": {"max_steps": 40, "global_batch_size": 16, "micro_batch_size": 8, "lr": 1e-3,
                          "checkpoint_every": 4, "threads": 1},
@@ -37,6 +37,7 @@ def spec(cache) -> dict:
 def bench(path, results, *extra, wait=True):
     cmd = [sys.executable, "-m", "mdm.cli", "bench", str(path), "--results", str(results), *extra]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.pop("MDM_HITAB_DIR", None)  # so the hitab rows fail at their start
     if not wait:
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -70,7 +71,7 @@ def test_sigkill_then_rerun_resumes_the_same_trajectory(tmp_path):
     assert not (mirror_dir / "record.json").exists() and not (mirror_dir / "result.json").exists()
 
     second = bench(path, results, "--jobs", "2")  # the resumed run and the failing ones in 2 worker processes
-    assert second.returncode == 1  # the text-to-image rows fail (task not available yet): reported, not fatal
+    assert second.returncode == 1  # the hitab rows fail (no HiTab checkout): reported, not fatal
     assert "1 already done" in second.stdout and "arith/mirror+ema/seed3" in second.stdout
     assert (standard.stat().st_mtime_ns, standard.read_bytes()) == before  # finished record untouched
 
@@ -80,8 +81,8 @@ def test_sigkill_then_rerun_resumes_the_same_trajectory(tmp_path):
     for key in ("config", "seed", "code_version", "hardware", "wall_time_s", "tokens", "passes", "metrics"):
         assert key in record, key
     assert record["metrics"]["heldout_loss"] > 0 and 16 * 40 < record["passes"] <= 2 * 16 * 40  # MIRROR: 2 views
-    failed = json.loads((runs / "text-to-image" / "standard" / "seed3" / "record.json").read_text())
-    assert failed["status"] == "failed" and "not available yet" in failed["reason"]
+    failed = json.loads((runs / "hitab" / "standard" / "seed3" / "record.json").read_text())
+    assert failed["status"] == "failed" and "MDM_HITAB_DIR" in failed["reason"]
 
     resumed = read_log(mirror_dir)
     assert [e["step"] for e in resumed] == list(range(1, 41))

@@ -90,7 +90,7 @@ class TaskSpec:
     splits: tuple[str, ...]
     delimiters: tuple[str, ...]  # ISAD answer delimiters (response part)
     syntax_patterns: tuple[str, ...]  # SyRM syntax tokens (prompt part)
-    metric: str  # evals.scorers rule: "gsm8k" | "hitab" | "boxed"
+    metric: str  # evals.scorers rule: "gsm8k" | "hitab" | "boxed"; "clip": mdm.t2i scores it
     generated: bool = False
 
     def delimiter_spans(self, text: str) -> list[Span]:
@@ -108,6 +108,8 @@ TASKS: dict[str, TaskSpec] = {
     "gsm8k": TaskSpec("gsm8k", ("train", "test"), GSM8K_DELIMITERS, (), "gsm8k"),
     "hitab": TaskSpec("hitab", ("train", "dev", "test"), BOXED_DELIMITERS, HTML_SYNTAX, "hitab"),
     "openscience": TaskSpec("openscience", ("train", "test"), BOXED_DELIMITERS, (), "boxed"),
+    # tiny scenes: caption prompt -> image-code response (mdm.t2i); scored by CLIP score + attribute accuracy
+    "text-to-image": TaskSpec("text-to-image", ("train", "test"), (), (), "clip", generated=True),
 }
 
 
@@ -128,6 +130,10 @@ def make_task(name: str, split: str = "train", n: int | None = None, seed: int =
         raise ConfigError(
             "task.split", f"task {name!r} has no split {split!r}; allowed: {', '.join(spec.splits)}"
         )
+    if name == "text-to-image":
+        from mdm.t2i.bench import chat_examples
+
+        return chat_examples(split, 1000 if n is None else n, seed, **options)
     if spec.generated:
         if options:
             raise ConfigError("task", f"generated task {name!r} takes no options; got {sorted(options)}")

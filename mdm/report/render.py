@@ -46,8 +46,22 @@ def loss_curves_of(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def context_of(df: pd.DataFrame) -> dict:
+    """Preset, hardware and decoding settings as the records state them (one line each per distinct value)."""
+    def distinct(col):
+        return sorted({str(v) for v in df[col].dropna()}) if col in df else []
+
+    context = {"preset": ", ".join(distinct("preset")) or "-",
+               "hardware": "; ".join(distinct("hardware")) or platform.platform()}
+    decoding = {task: sorted({str(v) for v in g.decoding.dropna()}) for task, g in df.groupby("task")} \
+        if "decoding" in df else {}
+    context["decoding"] = "; ".join(f"{task}: `{' | '.join(v)}`" for task, v in decoding.items() if v) or "-"
+    return context
+
+
 def write_report(df: pd.DataFrame, out: Path, benchmark: str, context: dict | None = None,
-                 metric_label: str = "score", costs: dict | None = None, extras: list[Path] = ()) -> Path:
+                 metric_label: str = "score", costs: dict | None = None, extras: list[Path] = (),
+                 links: list[str] = ()) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     paper = paper_reference(benchmark)
     board = leaderboard(df, paper)
@@ -69,10 +83,10 @@ def write_report(df: pd.DataFrame, out: Path, benchmark: str, context: dict | No
         elif extra.name == "ppots.json":
             figures.append(plots.ppots_density(extra, out))
     failed = df[df.status != "done"]
-    context = {"preset": "-", "hardware": platform.platform(), "decoding": "-", **(context or {})}
+    context = {**context_of(df), **(context or {})}
     lines = [f"# {benchmark} report", "", *(f"- **{k}**: {v}" for k, v in context.items()), "",
              "- [leaderboard](leaderboard.md) ([csv](leaderboard.csv))",
-             "- [synergy vs additivity](synergy.md) ([csv](synergy.csv))", "",
+             "- [synergy vs additivity](synergy.md) ([csv](synergy.csv))", *links, "",
              "Every number traces to a run record (`sources` column of leaderboard.csv).", ""]
     lines += [f"![{p.stem}]({p.name})" for p in figures]
     if not failed.empty:

@@ -53,8 +53,23 @@ def record_row(record: dict, path: Path) -> dict:
         "passes": record.get("passes"),
         "tokens": record.get("tokens"),
         "wall_s": record.get("wall_time_s", record.get("wall_s")),
+        "preset": record.get("preset"),
+        "hardware": _hardware_text(record.get("hardware")),
+        "decoding": _decoding_text(record.get("eval"), record.get("task")),
         "source": str(path),
     }
+
+
+def _hardware_text(hw: dict | None) -> str | None:
+    if not hw:
+        return None
+    device = f"{hw.get('gpu_count', 1)} x {hw['gpu']}" if hw.get("gpu") else f"CPU ({hw.get('cpu_count')} cores)"
+    return f"{device}, torch {hw.get('torch')}, {hw.get('platform')}"
+
+
+def _decoding_text(evaluation: dict | None, task: str | None) -> str | None:
+    decoding = ((evaluation or {}).get(task) or {}).get("decoding")
+    return json.dumps(decoding, sort_keys=True) if decoding else None
 
 
 def primary_score(metrics: dict) -> float:
@@ -82,6 +97,10 @@ def load_scores(paths: list[str | Path]) -> pd.DataFrame:
     return df
 
 
+# Our task name -> the paper CSV's, for paper-preset rows (the tiny tasks are different cells: no paper number)
+PAPER_TASK = {"text-to-image": "text-to-image-2m"}
+
+
 def paper_reference(benchmark: str) -> pd.DataFrame | None:
     """The paper's mean per (model_family, method, task), when the reference CSV for this benchmark exists."""
     name = {"table1": "paper_table1.csv", "table2": "paper_table2.csv"}.get(benchmark)
@@ -107,7 +126,9 @@ def leaderboard(df: pd.DataFrame, paper: pd.Series | None = None) -> pd.DataFram
             if col in g and g[col].notna().any():
                 row[col] = g[col].sum()
         if paper is not None:
-            row["paper"] = paper.get((family, method, task), float("nan"))
+            preset = g.preset.iloc[0] if "preset" in g else None
+            paper_task = PAPER_TASK.get(task, task) if preset == "paper" else task
+            row["paper"] = paper.get((family, method, paper_task), float("nan"))
         row["sources"] = ";".join(map(str, g.source))
         rows.append(row)
     board = pd.DataFrame(rows)
