@@ -396,3 +396,13 @@ def test_mdm_bench_runs_tiny_t2i_cells_and_the_report_shows_their_samples(tmp_pa
     assert failed.returncode == 1
     record = json.loads((tmp_path / "hub/t2/text-to-image/standard/seed42/record.json").read_text())
     assert record["status"] == "failed" and "MAGVIT-v2" in record["reason"] and record["wall_time_s"] < 30
+
+
+def test_tiny_clip_trains_even_when_first_built_under_no_grad(tmp_path):
+    """`mdm bench` builds the CLIP lazily inside the cell's no_grad evaluation: its training must still work."""
+    from mdm.t2i.clip import TINY_CLIP_TRAIN, train_tiny_clip
+
+    settings = {**TINY_CLIP_TRAIN, "n_pairs": 16, "steps": 2, "batch_size": 8, "warmup": 1}
+    with torch.no_grad():
+        log = train_tiny_clip(tmp_path, settings)
+    assert log["steps"] == 2 and (tmp_path / "open_clip_model.pt").is_file()

@@ -204,6 +204,7 @@ def _soft_contrastive(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor,
                   torch.sum(-target.T * logits.T.log_softmax(1), 1).mean())
 
 
+@torch.enable_grad()  # it may be built lazily inside an evaluation that runs under no_grad
 def train_tiny_clip(folder: Path, settings: dict, echo=None) -> dict:
     """Train the tiny CLIP on training captions + fresh renders; writes the checkpoint and a log."""
     import open_clip
