@@ -42,6 +42,11 @@ reproduce-table2: setup
 	$(VENV)/bin/mdm bench benchmarks/table2.yaml --preset $(PRESET) --jobs $(JOBS)
 	$(VENV)/bin/mdm report results/runs/table2 --out results/table2
 
+# The performance page: runs every benchmarks/perf script (1 CPU thread, < 20 min on 2 cores), then writes
+# results/perf/README.md (one table: measured | baseline | ratio | target | met? | machine | command) and its plots.
+perf: setup
+	$(PY) benchmarks/perf/report.py --run --out results/perf
+
 # Re-pin the CI regression's reference trajectories (only after a deliberate change of numbers).
 regression-update: setup
 	$(PY) -m mdm.regression --update

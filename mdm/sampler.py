@@ -141,18 +141,46 @@ def _forward_options(model) -> set[str]:
     return {n for n in ("position_ids", "logits_to_keep", "use_cache") if n in params}
 
 
+def _prebuilt_mask_ok(model) -> bool:
+    """True when the model's own mask for a 2D padding mask is just "attend to every non-pad key": a transformers
+    bidirectional Gemma3-style model on SDPA (boolean masks). Such a model takes a prepared 4D mask as is
+    (transformers' masking utils return a 4D mask unchanged), so the sampler builds it once per batch instead of
+    transformers rebuilding it (with vmap, once per layer type) at every one of the steps."""
+    config = getattr(model, "config", None)
+    return (getattr(config, "use_bidirectional_attention", False) is True
+            and getattr(config, "_attn_implementation", None) == "sdpa")  # fmt: skip
+
+
 class _Denoiser:
     """Calls the model on a canvas and returns the logits of positions [start, end)."""
 
     def __init__(self, model):
         self.model = model
         self.options = _forward_options(model)
+        self.prebuilt_mask = _prebuilt_mask_ok(model)
         self.calls = 0
         self.rows = 0
+        self._mask_of = self._mask = None
+
+    def _attention_mask(self, attention_mask):
+        """The model's attention mask for a 2D padding mask: the 2D mask itself, or (see `_prebuilt_mask_ok`) the
+        4D boolean key-padding mask [b, 1, q, kv] the model would build, made once per canvas (cached by identity;
+        the canvas's mask only changes when finished rows leave)."""
+        if attention_mask is None or not self.prebuilt_mask:
+            return attention_mask
+        config = self.model.config
+        n = attention_mask.shape[1]
+        window = getattr(config, "sliding_window", None)
+        if any(t != "full_attention" for t in getattr(config, "layer_types", None) or ()) and (window is None or n > window):
+            return attention_mask  # sliding layers see a narrower mask than full ones: let the model build both
+        if self._mask_of is not attention_mask:
+            self._mask_of = attention_mask
+            self._mask = attention_mask.bool()[:, None, None, :].expand(-1, 1, n, n)
+        return self._mask
 
     def __call__(self, x, attention_mask, position_ids, start: int, end: int) -> torch.Tensor:
         # no padding: no mask (transformers then skips building one, ~3 ms a call for a tiny model)
-        kwargs = {"input_ids": x, "attention_mask": attention_mask}
+        kwargs = {"input_ids": x, "attention_mask": self._attention_mask(attention_mask)}
         if "position_ids" in self.options:
             kwargs["position_ids"] = position_ids
         if "logits_to_keep" in self.options:

@@ -197,3 +197,24 @@ def test_empty_prompt_is_an_error(setup):
     tok, model, _ = setup
     with pytest.raises(ValueError, match="empty prompt"):
         run(model, tok, [[]], DecodeConfig(gen_length=8, steps=8, block_length=8))
+
+
+def test_prebuilt_padding_mask_equals_the_models_own(setup, monkeypatch):
+    """The sampler hands a bidirectional SDPA model its 4D key-padding mask, built once per canvas; the logits and
+    the decoded tokens are exactly those of the model building the mask itself from the 2D mask at every call."""
+    import mdm.sampler as sampler
+
+    tok, model, prompts = setup
+    denoise = sampler._Denoiser(model)
+    assert denoise.prebuilt_mask
+    x = torch.randint(5, len(tok), (3, 40))
+    attn = torch.ones(3, 40, dtype=torch.long)
+    attn[1, :6], attn[2, :17] = 0, 0
+    pos = (attn.cumsum(1) - 1).clamp(min=0)
+    with torch.no_grad():
+        own = model(input_ids=x, attention_mask=attn, position_ids=pos).logits
+        assert torch.equal(denoise(x, attn, pos, 0, 40), own)
+    config = DecodeConfig(gen_length=32, steps=16, block_length=16)
+    fast = run(model, tok, prompts, config, batch_size=5).tokens
+    monkeypatch.setattr(sampler, "_prebuilt_mask_ok", lambda model: False)
+    assert run(model, tok, prompts, config, batch_size=5).tokens == fast

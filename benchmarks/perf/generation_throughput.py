@@ -6,6 +6,8 @@ LLaDA's reference evaluation runs) vs diffusers' LLaDA2Pipeline, same tiny model
 
 Rows:
   mdm batched          mdm.sampler.generate, `--batch-size` prompts per batch (left-padded, sorted by length)
+  mdm batched, pre-fix the same, with the attention mask rebuilt by transformers at every model call (the sampler
+                       before it passed a prepared 4D mask; `--skip prefix` drops the row)
   mdm one-at-a-time    the same function with batch_size=1: the baseline (same algorithm and implementation)
   LLaDA reference      LLaDA's generate.py transcribed (tests/test_sampler.py), one prompt at a time, as its
                        eval_llada.py runs it: full-canvas logits and float64 softmax at every step
@@ -51,6 +53,18 @@ def run_mdm(model, tok, prompts, config, batch_size):
     out = generate(model, prompts, config, mask_token_id=mask_token_id_of(tok, model.config),
                    eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, batch_size=batch_size)  # fmt: skip
     return out.tokens, out.forward_passes
+
+
+def run_mdm_prefix(model, tok, prompts, config, batch_size):
+    """The batched sampler as it was before it prepared the 4D attention mask once per canvas."""
+    import mdm.sampler as sampler
+
+    saved = sampler._prebuilt_mask_ok
+    sampler._prebuilt_mask_ok = lambda model: False
+    try:
+        return run_mdm(model, tok, prompts, config, batch_size)
+    finally:
+        sampler._prebuilt_mask_ok = saved
 
 
 def run_reference(model, tok, prompts, config, _batch_size):
@@ -117,8 +131,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 = stable timings on a busy box)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--model", help="run or model folder (default: the untrained tiny preset backbone)")
-    ap.add_argument("--skip", default="", help="comma list of rows to skip: one,reference,diffusers,diffusers-one")
-    ap.add_argument("--json-out", help="write the results here")
+    ap.add_argument("--skip", default="",
+                    help="comma list of rows to skip: prefix,one,reference,diffusers,diffusers-one")
+    ap.add_argument("--json-out", "--json", dest="json_out", help="write the results here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model, tok = load(args)
@@ -140,6 +155,9 @@ def main() -> None:
         rows = {}
         s, (toks, calls) = timed(run_mdm, model, tok, prompts, config, args.batch_size)
         rows["mdm batched"] = {"seconds": s, "forward_passes": calls, "tokens": toks}
+        if "prefix" not in skip:
+            s, (toks, calls) = timed(run_mdm_prefix, model, tok, prompts, config, args.batch_size)
+            rows["mdm batched, pre-fix (mask rebuilt per call)"] = {"seconds": s, "forward_passes": calls, "tokens": toks}
         if "one" not in skip:
             s, (toks, calls) = timed(run_mdm, model, tok, prompts, config, 1)
             rows["mdm one-at-a-time"] = {"seconds": s, "forward_passes": calls, "tokens": toks}
@@ -153,11 +171,11 @@ def main() -> None:
             s, (toks, calls) = timed(run_diffusers, model, tok, prompts, config, 1, pipe)
             rows["diffusers one-at-a-time"] = {"seconds": s, "forward_passes": calls, "tokens": toks}
     base = rows.get("mdm one-at-a-time", rows["mdm batched"])["seconds"]
-    print(f"\n{'':26s}{'examples/s':>12s}{'seconds':>10s}{'model calls':>13s}{'vs one-at-a-time':>18s}")
+    print(f"\n{'':46s}{'examples/s':>12s}{'seconds':>10s}{'model calls':>13s}{'vs one-at-a-time':>18s}")
     for name, r in rows.items():
         r["examples_per_s"] = len(prompts) / r["seconds"]
         r["speedup_vs_one_at_a_time"] = base / r["seconds"]
-        print(f"{name:26s}{r['examples_per_s']:12.2f}{r['seconds']:10.2f}{r['forward_passes']:13d}"
+        print(f"{name:46s}{r['examples_per_s']:12.2f}{r['seconds']:10.2f}{r['forward_passes']:13d}"
               f"{r['speedup_vs_one_at_a_time']:17.2f}x")  # fmt: skip
     same = "mdm one-at-a-time" in rows and rows["mdm batched"]["tokens"] == rows["mdm one-at-a-time"]["tokens"]
     print(f"\nmdm batched outputs == one-at-a-time outputs: {same if 'mdm one-at-a-time' in rows else 'n/a'}")
@@ -168,7 +186,10 @@ def main() -> None:
     if args.json_out:
         payload = {"settings": vars(args) | config.to_dict(),
                    "rows": {k: {kk: vv for kk, vv in v.items() if kk != "tokens"} for k, v in rows.items()},
-                   "batched_equals_one_at_a_time": same}  # fmt: skip
+                   "batched_equals_one_at_a_time": same,
+                   "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__,
+                               "params": num_parameters(model)}}  # fmt: skip
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(json.dumps(payload, indent=2) + "\n")
 
 

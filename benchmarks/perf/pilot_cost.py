@@ -2,6 +2,7 @@
 
     python benchmarks/perf/pilot_cost.py                 # counts on GSM8K (offline) + adaptive overhead
     python benchmarks/perf/pilot_cost.py --quality       # + fit quality of smaller pilots (tiny model, ~2 min)
+    python benchmarks/perf/pilot_cost.py --json OUT      # also write every number printed here to OUT
 
 Compute unit: one token through one forward pass. A pilot row is forward-only (eval, no grad): 1 unit per
 token. A training row is forward + backward, about 3 units per token (the backward costs about two
@@ -16,6 +17,7 @@ length, so it pads almost nothing); the SFT run pads each micro-batch (4 per GPU
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -34,6 +36,7 @@ from mdm.data import build_tokenizer, format_chat, make_task  # noqa: E402
 
 PAPER = {"epochs": 5, "train_fraction": 0.9, "micro_batch": 4, "backward_factor": 3.0}
 SIZES = [(15, 70, 15), (15, 70, 5), (15, 35, 8), (12, 35, 6), (8, 24, 8)]
+RESULT: dict = {}  # what --json writes
 
 
 def tokenizer_for_counting():
@@ -70,6 +73,8 @@ def counts(args) -> None:
     print(f"GSM8K train: {len(lengths):,} sequences, tokenizer {tok_name}: mean {lengths.mean():.0f} tokens "
           f"(median {np.median(lengths):.0f}, max {lengths.max()})")
     runs = {"Standard SFT": sft_units(lengths, 1.0, rng), "P-POTS+MIRROR SFT": sft_units(lengths, 2.0, rng)}
+    RESULT["counts"] = {"tokenizer": tok_name, "sequences": int(len(lengths)), "mean_length": float(lengths.mean()),
+                        "sft_units": {k: {"useful": v[0], "padded": v[1]} for k, v in runs.items()}, "pilots": []}
     for name, (useful, padded) in runs.items():
         print(f"{name}: {useful:.3e} forward-token units ({padded:.3e} with micro-batch padding)")
     print("\npilot a x b x c    forward passes   forward tokens   % of Standard SFT   % of P-POTS+MIRROR SFT")
@@ -79,6 +84,10 @@ def counts(args) -> None:
         tokens_drawn = b * c * x0.sum()
         std, pm = runs["Standard SFT"][0], runs["P-POTS+MIRROR SFT"][0]
         tag = "  (paper)" if (a, b, c) == (15, 70, 15) else ""
+        RESULT["counts"]["pilots"].append({"a": a, "b": b, "c": c, "forward_passes": a * b * c,
+                                           "forward_tokens": float(tokens_expected),
+                                           "pct_of_standard_sft": 100 * tokens_expected / std,
+                                           "pct_of_ppots_mirror_sft": 100 * tokens_expected / pm})
         print(f"{a:>3} x {b:>3} x {c:>3}    {a * b * c:>14,}   {tokens_expected:>14.3e}   {100 * tokens_expected / std:>17.2f}"
               f"   {100 * tokens_expected / pm:>22.2f}{tag}")
         if (a, b, c) == (15, 70, 15):
@@ -125,11 +134,50 @@ def adaptive_overhead(args) -> None:
         opt.step()
         times.append(time.perf_counter() - start)
     step_s = float(np.median(times[2:]))
+    RESULT["adaptive"] = {"extra_forward_passes": 0, "observe_ms": 1e3 * float(np.median(observe_s)),
+                          "refit_ms": 1e3 * float(np.mean(refit_s)), "amortised_ms_per_step": 1e3 * float(per_step),
+                          "step_ms": 1e3 * step_s, "pct_of_step": 100 * float(per_step) / step_s}
     print(f"\nadaptive P-POTS (ppots_adaptive, refit every 50 steps, global batch {n}): 0 extra forward passes")
     print(f"  observe + end_step: {1e3 * np.median(observe_s):.3f} ms/step; refit (EPR, warm start + 4 restarts): "
           f"{1e3 * np.mean(refit_s):.1f} ms each ({len(refit_s)} refits)")
     print(f"  amortised {1e3 * per_step:.3f} ms/step = {100 * per_step / step_s:.2f}% of a tiny-model CPU step "
           f"({1e3 * step_s:.0f} ms, batch 16 x 256) -- an upper bound: an 8B-model step takes seconds")
+
+
+def pilot_throughput(model, x0, b: int, c: int, token_budget: int, mask_token_id: int) -> dict:
+    """Wall time of one Standard pilot table (a x b x c rows, forward only) with `token_budget` tokens a forward."""
+    from mdm.objective import Method
+    from mdm.variance.estimator import t_grid
+    from mdm.variance.pilot import run_mdm
+
+    t, _ = t_grid(b, "midpoint")
+    start = time.perf_counter()
+    run = run_mdm(model, x0, Method.build("standard"), t, c, mask_token_id=mask_token_id, seed=0,
+                  token_budget=token_budget)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "rows": run.forward_rows, "tokens": run.forward_tokens,
+            "rows_per_s": run.forward_rows / seconds, "tokens_per_s": run.forward_tokens / seconds}
+
+
+def throughput(args) -> None:
+    """Batched pilot (token budget per forward, rows of one x0 together) vs one pilot row per forward (the
+    reference's loop: one masked sequence through the model at a time), same tiny model, same table."""
+    from mdm.models import build_tiny_model
+    from tests.helpers import FakeTokenizer, synthetic_batch
+
+    tok = FakeTokenizer(1024)
+    model = build_tiny_model(tok).eval()
+    a, b, c, length = args.pilot_a, args.pilot_b, args.pilot_c, args.pilot_length
+    x0 = synthetic_batch(a, length=length, vocab=1024)
+    pilot_throughput(model, x0, 10, 1, 16384, tok.mask_token_id)  # warm-up
+    batched = pilot_throughput(model, x0, b, c, args.token_budget, tok.mask_token_id)
+    single = pilot_throughput(model, x0, b, c, length, tok.mask_token_id)
+    RESULT["throughput"] = {"a": a, "b": b, "c": c, "length": length, "token_budget": args.token_budget,
+                            "batched": batched, "one_at_a_time": single,
+                            "speedup": single["seconds"] / batched["seconds"]}
+    print(f"\npilot throughput, tiny model ({a} x {b} x {c} rows, sequences <= {length} tokens, forward only):")
+    print(f"  batched ({args.token_budget} tokens a forward): {batched['rows_per_s']:.1f} rows/s; one row a forward "
+          f"(reference): {single['rows_per_s']:.1f} rows/s; speedup {single['seconds'] / batched['seconds']:.2f}x")
 
 
 def quality(args) -> None:
@@ -172,13 +220,28 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quality", action="store_true", help="also run the tiny-model fit-quality study")
     parser.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "variance_tiny.yaml"))
+    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--pilot-a", type=int, default=4, help="throughput pilot: clean sequences")
+    parser.add_argument("--pilot-b", type=int, default=10, help="throughput pilot: t values")
+    parser.add_argument("--pilot-c", type=int, default=6, help="throughput pilot: masks per (x0, t)")
+    parser.add_argument("--pilot-length", type=int, default=192, help="throughput pilot: sequence length")
+    parser.add_argument("--token-budget", type=int, default=16384, help="throughput pilot: tokens a forward")
+    parser.add_argument("--skip-throughput", action="store_true")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}")
     counts(args)
     adaptive_overhead(args)
+    if not args.skip_throughput:
+        throughput(args)
     if args.quality:
         quality(args)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        RESULT["machine"] = {"threads": torch.get_num_threads(), "torch": torch.__version__}
+        args.json.write_text(json.dumps(RESULT, indent=2, default=float) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
 """Training-step time of each method preset vs a bare hand-written MDM step (same model, batch, optimizer).
 
-    python benchmarks/perf/step_overhead.py [--methods standard,mirror,...] [--batch 16 --length 256]
+    python benchmarks/perf/step_overhead.py [--methods all|standard,mirror,...] [--batch 16 --length 256]
+                                            [--threads 1] [--json OUT]
 
 Both steps are timed in one run, interleaved (bare, method, bare, method, ...) so drift hits both; the
 ratio of medians is printed per step and per forward/backward pass (MIRROR and multisample2 do 2).
+For a method with more than one pass per sequence, a bare step on the same number of rows (2 x batch, the
+views of the method as independent rows) is timed as well: `ratio_vs_bare_same_rows` separates our overhead
+(the objective's code) from the model's own cost of a 2x wider batch (on CPU it is superlinear: cache).
 """
 
 from __future__ import annotations
@@ -56,26 +60,58 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def method_spec(method: str):
+    """P-POTS without a fitted density runs on a flat one (the weights do not change the cost)."""
+    if "ppots" in method and "adaptive" not in method:
+        return {"preset": method, "t_sampler": {"density": "flat"}}
+    return method
+
+
 def measure(method: str, batch_size: int, length: int, rounds: int, vocab: int) -> dict:
+    import mdm.variance  # noqa: F401  (registers ppots_adaptive)
+
     torch.manual_seed(0)
     tok = FakeTokenizer(vocab)
     model = build_tiny_model(tok, size=TinySize()).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     batch = synthetic_batch(batch_size, length=length, vocab=vocab)
-    spec = {"preset": method, "t_sampler": {"density": "flat"}} if "ppots" in method else method
-    objective = MDMObjective(Method.build(spec), tok.mask_token_id)
+    objective = MDMObjective(Method.build(method_spec(method)), tok.mask_token_id)
+    cost = objective.method.cost
+    wide = synthetic_batch(2 * batch_size, length=length, vocab=vocab) if cost > 1 else None
     gen = torch.Generator().manual_seed(0)
     for step in range(3):  # warm-up
         bare_step(model, opt, batch, tok.mask_token_id, gen)
         method_step(model, opt, batch, objective, step)
-    bare, ours = [], []
+        if wide is not None:
+            bare_step(model, opt, wide, tok.mask_token_id, gen)
+    bare, ours, bare_wide = [], [], []
     for step in range(rounds):
         bare.append(timed(lambda: bare_step(model, opt, batch, tok.mask_token_id, gen)))
         ours.append(timed(lambda s=step: method_step(model, opt, batch, objective, s)))
+        if wide is not None:
+            bare_wide.append(timed(lambda: bare_step(model, opt, wide, tok.mask_token_id, gen)))
     b, m = statistics.median(bare), statistics.median(ours)
-    cost = objective.method.cost
-    return {"method": method, "bare_ms": 1e3 * b, "method_ms": 1e3 * m, "ratio_per_step": m / b,
-            "passes": cost, "ratio_per_pass": m / (b * cost), "params": num_parameters(model)}
+    row = {"method": method, "bare_ms": 1e3 * b, "method_ms": 1e3 * m, "ratio_per_step": m / b,
+           "passes": cost, "ratio_per_pass": m / (b * cost), "params": num_parameters(model)}
+    if wide is not None:
+        w = statistics.median(bare_wide)
+        row |= {"bare_2x_rows_ms": 1e3 * w, "bare_2x_over_bare": w / b, "ratio_vs_bare_same_rows": m / w}
+    return row
+
+
+def machine() -> dict:
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def main():
@@ -85,18 +121,29 @@ def main():
     parser.add_argument("--length", type=int, default=256)
     parser.add_argument("--vocab", type=int, default=2048)
     parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 = stable on a busy box)")
+    parser.add_argument("--json", type=Path, help="also write the rows (and the machine) here")
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
-    rows = [measure(m, args.batch, args.length, args.rounds, args.vocab) for m in args.methods.split(",")]
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}; batch {args.batch} x {args.length} tokens, {rows[0]['params']:,} params")
-    print(f"{'method':<22}{'bare ms':>9}{'method ms':>11}{'ratio/step':>12}{'ratio/pass':>12}")
+    torch.set_num_threads(args.threads)
+    if args.methods == "all":
+        from mdm.objective.method import PRESETS
+
+        methods = list(PRESETS)
+    else:
+        methods = [m for m in args.methods.split(",") if m]
+    rows = [measure(m, args.batch, args.length, args.rounds, args.vocab) for m in methods]
+    info = machine()
+    print(f"machine: {info['cpu']}, {info['cores']} cores, {info['threads']} threads, torch {info['torch']}; "
+          f"batch {args.batch} x {args.length} tokens, {rows[0]['params']:,} params")
+    print(f"{'method':<22}{'bare ms':>9}{'method ms':>11}{'ratio/step':>12}{'ratio/pass':>12}{'vs bare 2B':>12}")
     for r in rows:
+        same = f"{r['ratio_vs_bare_same_rows']:>12.3f}" if "ratio_vs_bare_same_rows" in r else f"{'':>12}"
         print(f"{r['method']:<22}{r['bare_ms']:>9.1f}{r['method_ms']:>11.1f}{r['ratio_per_step']:>12.3f}"
-              f"{r['ratio_per_pass']:>12.3f}")
+              f"{r['ratio_per_pass']:>12.3f}{same}")
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        settings = {"batch": args.batch, "length": args.length, "rounds": args.rounds, "vocab": args.vocab}
+        args.json.write_text(json.dumps({"machine": info, "settings": settings, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

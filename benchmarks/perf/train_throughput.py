@@ -129,10 +129,16 @@ def main() -> int:
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS))
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads of each worker (default: torch's)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
+    p.add_argument("--json-out", type=Path, help="also write the rows as JSON to this file")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         print(json.dumps(worker(args.task, args.worker, args.warmup, args.steps)))
         return 0
     methods = [m for m in args.methods.split(",") if m]
@@ -141,12 +147,18 @@ def main() -> int:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     rows = []
     for m in methods:
-        out = subprocess.run([sys.executable, __file__, "--worker", m, "--task", args.task, "--steps",
-                              str(args.steps), "--warmup", str(args.warmup)], capture_output=True, text=True, env=env)
+        cmd = [sys.executable, __file__, "--worker", m, "--task", args.task, "--steps", str(args.steps),
+               "--warmup", str(args.warmup)]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if out.returncode:
             print(f"{m}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
             return 1
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(rows, indent=2) + "\n")
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
