@@ -32,6 +32,9 @@ class TinySize:
     head_dim: int = 24
     intermediate_size: int = 256
     max_position_embeddings: int = 1024
+    # Gemma3 scales attention logits by query_pre_attn_scalar ** -0.5 after q/k RMSNorm; its default (256, for
+    # head_dim 256) caps a tiny model's logits near +-sqrt(head_dim ** 2 / 256): attention stays too flat to copy
+    query_pre_attn_scalar: int = 256
 
 
 def tiny_config(tokenizer, causal: bool = False, size: TinySize | None = None) -> Gemma3TextConfig:

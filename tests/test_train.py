@@ -165,6 +165,32 @@ def test_ppots_auto_is_fitted_once_from_a_pilot_and_kept_for_resume(tmp_path, ca
     assert len(calls) == 1
 
 
+def test_runs_from_the_same_start_share_one_pilot_and_others_do_not(tmp_path, cache, monkeypatch):
+    """Another seed of the same method and another P-POTS method reuse the cached pilot (identical density,
+    no forward pass); a different pilot seed or different starting weights fit their own."""
+    from mdm.variance import profile
+
+    pytest.importorskip("mdm.variance.profile")
+    pilots = []
+    real = profile.Profiler.fit_ppots
+    monkeypatch.setattr(profile.Profiler, "fit_ppots", lambda self, **kw: pilots.append(1) or real(self, **kw))
+    pilot = {"a": 4, "b": 10, "c": 2, "restarts": 1, "seed": 11}  # a seed no other test's pilot uses
+
+    def run(name, **kw):
+        cfg = tiny_run(tmp_path / name, cache, **{"method": "ppots", "ppots_pilot": pilot, **kw})
+        train(cfg)
+        return json.loads((tmp_path / name / "ppots.json").read_text())
+
+    first = run("a")
+    second = run("b", method="ppots+mirror", training__seed=7)
+    assert len(pilots) == 1 and first["pilot_cache"]["reused"] is False and second["pilot_cache"]["reused"] is True
+    assert second["density"] == first["density"] and second["pilot_cache"]["key"] == first["pilot_cache"]["key"]
+    other = run("c", ppots_pilot={**pilot, "seed": 12})
+    assert len(pilots) == 2 and other["pilot_cache"]["key"] != first["pilot_cache"]["key"]
+    fresh = run("d", model__init_seed=5)
+    assert len(pilots) == 3 and fresh["density"] != first["density"]
+
+
 def test_crash_and_resume_restores_adaptive_ppots_and_ema_state(tmp_path, cache, monkeypatch):
     """A run that dies after its step-4 checkpoint resumes to the uninterrupted trajectory, including the
     state of a stateful t-sampler (adaptive P-POTS: statistics and refitted density) and of the EMA baseline."""
@@ -254,3 +280,38 @@ def test_log_tokens_and_passes_add_up(tmp_path, cache):
     assert result["passes"] == sum(e["passes"] for e in log) <= 2 * 8 * 4
     assert result["token_passes"] == sum(e["token_passes"] for e in log) <= 2 * result["tokens_seen"]
     assert torch.tensor([e["lr"] for e in log]).diff().le(0).all()  # linear decay
+
+
+def test_eos_pad_trains_eos_up_to_the_canvas_for_mdm_only(tmp_path):
+    """LLaDA SFT: responses padded with EOS tokens that carry loss (MDM runs); ARM runs and overlong pads."""
+    from mdm.data import build_tokenizer, make_task
+    from mdm.train.config import DataConfig
+    from mdm.train.data import build_data
+
+    tok = build_tokenizer([e["prompt"] + e["response"] for e in make_task("arith", n=200)], 512, cache_dir=tmp_path)
+    cfg = DataConfig(task="arith", n_train=40, max_length=160, eos_pad=48)
+    padded, plain = build_data(cfg, tok), build_data(cfg, tok, eos_pad=False)
+    for p, q in zip(padded.train, plain.train):
+        response = p["input_ids"][p["prompt_length"]:]
+        assert len(response) == max(48, len(q["input_ids"]) - q["prompt_length"])
+        assert p["input_ids"][:len(q["input_ids"])] == q["input_ids"]
+        assert set(p["input_ids"][len(q["input_ids"]):]) <= {tok.eos_token_id}
+        assert len(p["delimiter_mask"]) == len(p["input_ids"]) == len(p["syntax_mask"])
+    assert any(len(p["input_ids"]) > len(q["input_ids"]) for p, q in zip(padded.train, plain.train))
+    with pytest.raises(ValueError, match="raise max_length"):
+        build_data(DataConfig(task="arith", n_train=40, max_length=80, eos_pad=60), tok)
+
+
+def test_digit_space_keeps_the_space_on_the_first_digit_and_attention_scale_reaches_the_model(tmp_path):
+    from mdm.data import build_tokenizer, make_task
+    from mdm.models import TinySize, build_tiny_model
+
+    texts = [e["prompt"] + e["response"] for e in make_task("arith", n=200)]
+    plain, spaced = (build_tokenizer(texts, 512, cache_dir=tmp_path, digit_space=d) for d in (False, True))
+    assert plain.tokenize(" has 16 apples")[1:3] == ["Ġ", "1"]  # a lone space token before the number
+    assert spaced.tokenize(" has 16 apples")[1:3] == ["Ġ1", "6"]
+    assert spaced.decode(spaced(" has 16 apples")["input_ids"]) == " has 16 apples"
+    model = build_tiny_model(spaced, size=TinySize(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                   num_key_value_heads=1, head_dim=16, intermediate_size=64,
+                                                   query_pre_attn_scalar=16))
+    assert model.config.query_pre_attn_scalar == 16

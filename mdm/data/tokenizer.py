@@ -1,6 +1,8 @@
 """A tiny byte-level BPE trained on the fly, so CPU experiments need no hub tokenizer.
 
-Digits are split one per token (small models learn arithmetic far more easily that way). The tokenizer is
+Digits are split one per token (small models learn arithmetic far more easily that way); with
+`digit_space=True` the space before a number stays on its first digit (" 16" -> " 1", "6"), so no token is a lone
+space (a tiny MDM decoding in parallel otherwise fills digit slots with the frequent lone space). The tokenizer is
 cached on disk under a hash of the training texts and the vocabulary size, so every run of an experiment
 gets the identical vocabulary without retraining.
 """
@@ -32,21 +34,21 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MDM_CACHE", Path.home() / ".cache" / "mdm")) / "tokenizers"
 
 
-def _key(texts: list[str], vocab_size: int) -> str:
-    h = hashlib.sha256(f"{_FORMAT_VERSION}\0{vocab_size}\0".encode())
+def _key(texts: list[str], vocab_size: int, digit_space: bool = False) -> str:
+    h = hashlib.sha256(f"{_FORMAT_VERSION}\0{vocab_size}\0{'digit-space' if digit_space else ''}".encode())
     for t in texts:
         h.update(t.encode("utf-8"))
         h.update(b"\0")
     return h.hexdigest()[:24]
 
 
-def _train(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def _train(texts: list[str], vocab_size: int, digit_space: bool = False) -> PreTrainedTokenizerFast:
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
+    digits = pre_tokenizers.Split(Regex(r" ?\d"), behavior="isolated") if digit_space else \
+        pre_tokenizers.Digits(individual_digits=True)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([digits, pre_tokenizers.ByteLevel(add_prefix_space=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -67,7 +69,7 @@ def _train(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
 
 
 def build_tokenizer(
-    texts: Iterable[str], vocab_size: int = 512, cache_dir: str | Path | None = None
+    texts: Iterable[str], vocab_size: int = 512, cache_dir: str | Path | None = None, digit_space: bool = False
 ) -> PreTrainedTokenizerFast:
     """Train (or load from the cache) a byte-level BPE on `texts` with the mdm special tokens.
 
@@ -76,10 +78,10 @@ def build_tokenizer(
     """
     texts = list(texts)
     path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = path / _key(texts, vocab_size)
+    path = path / _key(texts, vocab_size, digit_space)
     if (path / "tokenizer.json").exists():
         return PreTrainedTokenizerFast.from_pretrained(str(path))
-    tokenizer = _train(texts, vocab_size)
+    tokenizer = _train(texts, vocab_size, digit_space)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=".tmp-"))
     try:

@@ -32,6 +32,7 @@ class TinySizeConfig(Strict):
     head_dim: int = Field(16, ge=2)
     intermediate_size: int = Field(128, ge=1)
     max_position_embeddings: int = Field(1024, ge=16)
+    query_pre_attn_scalar: int = Field(256, ge=1, description="attention logits * this ** -0.5 (Gemma3)")
 
     @model_validator(mode="after")
     def _heads(self):
@@ -63,6 +64,7 @@ class ModelConfig(Strict):
     size: TinySizeConfig = TinySizeConfig()
     vocab_size: int = Field(512, ge=64, description="tiny BPE vocabulary")
     tokenizer_examples: int = Field(2000, ge=10, description="generated examples the tiny BPE is trained on")
+    digit_space: bool = Field(False, description="tiny BPE: keep the space before a number on its first digit")
     base: str | None = None  # "auto" (tiny: cached pretrained base), a checkpoint folder, or null (random init)
     pretrain: PretrainConfig = PretrainConfig()
     init_seed: int = 0
@@ -83,6 +85,10 @@ class DataConfig(Strict):
     split_seed: int = 0  # the held-out split is the same for every training seed
     data_seed: int = 0  # generated tasks: which draw of examples
     full_sequence: bool = False  # pretraining: the prompt carries loss too
+    # LLaDA SFT: responses are padded with EOS tokens that carry loss, so the model learns to end a canvas
+    # longer than its answer with EOS. N: every MDM response (+ its EOS) is padded to N tokens (use the
+    # decoding canvas, gen_length); longer responses stay as they are. Not applied to ARM runs.
+    eos_pad: int | None = Field(None, ge=1)
     options: dict[str, Any] = {}  # loader options (hitab: root; openscience: n_eval, ...)
 
 

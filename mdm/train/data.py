@@ -43,10 +43,28 @@ class TrainData:
     dropped: int  # longer than max_length (dropped, never truncated)
 
 
-def build_data(cfg: DataConfig, tokenizer) -> TrainData:
+def pad_with_eos(item: dict, eos_id: int, response_tokens: int) -> dict:
+    """LLaDA's SFT padding: EOS tokens after the response (+ EOS) up to `response_tokens`, as real tokens."""
+    n = response_tokens - (len(item["input_ids"]) - item["prompt_length"])
+    if n <= 0:
+        return item
+    return {**item, "input_ids": list(item["input_ids"]) + [eos_id] * n,
+            "delimiter_mask": list(item["delimiter_mask"]) + [False] * n,
+            "syntax_mask": list(item["syntax_mask"]) + [False] * n}
+
+
+def build_data(cfg: DataConfig, tokenizer, eos_pad: bool = True) -> TrainData:
+    """`eos_pad`: apply `cfg.eos_pad` (MDM runs; ARM runs pass False)."""
     train_ex, held_ex = split_heldout(load_examples(cfg), cfg.heldout_fraction, cfg.split_seed)
     train, d1 = tokenize_examples(tokenizer, train_ex, cfg.task, cfg.max_length)
     held, d2 = tokenize_examples(tokenizer, held_ex, cfg.task, cfg.max_length)
+    if cfg.eos_pad and eos_pad:
+        train = [pad_with_eos(it, tokenizer.eos_token_id, cfg.eos_pad) for it in train]
+        held = [pad_with_eos(it, tokenizer.eos_token_id, cfg.eos_pad) for it in held]
+        too_long = [it for it in train + held if len(it["input_ids"]) > cfg.max_length]
+        if too_long:
+            raise ValueError(f"data.eos_pad={cfg.eos_pad}: {len(too_long)} padded sequence(s) longer than "
+                             f"max_length={cfg.max_length}; raise max_length")
     if cfg.full_sequence:  # pretraining: every token is eligible
         for item in train + held:
             item["prompt_length"] = 0

@@ -42,7 +42,8 @@ def tiny_tokenizer(cfg: ModelConfig, task: str):
     examples = make_task(task, "train", n=cfg.tokenizer_examples, seed=0) if _generated(task) else \
         make_task(task, "train", n=cfg.tokenizer_examples)
     texts = [e["prompt"] + "\n" + e["response"] for e in examples]
-    return build_tokenizer(texts, vocab_size=cfg.vocab_size, cache_dir=cache_root(cfg) / "tokenizers")
+    return build_tokenizer(texts, vocab_size=cfg.vocab_size, cache_dir=cache_root(cfg) / "tokenizers",
+                           digit_space=cfg.digit_space)
 
 
 def _generated(task: str) -> bool:
@@ -99,6 +100,7 @@ def base_run_config(cfg: RunConfig, output_dir: str) -> RunConfig:
         "model": {**m.model_dump(), "base": None},
         "data": {"task": cfg.data.task, "n_train": p.n_examples, "max_length": cfg.data.max_length,
                  "heldout_fraction": 0.0, "data_seed": p.data_seed, "full_sequence": True,
+                 "eos_pad": cfg.data.eos_pad,
                  "options": cfg.data.options},
         "method": "standard",
         "training": {"max_steps": p.max_steps, "global_batch_size": p.global_batch_size,

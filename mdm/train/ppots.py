@@ -4,11 +4,19 @@ The pilot and the EPR fit are `mdm.variance`'s (METHODS.md 3): a Standard pilot 
 training sequences chosen by the pilot seed, with the model about to be fine-tuned, then the KL fit of the
 EPR family. The artifact is saved as `<run>/ppots.json`, broadcast to every process, and reloaded by a
 resumed run (never refitted). Without `mdm.variance`, 'auto' is a ConfigError asking for an explicit density.
+
+The pilot is a deterministic function of the starting weights, the pilot rows and the pilot settings, so it is
+also cached under `<cache>/ppots/<key>.json`, keyed by a fingerprint of all three: the runs of a benchmark that
+start from the same model on the same data (every seed of P-POTS and of P-POTS+MIRROR) share one pilot, and
+its cost is paid once per (model, task) instead of once per run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
+from pathlib import Path
 
 import torch
 
@@ -39,16 +47,52 @@ def require_fitter(where: str = "method.t_sampler.density"):
     return found
 
 
-def fit_density(*, model, items, collate, mask_token_id, pilot, device, meta=None) -> dict:
-    """Run the pilot and the fit (main process only). Returns the ppots.json artifact ({grid, density, ...})."""
+PILOT_FORMAT = "ppots-pilot-v1"  # bump when the pilot or the fit changes numbers, so old cache entries are not reused
+
+
+def fit_density(*, model, items, collate, mask_token_id, pilot, device, meta=None, cache_dir=None) -> dict:
+    """Run the pilot and the fit (main process only), or reuse the identical pilot from `cache_dir`.
+    Returns the ppots.json artifact ({grid, density, ..., "pilot_cache": {key, reused}})."""
     profile = require_fitter()
     a = min(pilot.a, len(items))
     rows = torch.randperm(len(items), generator=generator(pilot.seed, "ppots-pilot"))[:a].sort().values.tolist()
     x0 = collate([items[i] for i in rows]).to(device)
-    prof = profile.Profiler(model, x0, mask_token_id=mask_token_id, b=pilot.b, c=pilot.c, grid=pilot.grid,
-                            seed=pilot.seed, token_budget=pilot.token_budget)
-    return prof.fit_ppots(restarts=pilot.restarts, seed=pilot.seed, full_second_moment=pilot.full_second_moment,
-                          meta={"pilot_rows": rows, **(meta or {})})
+
+    def fit() -> dict:
+        prof = profile.Profiler(model, x0, mask_token_id=mask_token_id, b=pilot.b, c=pilot.c, grid=pilot.grid,
+                                seed=pilot.seed, token_budget=pilot.token_budget)
+        return prof.fit_ppots(restarts=pilot.restarts, seed=pilot.seed, full_second_moment=pilot.full_second_moment,
+                              meta={"pilot_rows": rows, **(meta or {})})
+
+    if cache_dir is None:
+        return fit()
+    from mdm.train.model import file_lock
+    from mdm.train.trainer import atomic_write_json, read_json
+
+    key = pilot_key(model, x0, mask_token_id, pilot, device)
+    path = Path(cache_dir) / f"{key}.json"
+    with file_lock(path.with_suffix(".lock")):  # parallel runs wait for the first one's pilot
+        cached = read_json(path)
+        if cached is not None:
+            return {**cached, "pilot_cache": {"key": key, "reused": True, "fitted_by": cached.get("run")}}
+        artifact = fit()
+        atomic_write_json(path, artifact)
+    return {**artifact, "pilot_cache": {"key": key, "reused": False}}
+
+
+def pilot_key(model, x0, mask_token_id: int, pilot, device) -> str:
+    """Fingerprint of what determines a pilot: the weights (per tensor: float64 sum, absolute sum and the first
+    8 values, cheap even for 8B parameters), the pilot rows' tokens, the pilot settings and the device type."""
+    h = hashlib.sha256(json.dumps({"format": PILOT_FORMAT, "pilot": pilot.model_dump(mode="json"),
+                                   "mask": mask_token_id, "device": torch.device(device).type}, sort_keys=True).encode())
+    with torch.no_grad():
+        for name, p in model.state_dict().items():
+            flat = p.detach().reshape(-1).double()
+            summary = torch.cat([flat.sum()[None], flat.abs().sum()[None], flat[:8]]).cpu()
+            h.update(name.encode() + summary.numpy().tobytes())
+    for t in (x0.input_ids, x0.attention_mask, x0.prompt_lengths):
+        h.update(t.detach().cpu().long().numpy().tobytes())
+    return h.hexdigest()[:24]
 
 
 def install(sampler, artifact: dict) -> None:

@@ -93,7 +93,7 @@ class Trainer:
         from mdm.data import Collator, mask_token_id_of
         from mdm.objective import ARMObjective, MDMObjective, Method
         from mdm.train import ppots
-        from mdm.train.model import build_model
+        from mdm.train.model import build_model, cache_root
 
         cfg, t = self.cfg, self.cfg.training
         if t.threads:
@@ -123,7 +123,7 @@ class Trainer:
             else:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         self.tokenizer = tokenizer
-        self.data = build_data(cfg.data, tokenizer)
+        self.data = build_data(cfg.data, tokenizer, eos_pad=cfg.model.family == "mdm")
         self.collate = Collator(tokenizer, cfg.data.task, cfg.data.max_length)
         self.mask_token_id = mask_token_id_of(tokenizer, model.config) if self.is_mdm else None
         self.objective = MDMObjective(method, self.mask_token_id) if self.is_mdm else ARMObjective()
@@ -157,7 +157,7 @@ class Trainer:
                     shared = [ppots.fit_density(
                         model=acc.unwrap_model(self.model), items=self.data.train, collate=self.collate,
                         mask_token_id=self.mask_token_id, pilot=cfg.ppots_pilot, device=acc.device,
-                        meta={"run": cfg.name, "task": cfg.data.task})]
+                        meta={"run": cfg.name, "task": cfg.data.task}, cache_dir=cache_root(cfg.model) / "ppots")]
                     atomic_write_json(path, shared[0])
             broadcast_object_list(shared, from_process=0)
             ppots.install(method.t_sampler, shared[0])
