@@ -63,11 +63,20 @@ def variance_bars(variance_json: Path, out: Path) -> Path:
     return _save(fig, out / "variance.png")
 
 
-def ppots_density(ppots_json: Path, out: Path) -> Path:
-    data = json.loads(ppots_json.read_text())
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(data["grid"], data["density"], label="fitted P-POTS density p(t)")
+def ppots_densities(ppots_jsons: list[Path], out: Path) -> Path:
+    """Every distinct fitted P-POTS density in one figure (runs that share a pilot share one curve), labelled
+    by task and by the runs that use it."""
+    curves: dict[tuple, list[str]] = {}
+    for path in sorted(ppots_jsons):
+        data = json.loads(path.read_text())
+        key = (tuple(data["grid"]), tuple(round(d, 12) for d in data["density"]))
+        task = data.get("task") or path.parent.parent.parent.name
+        curves.setdefault(key, []).append(f"{task}: {path.parent.parent.name}/{path.parent.name}")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for (grid, density), users in curves.items():
+        label = users[0] if len(users) == 1 else f"{users[0].split(':')[0]}: {len(users)} runs (shared pilot)"
+        ax.plot(grid, density, label=label)
     ax.axhline(1.0, color="0.5", linestyle="--", label="uniform (Standard)")
-    ax.set(title="P-POTS sampling density", xlabel="masking rate t", ylabel="density p(t)")
-    ax.legend()
+    ax.set(title="Fitted P-POTS sampling densities", xlabel="masking rate t", ylabel="density p(t)")
+    ax.legend(fontsize=7)
     return _save(fig, out / "ppots_density.png")

@@ -80,8 +80,9 @@ def write_report(df: pd.DataFrame, out: Path, benchmark: str, context: dict | No
     for extra in extras:
         if extra.name == "variance.json":
             figures.append(plots.variance_bars(extra, out))
-        elif extra.name == "ppots.json":
-            figures.append(plots.ppots_density(extra, out))
+    densities = [extra for extra in extras if extra.name == "ppots.json"]
+    if densities:
+        figures.append(plots.ppots_densities(densities, out))
     failed = df[df.status != "done"]
     context = {**context_of(df), **(context or {})}
     lines = [f"# {benchmark} report", "", *(f"- **{k}**: {v}" for k, v in context.items()), "",
