@@ -35,6 +35,12 @@ class TinySize:
     # Gemma3 scales attention logits by query_pre_attn_scalar ** -0.5 after q/k RMSNorm; its default (256, for
     # head_dim 256) caps a tiny model's logits near +-sqrt(head_dim ** 2 / 256): attention stays too flat to copy
     query_pre_attn_scalar: int = 256
+    # RoPE base of the full-attention layers (Gemma3's default 1e6; with head_dim 16 half the rotary frequencies
+    # are below 1/200, i.e. ~constant over a tiny-preset sequence)
+    rope_theta: float = 1_000_000.0
+    # in a tiny MDM pretrained from scratch the tied embeddings of interchangeable tokens (the arith objects)
+    # collapse to cosine ~0.99 (~0.5 in the ARM); untied, the input side stays at ~0.84
+    tie_word_embeddings: bool = True
 
 
 def tiny_config(tokenizer, causal: bool = False, size: TinySize | None = None) -> Gemma3TextConfig:
@@ -48,8 +54,9 @@ def tiny_config(tokenizer, causal: bool = False, size: TinySize | None = None) -
         layer_types=["full_attention"] * size.num_hidden_layers,
         sliding_window=size.max_position_embeddings,
         attn_implementation="sdpa",
-        tie_word_embeddings=True,
-        **vars(size),
+        rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": float(size.rope_theta)},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0}},
+        **{k: v for k, v in vars(size).items() if k != "rope_theta"},
     )
     config.mask_token_id = getattr(tokenizer, "mask_token_id", None)
     return config

@@ -315,3 +315,52 @@ def test_digit_space_keeps_the_space_on_the_first_digit_and_attention_scale_reac
                                                    num_key_value_heads=1, head_dim=16, intermediate_size=64,
                                                    query_pre_attn_scalar=16))
     assert model.config.query_pre_attn_scalar == 16
+
+
+def test_rope_theta_reaches_the_rotary_embedding():
+    from mdm.models import TinySize, build_tiny_model
+    from mdm.train.config import TinySizeConfig
+
+    tok = _tokenizer_for_rope()
+    size = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                intermediate_size=64)
+    assert TinySizeConfig().rope_theta == TinySize().rope_theta == 1_000_000.0  # the default is unchanged
+    slow, fast = (build_tiny_model(tok, size=TinySize(**size, rope_theta=t)) for t in (1_000_000.0, 10_000.0))
+    assert fast.config.rope_parameters["full_attention"]["rope_theta"] == 10_000.0
+    inv = {m: next(b for n, b in m.named_buffers() if n.endswith("inv_freq")) for m in (slow, fast)}
+    assert torch.allclose(inv[fast], 1.0 / 10_000.0 ** (torch.arange(0, 16, 2).float() / 16))
+    assert inv[fast][-1] > 10 * inv[slow][-1]
+    untied = build_tiny_model(tok, size=TinySize(**size, tie_word_embeddings=False))
+    assert slow.lm_head.weight is slow.model.embed_tokens.weight
+    assert untied.lm_head.weight.data_ptr() != untied.model.embed_tokens.weight.data_ptr()
+
+
+def test_an_arm_checkpoint_loads_as_a_bidirectional_mdm(tmp_path):
+    from mdm.models import TinySize, build_tiny_model
+    from mdm.train.config import PretrainConfig
+    from mdm.train.model import load_pretrained
+
+    assert PretrainConfig().init_from_arm is False
+    tok = _tokenizer_for_rope()
+    arm = build_tiny_model(tok, causal=True, size=TinySize(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                           num_key_value_heads=1, head_dim=16, intermediate_size=64))
+    arm.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    x = torch.randint(5, 200, (1, 12))
+    y = x.clone()
+    y[0, -1] = 7
+    for causal in (True, False):
+        model, _ = load_pretrained(tmp_path, causal, torch.float32)
+        with torch.no_grad():
+            moved = (model(input_ids=x).logits[0, 0] - model(input_ids=y).logits[0, 0]).abs().max().item()
+        assert model.config.use_bidirectional_attention is (not causal)
+        assert (moved > 1e-6) is (not causal)  # only the MDM's first position sees the last token
+
+
+def _tokenizer_for_rope():
+    import tempfile
+
+    from mdm.data import build_tokenizer, make_task
+
+    texts = [e["prompt"] + e["response"] for e in make_task("arith", n=50)]
+    return build_tokenizer(texts, 256, cache_dir=tempfile.mkdtemp())

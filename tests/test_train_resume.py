@@ -90,3 +90,27 @@ def test_sigkill_then_rerun_resumes_the_same_trajectory(tmp_path):
     cfg = RunConfig.model_validate({**record["config"], "output_dir": str(tmp_path / "uninterrupted")})
     Trainer(cfg).train()
     assert trajectory(resumed) == trajectory(read_log(tmp_path / "uninterrupted"))
+
+
+def test_a_spec_edited_after_runs_finished_is_one_clear_error_then_rerun_stale_moves_them_aside(tmp_path):
+    path, results = tmp_path / "spec.yaml", tmp_path / "runs"
+    data = spec(tmp_path / "cache")
+    data["presets"]["tiny"]["training"]["max_steps"] = 4
+    path.write_text(yaml.safe_dump(data))
+    run_dir = results / "killtest" / "arith" / "standard" / "seed3"
+    assert bench(path, results, "--only", "method=standard,task=arith").returncode == 0
+    first = (run_dir / "record.json").read_bytes()
+
+    data["presets"]["tiny"]["training"]["lr"] = 2e-3
+    path.write_text(yaml.safe_dump(data))
+    refused = bench(path, results, "--only", "method=standard,task=arith")
+    assert refused.returncode == 2 and "training.lr" in refused.stderr and "--rerun-stale" in refused.stderr
+    assert (run_dir / "record.json").read_bytes() == first  # nothing touched
+
+    rerun = bench(path, results, "--only", "method=standard,task=arith", "--rerun-stale")
+    assert rerun.returncode == 0, rerun.stderr
+    assert (run_dir.with_name("seed3.stale-1") / "record.json").read_bytes() == first  # kept, not deleted
+    assert json.loads((run_dir / "record.json").read_text())["config"]["training"]["lr"] == 2e-3
+    from mdm.report.tables import read_records
+
+    assert len(read_records(results / "killtest")) == 1  # the set-aside run is not reported

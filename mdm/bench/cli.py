@@ -18,7 +18,7 @@ def cmd_bench(args) -> None:
     if args.dry_run:
         print_plan(spec, args.preset, plan, runs)
         return
-    counts = run_plan(spec, runs, jobs=args.jobs)
+    counts = run_plan(spec, runs, jobs=args.jobs, rerun_stale=args.rerun_stale)
     if counts["failed"]:
         raise SystemExit(1)
 
@@ -33,6 +33,8 @@ def register(sub) -> None:
     p.add_argument("--shard", default=None, metavar="I/N", help="run the I-th of N deterministic shards (1-based)")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (CPU threads are split between them)")
     p.add_argument("--results", default="results/runs", help="records root (default: results/runs)")
+    p.add_argument("--rerun-stale", action="store_true",
+                   help="runs whose folder holds another configuration's run: move it aside (.stale-N) and rerun")
     p.set_defaults(func=cmd_bench)
 
 

@@ -33,6 +33,8 @@ def read_records(root: Path) -> pd.DataFrame:
     """Every `record.json` under root with status done (failed runs are listed separately by the report)."""
     rows = []
     for path in sorted(root.rglob("record.json")):
+        if any(".stale-" in part for part in path.parts):  # set aside by `mdm bench --rerun-stale`
+            continue
         record = json.loads(path.read_text())
         rows.append(record_row(record, path))
     return pd.DataFrame(rows)

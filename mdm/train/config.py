@@ -33,6 +33,8 @@ class TinySizeConfig(Strict):
     intermediate_size: int = Field(128, ge=1)
     max_position_embeddings: int = Field(1024, ge=16)
     query_pre_attn_scalar: int = Field(256, ge=1, description="attention logits * this ** -0.5 (Gemma3)")
+    rope_theta: float = Field(1_000_000.0, gt=0, description="RoPE base of the (full-attention) layers")
+    tie_word_embeddings: bool = Field(True, description="share the input embedding with the output layer")
 
     @model_validator(mode="after")
     def _heads(self):
@@ -56,6 +58,10 @@ class PretrainConfig(Strict):
     schedule: Literal["linear", "cosine", "constant"] = "cosine"
     weight_decay: float = Field(0.0, ge=0)
     seed: int = 0
+    # MDM family: start from the ARM family's base (same settings, built and cached as for the ARM rows) and
+    # adapt it with this pretraining, as Dream / DiffuLLaMA do (a tiny MDM pretrained from scratch for up to
+    # 3000 steps does not copy even the object word from the prompt; adapted from the ARM base it does)
+    init_from_arm: bool = False
 
 
 class ModelConfig(Strict):

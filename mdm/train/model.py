@@ -74,14 +74,20 @@ def build_model(cfg: RunConfig):
 
 
 def load_pretrained(path: Path, causal: bool, dtype):
-    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     _quiet_transformers()
     if not (Path(path) / "config.json").is_file():
         raise FileNotFoundError(f"model.base: {path} is not a saved model folder (no config.json)")
     tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=True)
+    kwargs = {}
+    if not causal:  # an ARM checkpoint (tiny Gemma3) loaded as an MDM: same weights, full attention
+        config = AutoConfig.from_pretrained(str(path), trust_remote_code=True)
+        if getattr(config, "use_bidirectional_attention", None) is False:
+            config.use_bidirectional_attention = True
+            kwargs["config"] = config
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, trust_remote_code=True)
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, trust_remote_code=True, **kwargs)
     except ValueError:
         if causal:
             raise
@@ -147,6 +153,10 @@ def ensure_base(cfg: RunConfig) -> Path:
             return final
         work = final.with_name(final.name + ".build")
         base_cfg = base_run_config(cfg, str(work))
+        if cfg.model.family == "mdm" and cfg.model.pretrain.init_from_arm:
+            arm = cfg.model_copy(update={"model": cfg.model.model_copy(update={"family": "arm"})})
+            base_cfg = base_cfg.model_copy(update={"model": base_cfg.model.model_copy(
+                update={"base": str(ensure_base(arm))})})
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             # inside a distributed launch: pretrain in a separate single process
             env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
