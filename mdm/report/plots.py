@@ -32,7 +32,8 @@ def seed_scores(df: pd.DataFrame, out: Path, metric_label: str) -> list[Path]:
         sns.stripplot(data=g, y="row", x="score", order=order, color="0.35", size=5, jitter=0.15, ax=ax)
         sns.pointplot(data=g, y="row", x="score", order=order, color="C3", linestyle="none", errorbar=("ci", 95),
                       markers="D", ax=ax)
-        ax.set(title=f"{task}: per-seed scores (dots), mean and bootstrap 95% CI over seeds (red)", xlabel=metric_label, ylabel="")
+        ax.set(xlabel=metric_label, ylabel="")
+        ax.set_title(f"{task}: per-seed scores (dots),\nmean and bootstrap 95% CI over seeds (red)", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
         paths.append(_save(fig, out / f"scores_{task}.png"))
     return paths
