@@ -50,12 +50,7 @@ def plot_variance(result: dict, path: str | Path) -> Path:
     axes[2].set_title("mean of the back-propagated sample, g(t)")
     for ax in axes[1:]:
         ax.legend(fontsize=8)
-    fig.suptitle(f"{result.get('model', '')} on {result.get('data', '')}", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, result, path)
 
 
 def plot_ppots(artifact: dict, path: str | Path) -> Path:
@@ -89,9 +84,14 @@ def plot_ppots(artifact: dict, path: str | Path) -> Path:
     ax.set_xlabel("t")
     ax.set_title("pilot moments of the Standard loss")
     ax.legend(fontsize=8)
-    fig.suptitle(f"{artifact.get('model', '')} on {artifact.get('data', '')}", fontsize=9)
+    return _save(fig, artifact, path)
+
+
+def _save(fig, source: dict, path: str | Path) -> Path:
+    """Title with the model and data the numbers come from, then write the PNG."""
+    fig.suptitle(f"{source.get('model', '')} on {source.get('data', '')}", fontsize=9)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _plt().close(fig)
     return path
