@@ -20,6 +20,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from mdm.bench.runner import cpu_name  # noqa: E402
+from mdm.report.plots import save_figure  # noqa: E402
+
 PERF = "benchmarks/perf"
 
 # name -> arguments (the JSON path is appended). Sizes are picked so the whole run takes < 20 min on 2 CPU cores.
@@ -67,15 +71,7 @@ def run_all(out: Path) -> dict:
 def machine() -> dict:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": 1, "torch": torch.__version__,
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": 1, "torch": torch.__version__,
             "python": platform.python_version()}
 
 
@@ -108,9 +104,7 @@ def plot_step_overhead(data, path: Path):
     ax.set_ylim(0, max(3.0, 1.3 * max(r["ratio_per_step"] for r in rows)))
     ax.legend(fontsize=8, loc="upper right", ncol=2)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_variance(data, path: Path):
@@ -140,9 +134,7 @@ def plot_variance(data, path: Path):
                  fontsize=10)
     ax.legend(fontsize=8, loc="upper center", ncol=3)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_generation(data, path: Path):
@@ -161,9 +153,7 @@ def plot_generation(data, path: Path):
     ax.set_title(f"Generation throughput (tiny model, 1 CPU thread)\n{s['n']} prompts, gen_length {s['gen_length']}, "
                  f"{s['steps']} steps, block {s['block_length']}, batch {s['batch_size']}", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_pilot(data, path: Path):
@@ -184,9 +174,7 @@ def plot_pilot(data, path: Path):
     ax.set_title("P-POTS pilot cost vs one paper-preset GSM8K SFT run (5 epochs)", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_scaling(data, path: Path):
@@ -216,9 +204,7 @@ def plot_scaling(data, path: Path):
         ax.legend(fontsize=7)
     fig.suptitle(f"Scaling with sequence length L and batch B (tiny model, {data['params']:,} params, 1 CPU thread)",
                  fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------------------------------ table
@@ -405,9 +391,6 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("results/perf"))
     args = ap.parse_args()
     os.chdir(ROOT)
-    import matplotlib
-
-    matplotlib.use("Agg")
     walls = run_all(args.out) if args.run else None
     if walls is None and (args.out / "raw" / "wall_seconds.json").exists():
         walls = json.loads((args.out / "raw" / "wall_seconds.json").read_text())

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from mdm.bench.runner import cpu_name  # noqa: E402
 from mdm.models import TinySize, build_tiny_model, num_parameters  # noqa: E402
 from mdm.objective import MDMObjective, Method  # noqa: E402
 from tests.helpers import FakeTokenizer, synthetic_batch  # noqa: E402
@@ -102,15 +102,7 @@ def measure(method: str, batch_size: int, length: int, rounds: int, vocab: int) 
 def machine() -> dict:
     import os
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 

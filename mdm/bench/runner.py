@@ -41,11 +41,22 @@ def code_version() -> dict:
     return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 
+def cpu_name() -> str:
+    """The CPU model (/proc/cpuinfo 'model name'), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def hardware() -> dict:
     import torch
 
     info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu_count": os.cpu_count(), "device": "cpu"}
+            "cpu": cpu_name(), "cpu_count": os.cpu_count(), "device": "cpu"}
     if torch.cuda.is_available():
         info.update(device="cuda", gpu=torch.cuda.get_device_name(0), gpu_count=torch.cuda.device_count())
     return info
@@ -70,12 +81,6 @@ def eval_api():
 T2I_PAPER_MISSING = (
     "text-to-image with a hub model needs MMaDA's MAGVIT-v2 image tokenizer and the text-to-image-2M loader wired "
     "into the generic trainer, which this version does not do yet; the tiny preset (model.source: tiny) runs")
-
-
-def _is_t2i(task: str) -> bool:
-    from mdm.data import TASKS
-
-    return task in TASKS and TASKS[task].metric == "clip"
 
 
 def evaluate_accuracy(run_dir: Path, settings: dict | None) -> dict | None:
@@ -127,8 +132,10 @@ def execute(run: PlannedRun, version: dict, launch=None, threads: int | None = N
 
             if run.task not in TASKS:
                 raise ConfigError("", PLANNED_TASKS[run.task])
-        tiny_t2i = _is_t2i(run.task) and run.config.model.source == "tiny"
-        if _is_t2i(run.task) and not tiny_t2i:
+        from mdm.data import is_text_to_image
+
+        tiny_t2i = is_text_to_image(run.task) and run.config.model.source == "tiny"
+        if is_text_to_image(run.task) and not tiny_t2i:
             raise ConfigError("model.source", T2I_PAPER_MISSING)
         if tiny_t2i:  # mdm.t2i trains, decodes and scores the cell; its metrics hold the CLIP score
             from mdm.t2i.bench import run_tiny

@@ -195,7 +195,7 @@ def _check(spec: Spec) -> None:
                 _check_accuracy_settings(cfg.eval.accuracy, task, f"{where}: {prefix}", preset, cfg)
 
 
-def _check_accuracy_settings(settings: dict | None, task: str, where: str, preset: Preset, cfg=None) -> None:
+def _check_accuracy_settings(settings: dict | None, task: str, where: str, preset: Preset, cfg) -> None:
     """`eval.accuracy` goes to mdm.eval.api.evaluate_run: check it now (when that module exists)."""
     if settings is None:
         return
@@ -204,9 +204,9 @@ def _check_accuracy_settings(settings: dict | None, task: str, where: str, prese
     api = eval_api()
     if api is None or task in PLANNED_TASKS:
         return
-    from mdm.data import get_task
+    from mdm.data import is_text_to_image
 
-    if get_task(task).metric == "clip":  # text-to-image: mdm.t2i checks its own settings
+    if is_text_to_image(task):  # mdm.t2i checks its own settings
         from mdm.t2i.bench import t2i_config_from_run
 
         try:

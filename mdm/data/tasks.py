@@ -113,6 +113,11 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 
+def is_text_to_image(task: str) -> bool:
+    """Tasks whose runs mdm.t2i trains and scores (CLIP score + attribute accuracy)."""
+    return task in TASKS and TASKS[task].metric == "clip"
+
+
 def get_task(task: str | TaskSpec) -> TaskSpec:
     if isinstance(task, TaskSpec):
         return task

@@ -24,9 +24,9 @@ def cmd_report(args) -> None:
 def text_to_image_summary(rows, inputs, out: Path) -> list[str]:
     """Text-to-image records also get mdm.t2i's summary (attribute accuracy per attribute, the tiny CLIP's
     retrieval check, a grid of generated samples); returns the README lines that link it."""
-    from mdm.data import TASKS
+    from mdm.data import is_text_to_image
 
-    t2i = [t for t in rows.task.dropna().unique() if t in TASKS and TASKS[t].metric == "clip"]
+    t2i = [t for t in rows.task.dropna().unique() if is_text_to_image(t)]
     roots = [Path(p) for p in inputs if Path(p).is_dir()]
     if not t2i or not roots:
         return []

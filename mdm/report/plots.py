@@ -13,7 +13,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Tight layout, 120 dpi PNG, figure closed (every report and perf-page plot)."""
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -35,7 +36,7 @@ def seed_scores(df: pd.DataFrame, out: Path, metric_label: str) -> list[Path]:
         ax.set(xlabel=metric_label, ylabel="")
         ax.set_title(f"{task}: per-seed scores (dots),\nmean and bootstrap 95% CI over seeds (red)", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
-        paths.append(_save(fig, out / f"scores_{task}.png"))
+        paths.append(save_figure(fig, out / f"scores_{task}.png"))
     return paths
 
 
@@ -48,7 +49,7 @@ def loss_curves(curves: pd.DataFrame, out: Path) -> list[Path]:
         ax.set(title=f"{task}: training loss (mean over seeds, band = min..max)", xlabel="optimizer step",
                ylabel="training loss before control variate\n(nats per eligible token)")
         ax.legend(title="method", fontsize=8)
-        paths.append(_save(fig, out / f"loss_{task}.png"))
+        paths.append(save_figure(fig, out / f"loss_{task}.png"))
     return paths
 
 
@@ -61,7 +62,7 @@ def variance_bars(variance_json: Path, out: Path) -> Path:
     ax.set(title="Loss variance decomposition: A pattern, B rate, C data",
            ylabel="variance of the per-sequence loss (nats^2)", xlabel="method")
     ax.tick_params(axis="x", rotation=30)
-    return _save(fig, out / "variance.png")
+    return save_figure(fig, out / "variance.png")
 
 
 def ppots_densities(ppots_jsons: list[Path], out: Path) -> Path:
@@ -80,4 +81,4 @@ def ppots_densities(ppots_jsons: list[Path], out: Path) -> Path:
     ax.axhline(1.0, color="0.5", linestyle="--", label="uniform (Standard)")
     ax.set(title="Fitted P-POTS sampling densities", xlabel="masking rate t", ylabel="density p(t)")
     ax.legend(fontsize=7)
-    return _save(fig, out / "ppots_density.png")
+    return save_figure(fig, out / "ppots_density.png")
