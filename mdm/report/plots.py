@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -21,6 +23,17 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _seeded_numpy(seed: int):
+    """Seed numpy's global generator for a block and restore its state after, so plots are reproducible."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def seed_scores(df: pd.DataFrame, out: Path, metric_label: str) -> list[Path]:
     """One panel per task: every seed as a dot, the mean with a 95% CI, methods ordered by mean."""
     paths = []
@@ -30,8 +43,9 @@ def seed_scores(df: pd.DataFrame, out: Path, metric_label: str) -> list[Path]:
         g = g.assign(row=label)
         order = g.groupby("row").score.mean().sort_values(ascending=False).index
         fig, ax = plt.subplots(figsize=(7, 0.45 * len(order) + 1.5))
-        sns.stripplot(data=g, y="row", x="score", order=order, color="0.35", size=5, jitter=0.15, ax=ax)
-        sns.pointplot(data=g, y="row", x="score", order=order, color="C3", linestyle="none", errorbar=("ci", 95),
+        with _seeded_numpy(0):  # stripplot draws its jitter from numpy's global generator
+            sns.stripplot(data=g, y="row", x="score", order=order, color="0.35", size=5, jitter=0.15, ax=ax)
+        sns.pointplot(data=g, y="row", x="score", order=order, color="C3", linestyle="none", errorbar=("ci", 95), seed=0,
                       markers="D", ax=ax)
         ax.set(xlabel=metric_label, ylabel="")
         ax.set_title(f"{task}: per-seed scores (dots),\nmean and bootstrap 95% CI over seeds (red)", fontsize=10)
