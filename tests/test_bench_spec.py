@@ -68,6 +68,10 @@ BAD = [  # (spec or raw YAML text, extra CLI args, expected location, expected w
      "larger than the training split of arith (7 of n_train=8)"),
     (edit("presets.tiny.tasks.arith.max_lenght", 64), [], "t.yaml: presets.tiny.tasks.arith.max_lenght",
      "unknown key; allowed: n_train, max_length"),
+    (edit("presets.tiny.tasks.arith.options", {"level": 5}), [], "t.yaml: presets.tiny.tasks.arith.options",
+     "level 5 of 'arith'; allowed: 1, 2"),
+    (edit("presets.tiny.tasks.tables.options", {"levle": 1}), [], "t.yaml: presets.tiny.tasks.tables.options",
+     "takes only the option 'level'"),
     (edit("presets.tiny.model.size.num_key_value_heads", 3), [], "t.yaml: presets.tiny.model.size",
      "must be a multiple of num_key_value_heads"),
     (edit("presets.tiny.model.base", "auto") | {"presets": {"tiny": {**GOOD["presets"]["tiny"], "model": {

@@ -35,13 +35,15 @@ def tok(tmp_path_factory):
 # ---------------------------------------------------------------- generated tasks
 
 
+@pytest.mark.parametrize("level", [1, 2])
 @pytest.mark.parametrize("name", ["arith", "tables"])
-def test_generated_deterministic_and_disjoint(name):
-    a, b = make_task(name, "train", 300, seed=0), make_task(name, "train", 300, seed=0)
+def test_generated_deterministic_and_disjoint(name, level):
+    a, b = make_task(name, "train", 300, seed=0, level=level), make_task(name, "train", 300, seed=0, level=level)
     assert a == b
-    assert make_task(name, "train", 300, seed=1) != a
-    test = make_task(name, "test", 200, seed=0) + make_task(name, "test", 200, seed=1)
-    train = {e["prompt"] for e in a + make_task(name, "train", 300, seed=1)}
+    assert make_task(name, "train", 300, seed=1, level=level) != a
+    assert make_task(name, "train", 300, seed=0, level=3 - level) != a
+    test = make_task(name, "test", 200, seed=0, level=level) + make_task(name, "test", 200, seed=1, level=level)
+    train = {e["prompt"] for e in a + make_task(name, "train", 300, seed=1, level=level)}
     assert not train & {e["prompt"] for e in test}
     assert len({e["prompt"] for e in a}) == len(a)  # deduplicated
     assert len({e["id"] for e in a}) == len(a)
@@ -53,10 +55,19 @@ _EQ = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)")
 _OPS = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y, "/": lambda x, y: x / y}
 
 
-def test_arith_answers_are_correct():
-    for e in make_task("arith", "train", 400) + make_task("arith", "test", 100):
+def test_generated_task_defaults_to_level_2_and_rejects_bad_options():
+    assert make_task("arith", "train", 50) == make_task("arith", "train", 50, level=2)
+    with pytest.raises(ConfigError, match=r"task\.options\.level.*allowed: 1, 2"):
+        make_task("arith", "train", 5, level=3)
+    with pytest.raises(ConfigError, match=r"task\.options\.root.*only the option 'level'"):
+        make_task("tables", "train", 5, root="/x")
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_arith_answers_are_correct(level):
+    for e in make_task("arith", "train", 400, level=level) + make_task("arith", "test", 100, level=level):
         eqs = _EQ.findall(e["response"])
-        assert 2 <= len(eqs) <= 3
+        assert (len(eqs) == 1 and all(int(n) < 10 for n in eqs[0][:3:2])) if level == 1 else 2 <= len(eqs) <= 3
         for x, op, y, z in eqs:
             assert _OPS[op](int(x), int(y)) == int(z), e["response"]
         assert e["response"].splitlines()[-1] == f"#### {e['answer']}" and eqs[-1][3] == e["answer"]
@@ -123,11 +134,14 @@ def _recompute_table_answer(prompt: str) -> tuple[str, str]:
     raise AssertionError(f"unknown question {question!r}")
 
 
-def test_tables_answers_are_correct_and_score_full_marks():
-    examples = make_task("tables", "train", 300) + make_task("tables", "test", 100)
+@pytest.mark.parametrize("level", [1, 2])
+def test_tables_answers_are_correct_and_score_full_marks(level):
+    examples = make_task("tables", "train", 300, level=level) + make_task("tables", "test", 100, level=level)
     kinds = set()
     for e in examples:
         assert e["prompt"].startswith("<table><thead><tr><th") and 'colspan="2"' in e["prompt"]
+        if level == 1:  # one year, 1-2 rows of one-digit values
+            assert e["prompt"].count("<td>") in (2, 4) and all(len(v) == 1 for v in re.findall(r"<td>(\d+)<", e["prompt"]))
         kind, answer = _recompute_table_answer(e["prompt"])
         assert answer == e["answer"][0], e
         assert e["response"].endswith(f"\\boxed{{{answer}}}.")

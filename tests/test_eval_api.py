@@ -204,3 +204,17 @@ def test_arm_nll_matches_the_arm_training_loss(tok):
     res = arm_nll(model, items, batch_size=2)
     assert res["metric"] == "arm_nll"
     assert res["nll_per_token_macro"] == pytest.approx(float(loss), rel=1e-5)
+
+
+def test_a_run_is_evaluated_on_the_task_level_it_trained_on(tmp_path, tok):
+    record = {**RECORD, "config": {"data": {"task": "arith", "options": {"level": 1}}}}
+    run = save_run(tmp_path / "run", tok, sharp_model(tok), record)
+
+    def prompts(settings, task="arith"):
+        evaluate_run(run, {"n": 3, **FAST, "likelihood": False, **settings})
+        return [json.loads(line)["prompt"] for line in (run / f"eval_{task}.jsonl").read_text().splitlines()]
+
+    assert prompts({}) == [e["prompt"] for e in make_task("arith", "test", 3, level=1)]
+    # explicit task_options win; another task does not inherit the run's options
+    assert prompts({"task_options": {"level": 2}}) == [e["prompt"] for e in make_task("arith", "test", 3)]
+    assert prompts({"tasks": ["tables"]}, "tables") == [e["prompt"] for e in make_task("tables", "test", 3)]

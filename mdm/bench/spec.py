@@ -179,6 +179,7 @@ def _check(spec: Spec) -> None:
         for task in preset.tasks:
             if task not in tasks_known:
                 raise ConfigError(f"{where}: {prefix}.tasks.{task}", f"unknown task; allowed: {', '.join(tasks_known)}")
+            _check_generated_options(task, preset.tasks[task], f"{where}: {prefix}.tasks.{task}.options")
         arm_names = [a.name for a in preset.arm]
         for j, arm in enumerate(preset.arm):
             if arm.name in arm_names[:j]:
@@ -193,6 +194,18 @@ def _check(spec: Spec) -> None:
             for arm in [None, *preset.arm]:
                 cfg = build_run_config(spec, pname, task, arm, seed=spec.bench.seeds[0], run_dir="-")
                 _check_accuracy_settings(cfg.eval.accuracy, task, f"{where}: {prefix}", preset, cfg)
+
+
+def _check_generated_options(task: str, settings: TaskSettings | None, where: str) -> None:
+    """A generated task's options (its level) are checked by drawing one example, before any compute."""
+    from mdm.data.tasks import get_task, is_text_to_image, make_task
+
+    if settings is None or not settings.options or not get_task(task).generated or is_text_to_image(task):
+        return
+    try:
+        make_task(task, "train", n=1, **settings.options)
+    except ConfigError as e:
+        raise ConfigError(where, e.problem) from None
 
 
 def _check_accuracy_settings(settings: dict | None, task: str, where: str, preset: Preset, cfg) -> None:

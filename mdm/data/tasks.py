@@ -140,9 +140,10 @@ def make_task(name: str, split: str = "train", n: int | None = None, seed: int =
 
         return chat_examples(split, 1000 if n is None else n, seed, **options)
     if spec.generated:
-        if options:
-            raise ConfigError("task", f"generated task {name!r} takes no options; got {sorted(options)}")
-        return generate(name, split, 1000 if n is None else n, seed)
+        unknown = sorted(set(options) - {"level"})
+        if unknown:
+            raise ConfigError(f"task.options.{unknown[0]}", f"generated task {name!r} takes only the option 'level'")
+        return generate(name, split, 1000 if n is None else n, seed, **options)
     if name == "gsm8k":
         return load_gsm8k(split, n, **options)
     if name == "hitab":
@@ -210,8 +211,27 @@ def _arith(rng: random.Random) -> tuple[str, list[str], int]:
     return q, steps, r
 
 
-def _arith_example(rng: random.Random) -> dict:
-    prompt, steps, r = _arith(rng)
+def _arith_one_step(rng: random.Random) -> tuple[str, list[str], int]:
+    """Level 1: one name, one operation on one-digit numbers."""
+    n, o, kind = rng.choice(NAMES), rng.choice(OBJECTS), rng.randrange(3)
+    if kind == 0:
+        a, b = rng.randint(2, 9), rng.randint(2, 9)
+        r, q = a + b, f"{n} has {a} {o}. {n} buys {b} more {o}. How many {o} does {n} have now?"
+        steps = [f"{n} has {a} + {b} = {r} {o}."]
+    elif kind == 1:
+        a = rng.randint(3, 9)
+        b = rng.randint(1, a - 1)
+        r, q = a - b, f"{n} has {a} {o}. {n} gives {b} {o} away. How many {o} does {n} have now?"
+        steps = [f"{n} has {a} - {b} = {r} {o}."]
+    else:
+        a, b = rng.randint(2, 9), rng.randint(2, 9)
+        r, q = a * b, f"{n} buys {a} boxes of {o} with {b} {o} in each box. How many {o} does {n} buy?"
+        steps = [f"{n} buys {a} * {b} = {r} {o}."]
+    return q, steps, r
+
+
+def _arith_example(rng: random.Random, level: int = 2) -> dict:
+    prompt, steps, r = (_arith_one_step if level == 1 else _arith)(rng)
     return {"prompt": prompt, "response": "\n".join(steps) + f"\n#### {r}", "answer": str(r)}
 
 
@@ -229,16 +249,18 @@ THEMES = (
 YEARS = ("2017", "2018", "2019", "2020", "2021")
 
 
-def _tables_example(rng: random.Random) -> dict:
+def _tables_example(rng: random.Random, level: int = 2) -> dict:
     theme = rng.choice(THEMES)
-    years = sorted(rng.sample(YEARS, rng.randint(1, 2)))
+    years = sorted(rng.sample(YEARS, 1 if level == 1 else rng.randint(1, 2)))
     sub = theme["sub"]
     cols = [(y, s) for y in years for s in sub]
-    # 2-3 data rows in 1-2 row groups; at most 8 data cells, so prompts stay near 200 tokens
-    layout = rng.choice([(2,), (1, 1)] if len(years) == 2 else [(2,), (3,), (1, 1), (2, 1), (1, 2)])
+    if level == 1:  # one year, 1-2 data rows in one group (2-4 cells), one-digit values
+        layout, top = rng.choice([(1,), (2,)]), 9
+    else:  # 2-3 data rows in 1-2 row groups; at most 8 data cells, so prompts stay near 200 tokens
+        layout, top = rng.choice([(2,), (1, 1)] if len(years) == 2 else [(2,), (3,), (1, 1), (2, 1), (1, 2)]), 19
     group_names = rng.sample(sorted(theme["groups"]), len(layout))
     rows = [(g, label) for g, k in zip(group_names, layout) for label in rng.sample(theme["groups"][g], k)]
-    values = {(r[1], c): rng.randint(1, 19) for r in rows for c in cols}
+    values = {(r[1], c): rng.randint(1, top) for r in rows for c in cols}
 
     texts = [
         [theme["corner"], ""] + [y if i % 2 == 0 else "" for y in years for i in range(2)],
@@ -265,11 +287,11 @@ def _tables_example(rng: random.Random) -> dict:
         w = values[(label, (year, other))]
         question = f"how many {unit} were there in {label} in {year}, {s} and {other} combined?"
         reasoning, answer = f"{s}: {v}. {other}: {w}. {v} + {w} = {v + w}.", str(v + w)
-    elif kind == "diff" and (pair := _distinct_pair(rng, rows, values, (year, s))):
+    elif kind == "diff" and len(rows) > 1 and (pair := _distinct_pair(rng, rows, values, (year, s))):
         (hi, a), (lo, b) = pair
         question = f"how many more {s} {unit} were there in {hi} than in {lo} in {year}?"
         reasoning, answer = f"{hi}: {a}. {lo}: {b}. {a} - {b} = {a - b}.", str(a - b)
-    elif kind == "max" and _unique_max(rows, values, (year, s)):
+    elif kind == "max" and len(rows) > 1 and _unique_max(rows, values, (year, s)):
         column = [(lab, values[(lab, (year, s))]) for _, lab in rows]
         best = max(column, key=lambda x: x[1])
         question = f"which {theme['corner']} had the most {s} {unit} in {year}?"
@@ -302,20 +324,24 @@ def _unique_max(rows, values, col) -> bool:
     return column[0] > column[1]
 
 
-GENERATORS: dict[str, Callable[[random.Random], dict]] = {"arith": _arith_example, "tables": _tables_example}
+GENERATORS: dict[str, Callable[..., dict]] = {"arith": _arith_example, "tables": _tables_example}
+LEVELS = (1, 2)  # 2: the default; 1: easier problems in the same format (one step / small tables)
 
 
 def _split_of(prompt: str) -> str:
     return "test" if int(hashlib.sha1(prompt.encode()).hexdigest()[:8], 16) % 5 == 0 else "train"
 
 
-def generate(name: str, split: str, n: int, seed: int = 0) -> list[dict]:
-    rng = random.Random(f"{name}:{split}:{seed}")  # str seeds are hashed with sha512: stable across runs
+def generate(name: str, split: str, n: int, seed: int = 0, level: int = 2) -> list[dict]:
+    if level not in LEVELS:
+        raise ConfigError("task.options.level", f"level {level!r} of {name!r}; allowed: {', '.join(map(str, LEVELS))}")
+    # str seeds are hashed with sha512: stable across runs; level 2 keeps the seed string it always had
+    rng = random.Random(f"{name}:{split}:{seed}" + ("" if level == 2 else f":level{level}"))
     out, seen = [], set()
     for _ in range(100 * n + 1000):
         if len(out) == n:
             return out
-        ex = GENERATORS[name](rng)
+        ex = GENERATORS[name](rng, level)
         if _split_of(ex["prompt"]) != split or ex["prompt"] in seen:
             continue
         seen.add(ex["prompt"])

@@ -9,7 +9,8 @@ Settings (all optional; unknown keys are a ConfigError):
     n               examples per task (default: all for real data, 200 for generated tasks)
     split           default "test"
     data_seed       seed of the generated tasks (their test split is disjoint from train for every seed)
-    task_options    dict passed to make_task (hitab: {"root": ...})
+    task_options    dict passed to make_task (hitab: {"root": ...}; generated: {"level": 1}); default: the
+                    run's own data.options when it is evaluated on its own task
     decoding        {gen_length, steps, block_length, temperature, remasking, early_stop, seed}; the same keys
                     are also accepted at the top level. Defaults: PAPER.md settings per task (mdm.sampler.TASK_DECODING)
     batch_size      prompts decoded together (default 16)
@@ -127,6 +128,15 @@ def load_model(path: str | Path, device=None, dtype=None):
 # ---------------------------------------------------------------- settings
 
 
+def _task_options(settings: dict, record: dict | None, tasks: list[str]) -> dict:
+    """Explicit `task_options`, else the options the run trained with when it is evaluated on its own task (a
+    generated task's level must match the one it was trained on)."""
+    if settings.get("task_options") is not None:
+        return dict(settings["task_options"])
+    data = ((record or {}).get("config") or {}).get("data") or {}
+    return dict(data.get("options") or {}) if tasks == [data.get("task")] else {}
+
+
 def normalize_settings(settings: dict | None, record: dict | None = None) -> dict:
     settings = dict(settings or {})
     decoding = dict(settings.pop("decoding", None) or {})
@@ -150,7 +160,7 @@ def normalize_settings(settings: dict | None, record: dict | None = None) -> dic
         get_task(t)  # unknown task -> ConfigError listing the allowed ones
     out = {
         "tasks": tasks, "n": settings.get("n"), "split": settings.get("split", "test"),
-        "data_seed": int(settings.get("data_seed", 0)), "task_options": dict(settings.get("task_options") or {}),
+        "data_seed": int(settings.get("data_seed", 0)), "task_options": _task_options(settings, record, tasks),
         "decoding": decoding, "batch_size": int(settings.get("batch_size", 16)),
         "likelihood": bool(settings.get("likelihood", True)), "likelihood_n": settings.get("likelihood_n"),
         "t_grid": int(settings.get("t_grid", 16)), "masks_per_t": int(settings.get("masks_per_t", 1)),

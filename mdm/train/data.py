@@ -22,7 +22,7 @@ def load_examples(cfg: DataConfig) -> list[dict]:
 
     spec = get_task(cfg.task)
     if spec.generated:
-        return make_task(cfg.task, "train", n=cfg.n_train or 1000, seed=cfg.data_seed)
+        return make_task(cfg.task, "train", n=cfg.n_train or 1000, seed=cfg.data_seed, **cfg.options)
     return make_task(cfg.task, "train", n=cfg.n_train, **cfg.options)
 
 

@@ -35,12 +35,14 @@ def _quiet_transformers():
     hf_logging.set_verbosity_error()
 
 
-def tiny_tokenizer(cfg: ModelConfig, task: str):
-    """The tiny BPE of a task: trained on a fixed draw of the task's training text (cached by content)."""
+def tiny_tokenizer(cfg: ModelConfig, task: str, options: dict | None = None):
+    """The tiny BPE of a task: trained on a fixed draw of the task's training text (cached by content).
+    `options`: the task's loader options (generated tasks: level)."""
     from mdm.data import build_tokenizer, make_task
 
-    examples = make_task(task, "train", n=cfg.tokenizer_examples, seed=0) if _generated(task) else \
-        make_task(task, "train", n=cfg.tokenizer_examples)
+    options = options or {}
+    examples = make_task(task, "train", n=cfg.tokenizer_examples, seed=0, **options) if _generated(task) else \
+        make_task(task, "train", n=cfg.tokenizer_examples, **options)
     texts = [e["prompt"] + "\n" + e["response"] for e in examples]
     return build_tokenizer(texts, vocab_size=cfg.vocab_size, cache_dir=cache_root(cfg) / "tokenizers",
                            digit_space=cfg.digit_space)
@@ -65,7 +67,7 @@ def build_model(cfg: RunConfig):
     if m.source == "tiny":
         from mdm.models import TinySize, build_tiny_model
 
-        tokenizer = tiny_tokenizer(m, cfg.data.task)
+        tokenizer = tiny_tokenizer(m, cfg.data.task, cfg.data.options)
         model = build_tiny_model(tokenizer, causal=causal, seed=m.init_seed, size=TinySize(**m.size.model_dump()))
         return model, tokenizer
     from mdm.models import load_hub_model
