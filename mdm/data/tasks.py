@@ -11,7 +11,11 @@ variance reducers need from the data layer: its ISAD answer delimiters and its S
     make_task("openscience", "train", tokenizer=tok) # nvidia/OpenScienceReasoning-2 (needs internet)
 
 Generated tasks put a prompt in the test split iff a hash of the prompt says so, so train and test are
-disjoint for every seed, and examples are deduplicated by prompt within a split.
+disjoint for every seed, and examples are deduplicated by prompt within a split. Their one option, `level`,
+sizes them (same format, same scorer): 2 (default) is two-three step problems and tables of up to 8 cells;
+1 is one-step problems on one-digit numbers with a single name, and one-year tables of 1-2 rows.
+
+    make_task("arith", "train", n=800, level=1)      # "Ava has 3 apples. Ava buys 4 more apples. ..."
 """
 
 from __future__ import annotations
