@@ -133,7 +133,8 @@ def get_task(task: str | TaskSpec) -> TaskSpec:
 def make_task(name: str, split: str = "train", n: int | None = None, seed: int = 0, **options) -> list[dict]:
     """Examples of task `name`. Generated tasks: `n` (default 1000) examples drawn with `seed`.
     Real data: the first `n` examples of the split (all when n is None); `seed` is unused.
-    `options` go to the loader (hitab: root; openscience: tokenizer, max_tokens, n_train, n_eval, dataset)."""
+    `options` go to the loader (generated: level; hitab: root; openscience: tokenizer, max_tokens, n_train, n_eval,
+    dataset)."""
     spec = get_task(name)
     if split not in spec.splits:
         raise ConfigError(
