@@ -72,6 +72,8 @@ BAD = [  # (spec or raw YAML text, extra CLI args, expected location, expected w
      "level 5 of 'arith'; allowed: 1, 2"),
     (edit("presets.tiny.tasks.tables.options", {"levle": 1}), [], "t.yaml: presets.tiny.tasks.tables.options",
      "takes only the option 'level'"),
+    (edit("presets.tiny.tasks.arith", {"n_train": 13000, "options": {"level": 1}}), [],
+     "t.yaml: presets.tiny.tasks.arith", "arith level 1 has only 12580 distinct train examples; asked for 13000"),
     (edit("presets.tiny.model.size.num_key_value_heads", 3), [], "t.yaml: presets.tiny.model.size",
      "must be a multiple of num_key_value_heads"),
     (edit("presets.tiny.model.base", "auto") | {"presets": {"tiny": {**GOOD["presets"]["tiny"], "model": {

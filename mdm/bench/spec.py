@@ -193,6 +193,7 @@ def _check(spec: Spec) -> None:
         for task in preset.tasks:  # every section of every run config, as it will be built
             for arm in [None, *preset.arm]:
                 cfg = build_run_config(spec, pname, task, arm, seed=spec.bench.seeds[0], run_dir="-")
+                _check_generated_size(cfg, f"{where}: {prefix}.tasks.{task}")
                 _check_accuracy_settings(cfg.eval.accuracy, task, f"{where}: {prefix}", preset, cfg)
 
 
@@ -206,6 +207,23 @@ def _check_generated_options(task: str, settings: TaskSettings | None, where: st
         make_task(task, "train", n=1, **settings.options)
     except ConfigError as e:
         raise ConfigError(where, e.problem) from None
+
+
+def _check_generated_size(cfg, where: str) -> None:
+    """A generated task must have as many distinct training prompts as its runs draw (SFT split, base
+    pretraining, tokenizer); drawing them takes well under a second."""
+    from mdm.data.tasks import get_task, is_text_to_image, make_task
+
+    task, m = cfg.data.task, cfg.model
+    if not get_task(task).generated or is_text_to_image(task):
+        return
+    n = max(cfg.data.n_train or 1000, m.pretrain.n_examples if m.base == "auto" else 0,
+            m.tokenizer_examples if m.source == "tiny" else 0)
+    try:
+        make_task(task, "train", n=n, seed=cfg.data.data_seed, **cfg.data.options)
+    except ConfigError as e:
+        raise ConfigError(where, f"{e.problem} (n_train, model.pretrain.n_examples and model.tokenizer_examples "
+                          "draw from it)") from None
 
 
 def _check_accuracy_settings(settings: dict | None, task: str, where: str, preset: Preset, cfg) -> None:

@@ -353,7 +353,7 @@ def generate(name: str, split: str, n: int, seed: int = 0, level: int = 2) -> li
         out.append({**ex, "task": name, "id": f"{name}-{split}-{seed}-{len(out)}"})
     if len(out) == n:
         return out
-    raise RuntimeError(f"could only generate {len(out)} distinct {name} {split} examples (asked {n})")
+    raise ConfigError("task.n", f"{name} level {level} has only {len(out)} distinct {split} examples; asked for {n}")
 
 
 # ---------------------------------------------------------------- HTML tables (HiTab layout)
