@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test lint reproduce-table1 reproduce-table2 leaderboard perf regression-update
+.PHONY: setup test test-numerics lint reproduce-table1 reproduce-table2 leaderboard perf regression-update
 
 setup: $(STAMP)
 
@@ -29,6 +29,12 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# The numerics-sensitive tests (marker `numerics`) under other CPU kernels, as another machine would run them:
+# torch's generic (non-SIMD) kernels, then MKL's conditional-numerical-reproducibility path (tests/README.md).
+test-numerics: setup
+	ATEN_CPU_CAPABILITY=default $(PY) -m pytest tests -m numerics $(PYTEST_ARGS)
+	MKL_CBWR=COMPATIBLE $(PY) -m pytest tests -m numerics $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check mdm evals tests benchmarks

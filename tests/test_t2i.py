@@ -185,6 +185,7 @@ def test_sequences_match_the_chat_format_and_train_with_every_preset(codec):
         out.loss.backward()
 
 
+@pytest.mark.numerics
 def test_maskgit_decoding_is_deterministic_batch_independent_and_code_only(codec):
     from mdm.models import TinySize, build_tiny_model
     from mdm.t2i.generate import ImageDecodeConfig, commit_schedule, generate_codes
@@ -209,6 +210,7 @@ def test_maskgit_decoding_is_deterministic_batch_independent_and_code_only(codec
 # ---------------------------------------------------------------- CLIP score
 
 
+@pytest.mark.numerics
 def test_clip_score_equals_torchmetrics_on_fixed_embeddings():
     from mdm.t2i.clip import clip_score_from_embeddings, torchmetrics_clip_score
 

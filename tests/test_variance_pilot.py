@@ -13,11 +13,12 @@ from mdm.variance.gradient import LinearGradients
 from mdm.variance.pilot import FixedT, run_mdm
 from mdm.variance.profile import Profiler, run_variance
 from tests.helpers import MASK_ID, FakeTokenizer, synthetic_batch
+from tests.numerics import REASSOCIATION_RTOL, approx
 
 TOK = FakeTokenizer(64)
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.numerics]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,8 @@ def test_table_does_not_depend_on_the_token_budget(model, x0):
     method = Method.build("mirror")
     big = run_mdm(model, x0, method, t, 3, mask_token_id=MASK_ID, seed=1, token_budget=100_000)
     small = run_mdm(model, x0, method, t, 3, mask_token_id=MASK_ID, seed=1, token_budget=200)
-    assert np.allclose(big.losses, small.losses, atol=1e-5)
+    # other token budgets batch other rows together: float32 reassociation, relative to each cell
+    assert np.allclose(big.losses, small.losses, rtol=REASSOCIATION_RTOL, atol=0.0)
     assert big.forward_rows == small.forward_rows == 4 * 3 * 3 * 2
     # the same seed gives the same table; another seed another one
     again = run_mdm(model, x0, method, t, 3, mask_token_id=MASK_ID, seed=1, token_budget=100_000)
@@ -54,7 +56,7 @@ def test_a_cell_is_the_row_loss_the_method_backpropagates_at_that_t(model, x0):
     batch = MDMBatch(one.input_ids, one.attention_mask, one.prompt_lengths, torch.tensor([row]))
     with torch.no_grad():
         direct = obj(model, batch, seed=5, step=0, global_batch_size=len(all_t)).row_losses.item()
-    assert run.losses[i, j, k] == pytest.approx(direct, rel=1e-5)
+    assert run.losses[i, j, k] == approx(direct)
 
 
 def test_token_budget_below_one_sequence_is_a_config_error(model, x0):
@@ -106,7 +108,9 @@ def test_per_sample_gradients_from_hooks_match_one_backward_per_row(model, x0):
         model.zero_grad()
         obj(model, batch, seed=0, step=0, global_batch_size=len(all_t)).loss.backward()
         direct = torch.cat([m.weight.grad.flatten() for _, m in probe.modules]).numpy()
-        assert np.allclose(run.grads[i, j, k], direct, rtol=1e-4, atol=1e-7)
+        # elements of a gradient cancel: the tolerance is relative to the vector's largest element
+        assert np.allclose(run.grads[i, j, k], direct, rtol=REASSOCIATION_RTOL,
+                           atol=REASSOCIATION_RTOL * np.abs(direct).max())
         model.zero_grad()
     # a random projection preserves squared norms in expectation (Johnson-Lindenstrauss)
     projected = run_mdm(model, x0, method, t, 2, mask_token_id=MASK_ID, seed=0, token_budget=600,

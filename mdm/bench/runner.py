@@ -55,8 +55,12 @@ def cpu_name() -> str:
 def hardware() -> dict:
     import torch
 
+    # the CPU kernels float32 results depend on (tests/README.md, "Numerics policy"): the SIMD level torch
+    # dispatches to, and the environment switches that change it (ATEN_CPU_CAPABILITY, MKL_CBWR)
     info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu": cpu_name(), "cpu_count": os.cpu_count(), "device": "cpu"}
+            "cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_count": os.cpu_count(), "device": "cpu"}
+    info.update({k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "MKL_CBWR") if k in os.environ})
     if torch.cuda.is_available():
         info.update(device="cuda", gpu=torch.cuda.get_device_name(0), gpu_count=torch.cuda.device_count())
     return info
