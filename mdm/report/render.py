@@ -71,7 +71,7 @@ def write_report(df: pd.DataFrame, out: Path, benchmark: str, context: dict | No
     (out / "leaderboard.md").write_text(f"# {benchmark}: leaderboard\n\n{_board_markdown(board)}\n")
     (out / "synergy.md").write_text(
         f"# {benchmark}: synergy vs additivity\n\nsynergy = gain(combination) - sum of the parts' gains over "
-        "Standard; 95% interval from a bootstrap over seeds.\n\n" + _markdown(syn) + "\n")
+        "Standard; paired 95% interval from a bootstrap over seeds and prompts (`mdm.report.stats`).\n\n" + _markdown(syn) + "\n")
     done = df[(df.status == "done")].dropna(subset=["score"])
     figures = plots.seed_scores(done, out, metric_label) if not done.empty else []
     curves = loss_curves_of(df) if "source" in df else pd.DataFrame()

@@ -59,13 +59,42 @@ def record_row(record: dict, path: Path) -> dict:
         "hardware": _hardware_text(record.get("hardware")),
         "decoding": _decoding_text(record.get("eval"), record.get("task")),
         "source": str(path),
+        **prompt_outcomes(record, path),
     }
+
+
+def prompt_outcomes(record: dict, path: Path) -> dict:
+    """The run's per-prompt outcomes (0/1, or a fraction in [0, 1]) on its primary score, from the samples file beside the record
+    ({outcomes, prompt_ids}), when they are kept and reproduce the record's score; else {}."""
+    evaluation = (record.get("eval") or {}).get(record.get("task")) or {}
+    primary = (evaluation.get("scores") or {}).get("primary")
+    samples = path.with_name(evaluation.get("samples_file") or "-")
+    score = primary_score(record.get("metrics") or {})
+    if not primary or not samples.is_file():
+        return {}
+    ids, values = [], []
+    for line in samples.read_text().splitlines():
+        sample = json.loads(line)
+        keys = [k for k in sample.get("scores") or {} if primary == k or primary.endswith("_" + k)]
+        value = sample["scores"][keys[0]] if len(keys) == 1 else None
+        if not isinstance(value, (bool, int, float)) or not 0 <= value <= 1:
+            return {}
+        ids.append(sample.get("id", sample.get("i")))
+        values.append(float(value))
+    outcomes = np.array(values)
+    if not len(outcomes) or not np.isclose(100 * outcomes.mean(), score):
+        return {}
+    return {"outcomes": outcomes, "prompt_ids": tuple(ids), "metric": f"accuracy % ({primary})"}
 
 
 def _hardware_text(hw: dict | None) -> str | None:
     if not hw:
         return None
-    device = f"{hw.get('gpu_count', 1)} x {hw['gpu']}" if hw.get("gpu") else f"CPU ({hw.get('cpu_count')} cores)"
+    if hw.get("gpu"):
+        device = f"{hw.get('gpu_count', 1)} x {hw['gpu']}"
+    else:  # float32 results depend on the kernels: the CPU and the SIMD level torch used (tests/README.md)
+        cpu = ", ".join(str(x) for x in (hw.get("cpu"), hw.get("cpu_capability") or "capability not recorded") if x)
+        device = f"CPU ({cpu}; {hw.get('cpu_count')} cores)"
     return f"{device}, torch {hw.get('torch')}, {hw.get('platform')}"
 
 
@@ -112,49 +141,108 @@ def paper_reference(benchmark: str) -> pd.DataFrame | None:
     return pd.read_csv(path).groupby(["model_family", "method", "task"]).score.mean().rename("paper")
 
 
+# A tiny task stands for a paper task (same format and scorer): the paper's effect is shown beside ours.
+STANDS_FOR = {"arith": "gsm8k", "tables": "hitab"}
+COMPUTE = ("passes", "tokens", "wall_s")
+
+
+def outcome_table(g: pd.DataFrame) -> np.ndarray:
+    """A group's runs as a [seeds, prompts] outcome array when every run kept the same prompts, else the 1-D
+    per-seed scores (as fractions of 100, like the outcomes)."""
+    if "outcomes" in g and g.outcomes.notna().all() and g.prompt_ids.nunique() == 1:
+        return np.stack(list(g.outcomes))
+    return g.score.to_numpy(float) / 100
+
+
+def paired(groups: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The groups as paired tables when all are on the same prompts, else all as per-seed scores."""
+    tables = list(groups.values())
+    if all(t.ndim == 2 for t in tables) and len({t.shape[1] for t in tables}) == 1:
+        return groups
+    return {k: (t.mean(1) if t.ndim == 2 else t) for k, t in groups.items()}
+
+
+def _interval_text(lo: float, hi: float) -> str:
+    return f"[{lo:+.1f}, {hi:+.1f}]"
+
+
 def leaderboard(df: pd.DataFrame, paper: pd.Series | None = None) -> pd.DataFrame:
-    """Per task and method: every seed, mean, sample std, min, max, range, compute, best marked."""
+    """Per task and method: every seed, mean with its 95% interval, sample std, min, max, range, compute per
+    run, the gain over Standard with a paired 95% interval and a permutation p over seeds, and `best` only
+    where the paired interval of the best row's lead over the runner-up excludes 0 (mdm.report.stats)."""
+    from mdm.report.stats import bootstrap_interval, permutation_p
+
     done = df[df.status == "done"].dropna(subset=["score"])
-    rows = []
+    rows, tables = [], {}
     for (family, method, task), g in done.groupby(["model_family", "method", "task"], sort=False):
         g = g.sort_values("seed")
-        row = {"model_family": family, "method": method, "task": task, "n_seeds": len(g),
+        table = tables[(family, method, task)] = outcome_table(g)
+        ci = bootstrap_interval({"m": table}, lambda m: 100 * m["m"]) if len(g) > 1 else None  # 1 seed: none
+        metric = g.metric.dropna().iloc[0] if "metric" in g and g.metric.notna().any() else "score"
+        row = {"model_family": family, "method": method, "task": task, "metric": metric, "n_seeds": len(g),
+               "prompts": table.shape[1] if table.ndim == 2 else None,
                "seeds": " ".join(f"{s:.2f}" for s in g.score),
-               "mean": g.score.mean(), "std": g.score.std(ddof=1) if len(g) > 1 else float("nan"),
+               "mean": g.score.mean(), "ci95": f"[{ci[0]:.1f}, {ci[1]:.1f}]" if ci else None,
+               "std": g.score.std(ddof=1) if len(g) > 1 else float("nan"),
                "min": g.score.min(), "max": g.score.max(), "range": g.score.max() - g.score.min()}
         if "heldout_loss" in g and g.heldout_loss.notna().any():
             row["heldout_loss"] = g.heldout_loss.mean()
-        for col in ("passes", "tokens", "wall_s"):
+        for col in COMPUTE:  # per run: a 1-seed row and a 3-seed row are comparable
             if col in g and g[col].notna().any():
-                row[col] = g[col].sum()
-        if paper is not None:
-            preset = g.preset.iloc[0] if "preset" in g else None
-            paper_task = PAPER_TASK.get(task, task) if preset == "paper" else task
-            row["paper"] = paper.get((family, method, paper_task), float("nan"))
-        row["sources"] = ";".join(map(str, g.source))
+                row[f"{col}/run"] = g[col].mean()
         rows.append(row)
     board = pd.DataFrame(rows)
     if board.empty:
         return board
     board["is_arm"] = board.model_family != "mdm"
+    board["gain"], board["gain_ci95"], board["p_seeds"], board["note"] = np.nan, None, np.nan, ""
     board["best"] = False
-    for _task, g in board[~board.is_arm].groupby("task"):
-        if g["mean"].nunique() > 1:  # a tie across every row has no best
-            board.loc[g.index[g["mean"] == g["mean"].max()], "best"] = True
+    for task, g in board[~board.is_arm].groupby("task"):
+        std_key = ("mdm", "standard", task)
+        if std_key in tables:
+            std_row = g[g.method == "standard"].iloc[0]
+            for i, r in g.iterrows():
+                if r.method == "standard":
+                    continue
+                board.loc[i, "gain"] = r["mean"] - std_row["mean"]
+                if min(r.n_seeds, std_row.n_seeds) > 1:  # a 1-seed row's own seed noise is unknown: no interval
+                    pair = paired({"m": tables[("mdm", r.method, task)], "s": tables[std_key]})
+                    board.loc[i, "gain_ci95"] = _interval_text(*bootstrap_interval(
+                        pair, lambda m: 100 * (m["m"] - m["s"])))
+                    board.loc[i, "p_seeds"] = permutation_p(done_scores(done, r.method, task),
+                                                            done_scores(done, "standard", task))
+                if r.seeds == std_row.seeds and r.get("heldout_loss") == std_row.get("heldout_loss"):
+                    why = "; the EMA control variate is gradient-neutral (METHODS.md 8)" if "ema" in r.method else ""
+                    board.loc[i, "note"] = f"identical to standard on every seed{why}"
+        ranked = g.sort_values("mean", ascending=False)
+        if len(ranked) > 1 and ranked["mean"].iloc[0] > ranked["mean"].iloc[1] and ranked.n_seeds.iloc[:2].min() > 1:
+            top, second = ranked.iloc[0], ranked.iloc[1]
+            pair = paired({"a": tables[("mdm", top.method, task)], "b": tables[("mdm", second.method, task)]})
+            lo, _ = bootstrap_interval(pair, lambda m: m["a"] - m["b"])
+            board.loc[ranked.index[0], "best"] = lo > 0
+        if paper is not None:
+            paper_task = STANDS_FOR.get(task, PAPER_TASK.get(task, task))
+            base = paper.get(("mdm", "standard", paper_task), np.nan)
+            for i, r in g.iterrows():
+                board.loc[i, "paper"] = paper.get(("mdm", r.method, paper_task), np.nan)
+                board.loc[i, "paper_task"] = paper_task
+                board.loc[i, "paper_gain"] = board.loc[i, "paper"] - base
+    board["sources"] = [";".join(map(str, done[(done.model_family == r.model_family) & (done.method == r.method)
+                                                & (done.task == r.task)].sort_values("seed").source))
+                        for r in board.itertuples()]
     return board.sort_values(["is_arm", "task", "mean"], ascending=[True, True, False]).reset_index(drop=True)
 
 
-def _bootstrap(groups: list[np.ndarray], combine, n: int = 10000, seed: int = 0) -> tuple[float, float]:
-    """95% interval of combine(means) when every group's seeds are resampled independently."""
-    rng = np.random.default_rng(seed)
-    draws = [rng.choice(g, size=(n, len(g)), replace=True).mean(1) for g in groups]
-    values = combine(*draws)
-    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+def done_scores(done: pd.DataFrame, method: str, task: str) -> np.ndarray:
+    return done[(done.model_family == "mdm") & (done.method == method) & (done.task == task)].score.to_numpy(float)
 
 
 def synergy(df: pd.DataFrame, costs: dict[str, float] | None = None) -> pd.DataFrame:
     """For each combination 'a+b(+...)' whose parts and 'standard' were run: gains over Standard, their
-    sum, synergy = gain(combo) - sum of gains, a bootstrap-over-seeds 95% interval, and gains per pass."""
+    sum, synergy = gain(combo) - sum of gains with a paired 95% interval (bootstrap over seeds and, where
+    per-prompt outcomes are kept, prompts: mdm.report.stats), and gains per pass."""
+    from mdm.report.stats import bootstrap_interval
+
     mdm = df[(df.status == "done") & (df.model_family == "mdm")].dropna(subset=["score"])
     costs = costs or {}
     rows = []
@@ -167,21 +255,20 @@ def synergy(df: pd.DataFrame, costs: dict[str, float] | None = None) -> pd.DataF
             if not all(p in scores for p in parts):
                 continue
             base = scores["standard"]
-            groups = [scores[combo], base] + [scores[p] for p in parts]
+            names = [combo, "standard", *parts]
+            groups = paired({m: outcome_table(g[g.method == m].sort_values("seed")) for m in names})
 
-            def gains(c, s, *ps):
-                return c - s, sum(p - s for p in ps)
+            def syn(m, combo=combo, parts=parts):
+                return 100 * ((m[combo] - m["standard"]) - sum(m[p] - m["standard"] for p in parts))
 
-            def syn(c, s, *ps):
-                g_combo, g_sum = gains(c, s, *ps)
-                return g_combo - g_sum
-
-            g_combo, g_sum = gains(*(x.mean() for x in groups))
-            lo, hi = _bootstrap(groups, syn)
+            g_combo = scores[combo].mean() - base.mean()
+            g_sum = sum(scores[p].mean() - base.mean() for p in parts)
+            lo, hi = bootstrap_interval(groups, syn)
             row = {"task": task, "combination": combo, "gain_combination": g_combo,
                    "gains_parts": " ".join(f"{p}:{scores[p].mean() - base.mean():+.2f}" for p in parts),
                    "sum_of_gains": g_sum, "synergy": g_combo - g_sum, "synergy_ci95_lo": lo, "synergy_ci95_hi": hi,
-                   "n_seeds": min(len(x) for x in groups)}
+                   "n_seeds": min(len(scores[m]) for m in names),
+                   "paired_on_prompts": all(t.ndim == 2 for t in groups.values())}
             cost = costs.get(combo)
             if cost:
                 row["gain_per_pass"] = g_combo / cost
