@@ -120,3 +120,36 @@ def test_leaderboard_from_records_is_paired_per_run_and_honest(tmp_path):
     assert board.loc["ema", "gain"] == 0 and board.loc["mirror", "note"] == ""
     syn = synergy(load_scores([tmp_path]))
     assert syn.empty  # no combination was run
+
+
+def test_claims_page_on_the_papers_own_numbers(table1, tmp_path):
+    from mdm.report.claims import claims
+
+    page = claims(table1, table1).set_index(["claim", "task"])
+    syn = page.loc[("P-POTS+MIRROR gains more than P-POTS and MIRROR summed (synergy)", "gsm8k")]
+    assert syn.detail == "gain +8.02 vs +7.26 summed" and syn.ours == pytest.approx(0.76, abs=0.005)
+    assert syn.verdict == "inconclusive at 95%"  # 3 seeds per row cannot separate +0.76 points from 0
+    assert page.loc[("ppots+mirror improves on Standard", "gsm8k")].verdict == "reproduced"
+    assert page.loc[("isad improves on Standard", "gsm8k")].verdict == "inconclusive (1 seed: no interval)"
+    assert page.loc[("MDM Standard's seed spread exceeds the ARMs' (SD ratio; ARMs pooled)", "hitab")].verdict \
+        == "reproduced"
+    subprocess.run([sys.executable, "-m", "mdm.cli", "report", str(TABLE1), "--out", str(tmp_path)], check=True,
+                   capture_output=True)
+    assert "gain +8.02 vs +7.26 summed" in (tmp_path / "claims.md").read_text()
+
+
+def test_claims_verdicts_follow_the_interval(tmp_path):
+    from mdm.report.claims import claims, verdict
+
+    assert verdict(0.1, 2.0) == "reproduced" and verdict(-2.0, -0.1) == "contradicted"
+    assert verdict(-1.0, 1.0) == "inconclusive at 95%" and verdict(0.2, 0.9, null=1.0, claimed_above=False) == \
+        "reproduced"
+    rng = np.random.default_rng(3)
+    easy = rng.random(300) < 0.5
+    for seed in (1, 2, 3, 4):
+        write_record(tmp_path, "standard", seed, easy & (rng.random(300) < 0.7), 0.5, 100)
+        write_record(tmp_path, "mirror", seed, easy | (rng.random(300) < 0.3), 0.4, 200)
+        write_record(tmp_path, "ppots", seed, easy & (rng.random(300) < 0.5), 0.6, 100)
+    page = claims(load_scores([tmp_path])).set_index("claim")
+    assert page.loc["mirror improves on Standard", "verdict"] == "reproduced"
+    assert page.loc["ppots improves on Standard", "verdict"] == "contradicted"

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from mdm.report import plots
-from mdm.report.tables import leaderboard, paper_reference, synergy
+from mdm.report.claims import claims
+from mdm.report.tables import leaderboard, paper_reference, paper_rows, synergy
 
 
 def _markdown(df: pd.DataFrame, floatfmt=".4g") -> str:
@@ -72,6 +73,14 @@ def write_report(df: pd.DataFrame, out: Path, benchmark: str, context: dict | No
     (out / "synergy.md").write_text(
         f"# {benchmark}: synergy vs additivity\n\nsynergy = gain(combination) - sum of the parts' gains over "
         "Standard; paired 95% interval from a bootstrap over seeds and prompts (`mdm.report.stats`).\n\n" + _markdown(syn) + "\n")
+    source = "the paper's own per-seed numbers" if benchmark.startswith("paper_") else f"the {benchmark} records"
+    reference = paper_rows(benchmark.removeprefix("paper_"))
+    (out / "claims.md").write_text(
+        f"# {benchmark}: the paper's claims, checked on {source}\n\n"
+        "One row per claim: the paper's number (from its per-seed table), ours with a paired 95% interval "
+        "(`mdm.report.stats`; SD ratios: a bootstrap over seeds) and a verdict at 95% (`mdm.report.claims`). "
+        "With 3 seeds a ratio of standard deviations cannot be told from 1.\n\n"
+        + _markdown(claims(df, reference)) + "\n")
     done = df[(df.status == "done")].dropna(subset=["score"])
     figures = plots.seed_scores(done, out, metric_label) if not done.empty else []
     curves = loss_curves_of(df) if "source" in df else pd.DataFrame()
@@ -87,7 +96,8 @@ def write_report(df: pd.DataFrame, out: Path, benchmark: str, context: dict | No
     context = {**context_of(df), **(context or {})}
     lines = [f"# {benchmark} report", "", *(f"- **{k}**: {v}" for k, v in context.items()), "",
              "- [leaderboard](leaderboard.md) ([csv](leaderboard.csv))",
-             "- [synergy vs additivity](synergy.md) ([csv](synergy.csv))", *links, "",
+             "- [synergy vs additivity](synergy.md) ([csv](synergy.csv))",
+             "- [the paper's claims: ours, with intervals and verdicts](claims.md)", *links, "",
              "Every number traces to a run record (`sources` column of leaderboard.csv).", ""]
     lines += [f"![{p.stem}]({p.name})" for p in figures]
     if not failed.empty:

@@ -132,6 +132,17 @@ def load_scores(paths: list[str | Path]) -> pd.DataFrame:
 PAPER_TASK = {"text-to-image": "text-to-image-2m"}
 
 
+def paper_rows(benchmark: str) -> pd.DataFrame | None:
+    """The paper's per-seed rows for this benchmark (its reference CSV), when the file exists."""
+    name = {"table1": "paper_table1.csv", "table2": "paper_table2.csv"}.get(benchmark)
+    path = REFERENCE_DIR / name if name else None
+    if not path or not path.is_file():
+        return None
+    df = read_csv(path)
+    df["status"] = "done"
+    return df
+
+
 def paper_reference(benchmark: str) -> pd.DataFrame | None:
     """The paper's mean per (model_family, method, task), when the reference CSV for this benchmark exists."""
     name = {"table1": "paper_table1.csv", "table2": "paper_table2.csv"}.get(benchmark)

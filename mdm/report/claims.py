@@ -1,0 +1,131 @@
+"""The paper's claims, one row each, with its number, ours with a paired 95% interval, and a verdict.
+
+Verdicts: `reproduced` (the interval is on the paper's side of 0, or of 1 for ratios), `contradicted` (on the
+other side), `inconclusive at 95%` (it contains the null), `not run` (a row the records lack). Run on the paper's
+own per-seed CSV, the same page says what the paper's numbers themselves support.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from mdm.report.stats import bootstrap_interval
+from mdm.report.tables import STANDS_FOR, outcome_table, paired
+
+REDUCERS = ("ppots", "mirror", "isad", "syrm", "strats", "ema")
+COMBINATION = ("ppots", "mirror")
+NAMES = ("standard", "+".join(COMBINATION), *COMBINATION)
+
+
+def _synergy(m: dict):
+    """gain(P-POTS+MIRROR) - (gain(P-POTS) + gain(MIRROR)) over Standard, in points."""
+    return 100 * ((m[NAMES[1]] - m["standard"]) - sum(m[p] - m["standard"] for p in COMBINATION))
+
+
+def verdict(lo: float, hi: float, null: float = 0.0, claimed_above: bool = True, n: int | None = None) -> str:
+    if n is not None and n < 2:
+        return "inconclusive (1 seed: no interval)"
+    if np.isnan(lo) or np.isnan(hi):
+        return "not run"
+    if lo > null:
+        return "reproduced" if claimed_above else "contradicted"
+    if hi < null:
+        return "contradicted" if claimed_above else "reproduced"
+    return "inconclusive at 95%"
+
+
+def _tables(done: pd.DataFrame, task: str, methods) -> dict | None:
+    groups = {}
+    for m in methods:
+        g = done[(done.model_family == "mdm") & (done.method == m) & (done.task == task)].sort_values("seed")
+        if g.empty:
+            return None
+        groups[m] = outcome_table(g)
+    return paired(groups)
+
+
+def _gain(t: dict, m: str) -> float:
+    return float(100 * (np.mean(t[m]) - np.mean(t["standard"])))
+
+
+def claims(df: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataFrame:
+    """df: run rows (load_scores); paper: the paper's per-seed rows (load_scores of its CSV), or None."""
+    done = df[df.status == "done"].dropna(subset=["score"])
+    ref = paper[paper.status == "done"] if paper is not None else None
+    rows = []
+
+    def add(claim, task, paper_value, ours, lo, hi, null=0.0, above=True, n=None, detail=""):
+        rows.append({"claim": claim, "task": task, "paper": paper_value, "ours": ours,
+                     "ci95": None if np.isnan(lo) else f"[{lo:+.2f}, {hi:+.2f}]", "n_seeds": n,
+                     "verdict": verdict(lo, hi, null, above, n), "detail": detail})
+
+    for task in sorted(done.task.unique()):
+        paper_task = STANDS_FOR.get(task, task)
+        for r in REDUCERS + ("+".join(COMBINATION),):
+            t = _tables(done, task, ("standard", r))
+            pt = _tables(ref, paper_task, ("standard", r)) if ref is not None else None
+            if t is None and pt is None:
+                continue
+            paper_gain = _gain(pt, r) if pt else np.nan
+            if t is None or min(len(t[r]), len(t["standard"])) < 2:
+                add(f"{r} improves on Standard", task, paper_gain, _gain(t, r) if t else np.nan, np.nan, np.nan,
+                    n=len(t[r]) if t else None)
+                continue
+            lo, hi = bootstrap_interval(t, lambda m, r=r: 100 * (m[r] - m["standard"]))
+            same = np.array_equal(t[r], t["standard"])
+            add(f"{r} improves on Standard", task, paper_gain, _gain(t, r), lo, hi, n=len(t[r]),
+                detail="identical to Standard on every seed and prompt" if same else "")
+        t = _tables(done, task, NAMES)
+        pt = _tables(ref, paper_task, NAMES) if ref is not None else None
+        paper_syn = _synergy({k: np.mean(v) for k, v in pt.items()}) if pt else np.nan
+        if t is not None:
+            lo, hi = bootstrap_interval(t, _synergy)
+            means = {k: np.mean(v) for k, v in t.items()}
+            combo, parts = _gain(means, NAMES[1]), sum(_gain(means, p) for p in COMBINATION)
+            add("P-POTS+MIRROR gains more than P-POTS and MIRROR summed (synergy)", task, paper_syn,
+                _synergy(means), lo, hi, n=min(len(v) for v in t.values()),
+                detail=f"gain {combo:+.2f} vs {parts:+.2f} summed")
+        for claim, a, b, above in (("MDM Standard's seed spread exceeds the ARMs' (SD ratio; ARMs pooled)",
+                                    "standard", "arm", True),
+                                   ("P-POTS+MIRROR narrows the seed spread (SD ratio to Standard)",
+                                    "+".join(COMBINATION), "standard", False)):
+            ours = _sd_ratio(done, task, a, b)
+            theirs = _sd_ratio(ref, paper_task, a, b) if ref is not None else (np.nan, np.nan, np.nan)
+            if not np.isnan(ours[0]) or not np.isnan(theirs[0]):
+                zero = np.isnan(ours[0]) and _spread(done, task, b)[0] == 0
+                add(claim, task, theirs[0], ours[0], ours[1], ours[2], null=1.0, above=above,
+                    n=_n_seeds(done, task, a) if not np.isnan(ours[0]) else None,
+                    detail="the denominator's seeds all score the same (SD 0)" if zero else "")
+    return pd.DataFrame(rows)
+
+
+def _spread(df: pd.DataFrame, task: str, who: str) -> tuple[float, int]:
+    """(variance, degrees of freedom) over seeds; for "arm", pooled over every ARM model's own seeds."""
+    if who == "arm":
+        models = [g.score.to_numpy(float) for _, g in df[(df.model_family != "mdm") & (df.task == task)]
+                  .groupby("model_family")]
+    else:
+        models = [df[(df.model_family == "mdm") & (df.method == who) & (df.task == task)].score.to_numpy(float)]
+    models = [x for x in models if len(x) > 1]
+    dof = sum(len(x) - 1 for x in models)
+    return (sum(((x - x.mean()) ** 2).sum() for x in models) / dof, dof) if dof else (np.nan, 0)
+
+
+def _n_seeds(df, task, who) -> int:
+    return int(((df.model_family == "mdm") & (df.method == who) & (df.task == task)).sum())
+
+
+def _sd_ratio(df: pd.DataFrame | None, task: str, a: str, b: str) -> tuple[float, float, float]:
+    """SD(a) / SD(b) over seeds with its 95% interval from the F distribution of a variance ratio (normal
+    seeds): nan when either side has fewer than 2 seeds."""
+    from scipy.stats import f
+
+    if df is None:
+        return np.nan, np.nan, np.nan
+    (va, da), (vb, db) = _spread(df, task, a), _spread(df, task, b)
+    if not da or not db or vb == 0:
+        return np.nan, np.nan, np.nan
+    ratio = va / vb
+    lo, hi = ratio / f.ppf(0.975, da, db), ratio / f.ppf(0.025, da, db)
+    return float(np.sqrt(ratio)), float(np.sqrt(lo)), float(np.sqrt(hi))
