@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from mdm.adapters.core import batches
 from mdm.errors import ConfigError
 from mdm.objective.rng import derive_seed
 
@@ -152,10 +153,14 @@ def _prebuilt_mask_ok(model) -> bool:
 
 
 class _Denoiser:
-    """Calls the model on a canvas and returns the logits of positions [start, end)."""
+    """Calls the model on a canvas and returns the logits of positions [start, end) over the first `vocab_size` ids
+    (rows above `len(tokenizer)` are padded embedding rows, never sampled)."""
 
-    def __init__(self, model):
-        self.model = model
+    def __init__(self, model, vocab_size: int | None = None):
+        from mdm.adapters import checked
+
+        self.model, self.vocab_size = model, vocab_size
+        self.adapter = checked(model)  # one probe forward per model: refuses attention that is not bidirectional
         self.options = _forward_options(model)
         self.prebuilt_mask = _prebuilt_mask_ok(model)
         self.calls = 0
@@ -180,7 +185,7 @@ class _Denoiser:
 
     def __call__(self, x, attention_mask, position_ids, start: int, end: int) -> torch.Tensor:
         # no padding: no mask (transformers then skips building one, ~3 ms a call for a tiny model)
-        kwargs = {"input_ids": x, "attention_mask": self._attention_mask(attention_mask)}
+        kwargs = {"input_ids": x, **self.adapter.mask_kwargs(self._attention_mask(attention_mask))}
         if "position_ids" in self.options:
             kwargs["position_ids"] = position_ids
         if "logits_to_keep" in self.options:
@@ -191,7 +196,8 @@ class _Denoiser:
         logits = out.logits if hasattr(out, "logits") else out
         self.calls += 1
         self.rows += x.shape[0]
-        return logits if logits.shape[1] == end - start else logits[:, start:end]
+        logits = logits if logits.shape[1] == end - start else logits[:, start:end]
+        return logits if self.vocab_size is None else logits[..., : self.vocab_size]
 
 
 _CHUNK_ELEMENTS = 1 << 25  # float64 work per chunk of rows (256 MB): LLaDA's vocabulary is 126k
@@ -305,12 +311,14 @@ def generate(
     pad_token_id: int | None = None,
     batch_size: int = 16,
     row_keys: Sequence | None = None,
+    vocab_size: int | None = None,
     device=None,
 ) -> GenerationOutput:
-    """Decode every prompt (a list of token ids); prompts are sorted by length and decoded `batch_size` at a time.
+    """Decode every prompt (a list of token ids); prompts are sorted by length and decoded `batch_size` at a time
+    (models that cannot be shown padding: only prompts of one length share a batch).
 
-    `row_keys` key each prompt's random draws (default: its index in `prompts`). Returns the generated ids in
-    input order."""
+    `row_keys` key each prompt's random draws (default: its index in `prompts`); `vocab_size` (len(tokenizer)):
+    ids at or above it are never proposed. Returns the generated ids in input order."""
     config = config or DecodeConfig()
     if mask_token_id is None:
         raise ValueError("mask_token_id is required (see mdm.data.mask_token_id_of)")
@@ -328,13 +336,13 @@ def generate(
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
-    denoise = _Denoiser(model)
+    denoise = _Denoiser(model, vocab_size)
     tokens: list = [None] * len(prompts)
     steps_run = [0] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
     try:
-        for c in range(0, len(order), batch_size):
-            idx = order[c : c + batch_size]
+        for pos in batches([len(prompts[i]) for i in order], batch_size, denoise.adapter.can_pad):
+            idx = [order[p] for p in pos]
             out, steps = _generate_batch(
                 denoise, [prompts[i] for i in idx], [keys[i] for i in idx], config, int(mask_token_id),
                 eos_token_id, pad, device,
