@@ -238,3 +238,21 @@ def test_transformers_arm_trains_as_the_arm_family(tmp_path):
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["status"] == "done" and result["adapter"] == "transformers(padding=mask)"
     assert result["metrics"]["heldout_metric"] == "arm_nll_per_token"
+
+
+def test_mdm_bench_set_points_a_preset_at_a_local_llada(folders, tmp_path, capsys):
+    spec = {"name": "t", "seeds": [1], "methods": ["standard", "ppots+mirror"],
+            "presets": {"tiny": {"tasks": {"arith": {"n_train": 24, "max_length": 128}},
+                                 "training": {"max_steps": 2, "global_batch_size": 4, "micro_batch_size": 2,
+                                              "threads": 1, "progress": False},
+                                 "ppots_pilot": {"a": 2, "b": 10, "c": 2, "restarts": 1},
+                                 "eval": {"t_grid": 2}}}}
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["bench", str(path), "--set", f"model.source={folders['llada']}", "--set", "training.lr=1e-3",
+                 "--only", "method=ppots+mirror", "--results", str(tmp_path / "runs")]) == 0
+    records = list((tmp_path / "runs").rglob("record.json"))
+    assert len(records) == 1 and "ppots+mirror" in str(records[0])
+    record = json.loads(records[0].read_text())
+    assert record["status"] == "done", record
+    assert record["config"]["model"]["source"] == str(folders["llada"]) and record["config"]["training"]["lr"] == 1e-3
