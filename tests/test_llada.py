@@ -256,3 +256,47 @@ def test_mdm_bench_set_points_a_preset_at_a_local_llada(folders, tmp_path, capsy
     record = json.loads(records[0].read_text())
     assert record["status"] == "done", record
     assert record["config"]["model"]["source"] == str(folders["llada"]) and record["config"]["training"]["lr"] == 1e-3
+
+
+@pytest.fixture
+def fresh_accelerator():
+    """accelerate keeps one mixed-precision setting per process: start from none, leave none behind."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_bf16_autocast_training(folders, tmp_path, variant, fresh_accelerator):
+    assert main(["train", run_yaml(tmp_path, folders[variant], method="mirror", training__bf16=True)]) == 0
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["status"] == "done" and result["mixed_precision"] == "bf16"
+
+
+def test_variance_gradient_default_params_find_the_last_llada_block(folders):
+    from mdm.variance.gradient import select_linears
+
+    model, _ = load(folders["llada"])
+    names = [n for n, _ in select_linears(model, "last")]
+    last = model.config.n_layers - 1
+    assert names and all(f".blocks.{last}." in n for n in names)
+    assert {n.rsplit(".", 1)[-1] for n in names} >= {"attn_out", "ff_out", "ff_proj", "up_proj"}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_mdm_variance_and_fit_ppots_on_llada(folders, tmp_path, variant):
+    spec = {"name": "llada", "seed": 0, "data": {"task": "arith", "n": 40, "max_length": 96},
+            "model": {"checkpoint": str(folders[variant]), "dtype": "float32"},
+            "pilot": {"a": 3, "b": 10, "c": 2, "bootstrap": 20, "token_budget": 4096},
+            "fit": {"restarts": 1}, "gradient": {"projection": 16, "a": 2, "b": 3, "c": 2}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    for mode in ([], ["--gradient"]):  # --gradient with the default params: the last of LLaDA's blocks.N
+        out = tmp_path / f"out{len(mode)}"
+        assert main(["variance", "--config", str(path), "--methods", "standard,mirror", *mode, "--out", str(out),
+                     "--no-progress"]) == 0
+        result = json.loads((out / "variance.json").read_text())
+        assert result["methods"]["standard"]["A"] > 0 and result["methods"]["mirror"]["total"] > 0
+    assert main(["fit-ppots", "--config", str(path), "--out", str(tmp_path / "fit"), "--no-progress"]) == 0
