@@ -21,6 +21,7 @@ from mdm.objective.objective import model_token_ce
 from mdm.sampler import DecodeConfig, _Denoiser, chat_prompt_ids, generate
 from tests.llada_fixture import FILES, REMOTE, VARIANTS, llada_folder, requires_remote_code
 from tests.numerics import REASSOCIATION_RTOL
+from tests.test_lm_eval_plugin import HAVE_LOCAL_GSM8K, lm_eval_cli
 
 pytestmark = [requires_remote_code, pytest.mark.usefixtures("one_thread")]
 PADDING = {"llada": "bias", "llada_hub": "eos"}  # MMaDA's copy honours attention_bias; the hub's code no mask
@@ -300,3 +301,27 @@ def test_mdm_variance_and_fit_ppots_on_llada(folders, tmp_path, variant):
         result = json.loads((out / "variance.json").read_text())
         assert result["methods"]["standard"]["A"] > 0 and result["methods"]["mirror"]["total"] > 0
     assert main(["fit-ppots", "--config", str(path), "--out", str(tmp_path / "fit"), "--no-progress"]) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_LOCAL_GSM8K, reason="needs ../shared/data/gsm8k (offline)")
+def test_lm_eval_plugin_on_three_local_gsm8k_items(folders, tmp_path):
+    out = tmp_path / "lm_eval_out"
+    proc = lm_eval_cli(["--model", "mdm", "--model_args",
+                        f"pretrained={folders['llada_hub']},gen_length=16,steps=8,block_length=8",
+                        "--tasks", "gsm8k_mdm", "--limit", "3", "--num_fewshot", "0", "--device", "cpu",
+                        "--output_path", str(out)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (results_file,) = out.rglob("results_*.json")
+    results = json.loads(results_file.read_text())
+    assert results["n-samples"]["gsm8k_mdm"]["effective"] == 3
+    assert "exact_match,strict-match" in results["results"]["gsm8k_mdm"]
+
+
+def test_sampler_refuses_a_causal_model_before_decoding():
+    from mdm.models import build_tiny_model
+    from tests.helpers import FakeTokenizer
+
+    arm = build_tiny_model(FakeTokenizer(), causal=True)
+    with pytest.raises(ConfigError, match=r"does not have bidirectional attention .*\(mask: position 0 does not see"):
+        generate(arm, [[2, 5, 6]], DecodeConfig(gen_length=4, steps=4, block_length=4), mask_token_id=1)
