@@ -11,14 +11,16 @@ masked but visible), a candidate token is drawn for each masked position of the 
 at `temperature` > 0, in float64), and the `k` candidates with the highest confidence are committed (`k` from
 LLaDA's `get_num_transfer_tokens`: block_length // steps_per_block, the remainder going to the first steps).
 Confidence is the float64 softmax probability of the candidate under the untempered logits (`low_confidence`) or a
-uniform draw (`random`). Committed tokens are never revisited. As in LLaDA, no token is excluded from the
-candidates (an untrained model can propose the mask token itself; that position then stays masked).
+uniform draw (`random`). Committed tokens are never revisited. As in LLaDA, no token of the tokenizer is excluded
+from the candidates (an untrained model can propose the mask token itself; that position then stays masked); ids
+at or above `vocab_size` (len(tokenizer): padded embedding rows, 126464 vs 126349 in LLaDA-8B) are.
 
 What this implementation adds, none of which changes the algorithm (outputs are tested equal to LLaDA's):
 - Batching. Prompts are left-padded to a common width (attention mask 0 on pads) so every canvas starts at the
   same column, and position ids are counted from each row's first real token, so a row sees exactly what it
   would see alone. Greedy decoding of a prompt therefore does not depend on the other prompts of the batch
-  (tested: batched == one-at-a-time). Models whose `forward` takes no `position_ids` (LLaDA's remote code) see
+  (tested: batched == one-at-a-time). Models that cannot be shown padding (`mdm.adapters`: the hub's LLaDA code
+  ignores masks) only batch prompts of one length. Models whose `forward` takes no `position_ids` (LLaDA) see
   positions shifted by the padding; with rotary embeddings that changes nothing but rounding, since attention
   only sees relative positions.
 - Randomness is per prompt: the Gumbel noise and random-remasking draws of prompt i come from a generator keyed

@@ -7,7 +7,8 @@ An adapter says, for one model family:
     "mask": a 2-D attention_mask (transformers models that honour it);
     "bias": a 4-D key-padding bias `attention_bias` [B, 1, 1, L] (LLaDA code that passes it to SDPA);
     "eos":  no mask at all (code that ignores masks, e.g. the hub's LLaDA): training batches are padded with
-            EOS tokens that carry loss (LLaDA's SFT convention), and decoding / likelihood never pad;
+            EOS tokens that carry loss (LLaDA's SFT convention: a row's loss then depends on the batch's width, so
+            the layout invariances of tests/README.md do not hold), and decoding / likelihood never pad;
 - logits shift: none (logits at position i predict token i) for every adapter here; Dream, which predicts token
   i at position i - 1, is refused (`registry.REFUSED`);
 - how to turn on activation checkpointing (`enable_checkpointing`: an error when it cannot);
