@@ -13,7 +13,7 @@ LLaDA's `get_num_transfer_tokens`: block_length // steps_per_block, the remainde
 Confidence is the float64 softmax probability of the candidate under the untempered logits (`low_confidence`) or a
 uniform draw (`random`). Committed tokens are never revisited. As in LLaDA, no token of the tokenizer is excluded
 from the candidates (an untrained model can propose the mask token itself; that position then stays masked); ids
-at or above `vocab_size` (len(tokenizer): padded embedding rows, 126464 vs 126349 in LLaDA-8B) are.
+at or above `vocab_size` (len(tokenizer): padded embedding rows) are.
 
 What this implementation adds, none of which changes the algorithm (outputs are tested equal to LLaDA's):
 - Batching. Prompts are left-padded to a common width (attention mask 0 on pads) so every canvas starts at the

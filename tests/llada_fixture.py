@@ -47,7 +47,7 @@ def llada_tokenizer():
 def llada_config(tokenizer, *, hidden: int = 32, layers: int = 2, heads: int = 2, padded_vocab: int = 24,
                  mask_token_id: bool = True) -> dict:
     """config.json of LLaDA-8B-Instruct at tiny size; the embedding has `padded_vocab` rows beyond the tokenizer
-    (126464 vs 126349 in the real checkpoint)."""
+    (the real checkpoint pads its 126464-row embedding beyond its tokenizer)."""
     vocab = len(tokenizer) + padded_vocab
     cfg = {
         "architectures": ["LLaDAModelLM"], "model_type": "llada",
