@@ -151,7 +151,7 @@ def run_yaml(tmp_path, folder, **over) -> str:
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("method", ["standard", "mirror", "ppots+mirror"])
+@pytest.mark.parametrize("method", ["standard", "mirror", "ppots", "ppots+mirror"])  # ppots: density auto
 def test_mdm_train_on_llada(folders, tmp_path, capsys, variant, method):
     assert main(["train", run_yaml(tmp_path, folders[variant], method=method)]) == 0
     result = json.loads((tmp_path / "run" / "result.json").read_text())
@@ -224,21 +224,27 @@ def test_checkpointing_a_model_cannot_do_is_an_error():
         Adapter().enable_checkpointing(torch.nn.Linear(2, 2))
 
 
-def test_transformers_arm_trains_as_the_arm_family(tmp_path):
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+ARMS = {"qwen2": ("Qwen2Config", "Qwen2ForCausalLM"), "qwen3": ("Qwen3Config", "Qwen3ForCausalLM"),
+        "llama": ("LlamaConfig", "LlamaForCausalLM")}
+
+
+@pytest.mark.parametrize("arm", sorted(ARMS))
+def test_transformers_arm_trains_as_the_arm_family(tmp_path, arm):
+    import transformers
 
     from tests.llada_fixture import llada_tokenizer
 
     tok = llada_tokenizer()
-    config = Qwen3Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, head_dim=16, pad_token_id=tok.pad_token_id)
-    folder = tmp_path / "qwen3"
-    Qwen3ForCausalLM(config).save_pretrained(folder)
+    config_cls, model_cls = (getattr(transformers, name) for name in ARMS[arm])
+    config = config_cls(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=2, num_key_value_heads=1, head_dim=16, pad_token_id=tok.pad_token_id)
+    folder = tmp_path / arm
+    model_cls(config).save_pretrained(folder)
     tok.save_pretrained(folder)
     assert main(["train", run_yaml(tmp_path, folder, model__family="arm")]) == 0
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["status"] == "done" and result["adapter"] == "transformers(padding=mask)"
-    assert result["metrics"]["heldout_metric"] == "arm_nll_per_token"
+    assert result["metrics"]["heldout_metric"] == "arm_nll_per_token" and result["metrics"]["heldout_loss"] > 0
 
 
 def test_mdm_bench_set_points_a_preset_at_a_local_llada(folders, tmp_path, capsys):
