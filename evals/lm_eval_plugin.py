@@ -262,7 +262,7 @@ class MDMLM(LM):
             prompts = [self.encode(requests[i].args[0]) for i in idx]
             res = generate(self.model, prompts, config, mask_token_id=self.mask_token_id,
                            eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
-                           batch_size=self.batch_size, row_keys=idx)  # fmt: skip
+                           batch_size=self.batch_size, row_keys=idx, vocab_size=len(self.tokenizer))  # fmt: skip
             self.generation_stats["forward_passes"] += res.forward_passes
             self.generation_stats["prompts"] += len(idx)
             for i, toks in zip(idx, res.tokens):

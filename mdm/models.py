@@ -10,17 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    Gemma3ForCausalLM,
-    Gemma3TextConfig,
-)
+from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-HUB_MDMS = {"GSAI-ML/LLaDA-8B-Instruct", "GSAI-ML/LLaDA-8B-Base", "Dream-org/Dream-v0-Instruct-7B",
-            "Gen-Verse/MMaDA-8B-MixCoT"}
+# Dream-org/Dream-v0-Instruct-7B is refused by `mdm.adapters` (its logits are shifted by one)
+HUB_MDMS = {"GSAI-ML/LLaDA-8B-Instruct", "GSAI-ML/LLaDA-8B-Base", "Gen-Verse/MMaDA-8B-MixCoT"}
 
 
 @dataclass
@@ -71,14 +64,12 @@ def build_tiny_model(tokenizer, causal: bool = False, seed: int = 0, size: TinyS
     return model
 
 
-def load_hub_model(model_id: str, causal: bool | None = None, dtype=torch.bfloat16, **kwargs):
-    """Load a hub model and tokenizer (needs the hub or a local cache). LLaDA/Dream/MMaDA need remote code."""
+def load_hub_model(model_id: str, causal: bool | None = None, dtype=torch.bfloat16):
+    """Load a hub model (or local folder) and its tokenizer with its family's adapter (`mdm.adapters`)."""
+    from mdm.adapters import load_model
+
     causal = model_id not in HUB_MDMS if causal is None else causal
-    config = AutoConfig.from_pretrained(model_id, trust_remote_code=True)
-    cls = AutoModelForCausalLM if causal else AutoModel
-    model = cls.from_pretrained(model_id, config=config, trust_remote_code=True, dtype=dtype, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=True)
-    return model, tokenizer
+    return load_model(model_id, causal=causal, dtype=dtype)
 
 
 def num_parameters(model) -> int:

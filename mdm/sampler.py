@@ -11,14 +11,16 @@ masked but visible), a candidate token is drawn for each masked position of the 
 at `temperature` > 0, in float64), and the `k` candidates with the highest confidence are committed (`k` from
 LLaDA's `get_num_transfer_tokens`: block_length // steps_per_block, the remainder going to the first steps).
 Confidence is the float64 softmax probability of the candidate under the untempered logits (`low_confidence`) or a
-uniform draw (`random`). Committed tokens are never revisited. As in LLaDA, no token is excluded from the
-candidates (an untrained model can propose the mask token itself; that position then stays masked).
+uniform draw (`random`). Committed tokens are never revisited. As in LLaDA, no token of the tokenizer is excluded
+from the candidates (an untrained model can propose the mask token itself; that position then stays masked); ids
+at or above `vocab_size` (len(tokenizer): padded embedding rows) are.
 
 What this implementation adds, none of which changes the algorithm (outputs are tested equal to LLaDA's):
 - Batching. Prompts are left-padded to a common width (attention mask 0 on pads) so every canvas starts at the
   same column, and position ids are counted from each row's first real token, so a row sees exactly what it
   would see alone. Greedy decoding of a prompt therefore does not depend on the other prompts of the batch
-  (tested: batched == one-at-a-time). Models whose `forward` takes no `position_ids` (LLaDA's remote code) see
+  (tested: batched == one-at-a-time). Models that cannot be shown padding (`mdm.adapters`: the hub's LLaDA code
+  ignores masks) only batch prompts of one length. Models whose `forward` takes no `position_ids` (LLaDA) see
   positions shifted by the padding; with rotary embeddings that changes nothing but rounding, since attention
   only sees relative positions.
 - Randomness is per prompt: the Gumbel noise and random-remasking draws of prompt i come from a generator keyed
@@ -44,6 +46,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from mdm.adapters.core import batches
 from mdm.errors import ConfigError
 from mdm.objective.rng import derive_seed
 
@@ -152,10 +155,14 @@ def _prebuilt_mask_ok(model) -> bool:
 
 
 class _Denoiser:
-    """Calls the model on a canvas and returns the logits of positions [start, end)."""
+    """Calls the model on a canvas and returns the logits of positions [start, end) over the first `vocab_size` ids
+    (rows above `len(tokenizer)` are padded embedding rows, never sampled)."""
 
-    def __init__(self, model):
-        self.model = model
+    def __init__(self, model, vocab_size: int | None = None):
+        from mdm.adapters import checked
+
+        self.model, self.vocab_size = model, vocab_size
+        self.adapter = checked(model)  # one probe forward per model: refuses attention that is not bidirectional
         self.options = _forward_options(model)
         self.prebuilt_mask = _prebuilt_mask_ok(model)
         self.calls = 0
@@ -180,7 +187,7 @@ class _Denoiser:
 
     def __call__(self, x, attention_mask, position_ids, start: int, end: int) -> torch.Tensor:
         # no padding: no mask (transformers then skips building one, ~3 ms a call for a tiny model)
-        kwargs = {"input_ids": x, "attention_mask": self._attention_mask(attention_mask)}
+        kwargs = {"input_ids": x, **self.adapter.mask_kwargs(self._attention_mask(attention_mask))}
         if "position_ids" in self.options:
             kwargs["position_ids"] = position_ids
         if "logits_to_keep" in self.options:
@@ -191,7 +198,8 @@ class _Denoiser:
         logits = out.logits if hasattr(out, "logits") else out
         self.calls += 1
         self.rows += x.shape[0]
-        return logits if logits.shape[1] == end - start else logits[:, start:end]
+        logits = logits if logits.shape[1] == end - start else logits[:, start:end]
+        return logits if self.vocab_size is None else logits[..., : self.vocab_size]
 
 
 _CHUNK_ELEMENTS = 1 << 25  # float64 work per chunk of rows (256 MB): LLaDA's vocabulary is 126k
@@ -305,12 +313,14 @@ def generate(
     pad_token_id: int | None = None,
     batch_size: int = 16,
     row_keys: Sequence | None = None,
+    vocab_size: int | None = None,
     device=None,
 ) -> GenerationOutput:
-    """Decode every prompt (a list of token ids); prompts are sorted by length and decoded `batch_size` at a time.
+    """Decode every prompt (a list of token ids); prompts are sorted by length and decoded `batch_size` at a time
+    (models that cannot be shown padding: only prompts of one length share a batch).
 
-    `row_keys` key each prompt's random draws (default: its index in `prompts`). Returns the generated ids in
-    input order."""
+    `row_keys` key each prompt's random draws (default: its index in `prompts`); `vocab_size` (len(tokenizer)):
+    ids at or above it are never proposed. Returns the generated ids in input order."""
     config = config or DecodeConfig()
     if mask_token_id is None:
         raise ValueError("mask_token_id is required (see mdm.data.mask_token_id_of)")
@@ -328,13 +338,13 @@ def generate(
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
-    denoise = _Denoiser(model)
+    denoise = _Denoiser(model, vocab_size)
     tokens: list = [None] * len(prompts)
     steps_run = [0] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
     try:
-        for c in range(0, len(order), batch_size):
-            idx = order[c : c + batch_size]
+        for pos in batches([len(prompts[i]) for i in order], batch_size, denoise.adapter.can_pad):
+            idx = [order[p] for p in pos]
             out, steps = _generate_batch(
                 denoise, [prompts[i] for i in idx], [keys[i] for i in idx], config, int(mask_token_id),
                 eos_token_id, pad, device,

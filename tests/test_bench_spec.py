@@ -13,6 +13,7 @@ import yaml
 
 from mdm.bench.spec import expand, load_spec, parse_only, select
 from mdm.cli import main
+from mdm.train.config import TrainingConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "benchmarks"
@@ -173,3 +174,22 @@ def test_shipped_specs_validate_and_dry_run(name, preset, capsys, tmp_path, monk
                  str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "to run:" in out and "?" not in out.splitlines()[-1]
+
+
+def test_set_overrides_the_preset_before_validation(tmp_path, capsys):
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(GOOD))
+    plan = expand(load_spec(path, ["model.source=/models/llada", "training.max_steps=5", "tasks.arith.n_train=32"]),
+                  "tiny", tmp_path)
+    mdm = [r for r in plan if r.family == "mdm"]
+    assert {r.config.model.source for r in mdm} == {"/models/llada"} and {r.config.training.max_steps for r in plan} == {5}
+    assert {r.config.model.source for r in plan if r.family != "mdm"} == {"tiny"}  # ARM rows keep their own source
+    assert {r.config.data.n_train for r in plan if r.task == "arith"} == {32}
+    assert main(["bench", str(path), "--set", "training.lrr=1", "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip() == \
+        f"mdm bench: error: {path}: presets.tiny.training.lrr: unknown key; allowed: " + \
+        ", ".join(TrainingConfig.model_fields)
+    assert main(["bench", str(path), "--set", "training", "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip() == "mdm bench: error: --set: expected key=value, got 'training'"
+    assert main(["bench", str(path), "--preset", "paper", "--set", "training.lr=1", "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip() == f"mdm bench: error: --set: {path} has no preset 'paper' to apply it to"

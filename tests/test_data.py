@@ -215,9 +215,15 @@ def test_mask_token_id_of():
         def get_vocab(self):
             return {"a": 0}
 
-    assert mask_token_id_of(LLaDALike(), Cfg()) == 7
+    class LLaDACfg:
+        model_type, mask_token_id = "llada", 126336
+
+    assert mask_token_id_of(LLaDALike(), LLaDACfg()) == 126336
+    assert mask_token_id_of(Bare(), Cfg()) == 7
     assert mask_token_id_of(LLaDALike()) == 126336
-    with pytest.raises(ValueError, match="mask_token_id"):
+    with pytest.raises(ConfigError, match="config mask_token_id 7 but the tokenizer's mask token is 126336"):
+        mask_token_id_of(LLaDALike(), Cfg())  # config and tokenizer disagree
+    with pytest.raises(ConfigError, match="mask_token_id"):
         mask_token_id_of(Bare())
 
 

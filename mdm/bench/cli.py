@@ -1,4 +1,4 @@
-"""`mdm bench SPEC.yaml [--preset tiny|paper] [--dry-run] [--only key=value,...] [--shard I/N] [--jobs N]`."""
+"""`mdm bench SPEC.yaml [--preset tiny|paper] [--set key=value ...] [--dry-run] [--only key=value,...] [--shard I/N] [--jobs N]`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ def cmd_bench(args) -> None:
     from mdm.bench.runner import print_plan, run_plan
     from mdm.bench.spec import expand, load_spec, parse_only, parse_shard, select
 
-    spec = load_spec(args.spec)  # every problem is one ConfigError line, before any compute
+    spec = load_spec(args.spec, args.set, args.preset)  # every problem is one ConfigError line, before any compute
     shard = parse_shard(args.shard)
     if args.jobs < 1:
         from mdm.errors import ConfigError
@@ -27,6 +27,9 @@ def register(sub) -> None:
     p = sub.add_parser("bench", help="run a benchmark spec (tasks x methods x seeds): resumable, one record per run")
     p.add_argument("spec", help="benchmark spec YAML, e.g. benchmarks/table1.yaml")
     p.add_argument("--preset", default="tiny", help="preset of the spec (default: tiny)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value of the preset before validation, as in `mdm train --set`, e.g. "
+                        "--set model.source=/path/to/llada --set training.max_steps=10")
     p.add_argument("--dry-run", action="store_true", help="print the plan and estimated compute; load nothing")
     p.add_argument("--only", default=None, metavar="KEY=VALUE,...",
                    help="filter runs by task, method, seed, family (mdm, arm, arm:<name>) or preset")

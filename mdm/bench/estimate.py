@@ -13,7 +13,6 @@ KNOWN_PARAMS = {
     "GSAI-ML/LLaDA-8B-Instruct": 8.02e9,
     "GSAI-ML/LLaDA-8B-Base": 8.02e9,
     "Gen-Verse/MMaDA-8B-MixCoT": 8.08e9,  # LLaDA-8B with the image-token vocabulary (approximate)
-    "Dream-org/Dream-v0-Instruct-7B": 7.62e9,
     "Qwen/Qwen2.5-7B-Instruct": 7.62e9,
     "Qwen/Qwen3-8B-Base": 8.19e9,
     "meta-llama/Llama-3.1-8B-Instruct": 8.03e9,

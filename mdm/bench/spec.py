@@ -27,6 +27,7 @@ from mdm.train.config import (
     RunConfig,
     Strict,
     TrainingConfig,
+    apply_overrides,
     describe_validation_error,
     read_yaml,
     validate_model,
@@ -139,10 +140,17 @@ def known_tasks() -> list[str]:
     return list(TASKS) + [t for t in PLANNED_TASKS if t not in TASKS]
 
 
-def load_spec(path: str | Path) -> Spec:
-    """Read and validate a spec completely (every preset, task, method and ARM row) or raise one ConfigError."""
+def load_spec(path: str | Path, overrides: list[str] | None = None, preset: str = "tiny") -> Spec:
+    """Read and validate a spec completely (every preset, task, method and ARM row) or raise one ConfigError.
+    `overrides` (`mdm bench --set key=value`, the syntax of `mdm train --set`) go into `preset` before validation:
+    `model.source=/path/to/checkpoint`, `training.max_steps=10`, `tasks.gsm8k.n_train=64`."""
     where = str(path)
     data = read_yaml(path)
+    if overrides:
+        presets = data.get("presets") if isinstance(data, dict) else None
+        if not isinstance(presets, dict) or preset not in presets:
+            raise ConfigError("--set", f"{where} has no preset {preset!r} to apply it to")
+        presets[preset] = apply_overrides(presets[preset] or {}, overrides)
     bench = validate_model(BenchSpec, data, where)
     rows = []
     for i, m in enumerate(bench.methods):

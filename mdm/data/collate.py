@@ -13,6 +13,7 @@ import torch
 
 from mdm.data.tasks import Span, TaskSpec, find_all, get_task
 from mdm.data.tokenizer import ASSISTANT, BOS, USER
+from mdm.errors import ConfigError
 from mdm.objective.batch import MDMBatch
 
 _WINDOW = 6  # tokens of left context when decoding one token (multi-byte characters, leading spaces)
@@ -140,14 +141,20 @@ class Collator:
     """Right-pads tokenized examples (from `tokenize_examples`) into an `MDMBatch`.
 
     Raw examples ({"prompt", "response", ...}) are tokenized on the fly; one longer than `max_length`
-    raises, since dropping it here would silently shrink the batch."""
+    raises, since dropping it here would silently shrink the batch.
 
-    def __init__(self, tokenizer, task: str | TaskSpec, max_length: int):
+    `pad_carries_loss` (models whose code ignores attention masks, e.g. the hub's LLaDA): the padding is EOS tokens
+    that are part of the response and carry loss, with no mask (LLaDA's SFT convention); needs pad = EOS."""
+
+    def __init__(self, tokenizer, task: str | TaskSpec, max_length: int, pad_carries_loss: bool = False):
         self.tokenizer, self.task, self.max_length = tokenizer, get_task(task), max_length
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad is None:
             raise ValueError("the tokenizer has neither pad_token nor eos_token; set tokenizer.pad_token")
-        self.pad_id = pad
+        if pad_carries_loss and pad != tokenizer.eos_token_id:
+            raise ConfigError("model", f"this model ignores attention masks, so padding must be EOS that carries loss, "
+                              f"but the tokenizer pads with id {pad}, not EOS {tokenizer.eos_token_id}")
+        self.pad_id, self.pad_carries_loss = pad, pad_carries_loss
 
     def __call__(self, items: Sequence[dict]) -> MDMBatch:
         items = [it if "input_ids" in it else tokenize_example(self.tokenizer, it, self.task) for it in items]
@@ -165,7 +172,7 @@ class Collator:
         for i, it in enumerate(items):
             n = len(it["input_ids"])
             input_ids[i, :n] = torch.tensor(it["input_ids"], dtype=torch.long)
-            attention[i, :n] = 1
+            attention[i, : length if self.pad_carries_loss else n] = 1
             delim[i, :n] = torch.tensor(it["delimiter_mask"], dtype=torch.bool)
             syntax[i, :n] = torch.tensor(it["syntax_mask"], dtype=torch.bool)
         prompt_lengths = torch.tensor([it["prompt_length"] for it in items], dtype=torch.long)

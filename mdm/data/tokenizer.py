@@ -96,21 +96,8 @@ def build_tokenizer(
 
 
 def mask_token_id_of(tokenizer, model_config=None) -> int:
-    """The id used for masked positions: model config, then tokenizer, then the `<|mdm_mask|>` token.
+    """The id used for masked positions: the model config's `mask_token_id` and the tokenizer's (`mask_token`, or the
+    `<|mdm_mask|>` token found by name, as in LLaDA's tokenizer) must agree; see `mdm.adapters.core.Adapter`."""
+    from mdm.adapters import mask_token_id
 
-    LLaDA's tokenizer has no `mask_token` attribute but contains `<|mdm_mask|>` (id 126336), which is found
-    here by name, never by a literal id.
-    """
-    for candidate in (
-        getattr(model_config, "mask_token_id", None),
-        getattr(tokenizer, "mask_token_id", None),
-    ):
-        if candidate is not None:
-            return int(candidate)
-    vocab = tokenizer.get_vocab()
-    if MASK in vocab:
-        return int(vocab[MASK])
-    raise ValueError(
-        f"cannot find a mask token id: the model config has no mask_token_id, the tokenizer no mask_token, "
-        f"and {MASK!r} is not in the vocabulary; set `model.config.mask_token_id` or `tokenizer.mask_token`"
-    )
+    return mask_token_id(tokenizer, model_config)

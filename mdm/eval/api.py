@@ -108,15 +108,15 @@ def resolve_dtype(dtype, device):
 
 def load_model(path: str | Path, device=None, dtype=None):
     """(model, tokenizer, model_dir) from a run folder or a model folder; remote code allowed (LLaDA)."""
-    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from mdm.adapters import adapter_class, read_config
 
     model_dir = find_model_dir(path)
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True, dtype=dtype)
-    except ValueError:
-        model = AutoModel.from_pretrained(model_dir, trust_remote_code=True, dtype=dtype)
+    config = read_config(model_dir)
+    model = adapter_class(config)().load(str(model_dir), config, causal=None, dtype=dtype)
     tok_dir = next((d for d in (model_dir, Path(path) / "tokenizer", Path(path)) if (d / "tokenizer_config.json").is_file()
                     or (d / "tokenizer.json").is_file()), None)  # fmt: skip
     if tok_dir is None:
@@ -415,7 +415,7 @@ def _evaluate_task(task, cfg, decoding, model, tokenizer, causal, mask_id, out_d
                                       pad_token_id=pad, batch_size=cfg["batch_size"])  # fmt: skip
     else:
         out = generate(model, prompts, decoding, mask_token_id=mask_id, eos_token_id=tokenizer.eos_token_id,
-                       pad_token_id=pad, batch_size=cfg["batch_size"])  # fmt: skip
+                       pad_token_id=pad, batch_size=cfg["batch_size"], vocab_size=len(tokenizer))  # fmt: skip
     gen_s = time.perf_counter() - t0
     predictions = []
     for toks in out.tokens:

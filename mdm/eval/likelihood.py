@@ -29,21 +29,13 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from mdm.adapters import checked
+from mdm.adapters.core import batches
 from mdm.objective.rng import derive_seed
 
 
-def _logits(model, input_ids, attention_mask, keep=None):
-    kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
-    try:
-        import inspect
-
-        params = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        params = {}
-    if "use_cache" in params:
-        kwargs["use_cache"] = False
-    out = model(**kwargs)
-    return out.logits if hasattr(out, "logits") else out
+def _logits(model, input_ids, attention_mask, causal: bool = False):
+    return checked(model, causal).logits(model, input_ids, attention_mask)
 
 
 def _content_key(ids: Sequence[int]) -> str:
@@ -100,8 +92,9 @@ def heldout_elbo(
                 if m.numel():
                     rows.append((s, t, m))
     bound = [0.0] * len(items)
-    for c in range(0, len(rows), batch_size):
-        chunk = rows[c : c + batch_size]
+    padded = checked(model).can_pad
+    for idx in batches([len(items[s][0]) for s, _, _ in rows], batch_size, padded):
+        chunk = [rows[i] for i in idx]
         width = max(len(items[s][0]) for s, _, _ in chunk)
         x = torch.full((len(chunk), width), pad_token_id, dtype=torch.long)
         attn = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -138,8 +131,8 @@ def arm_nll(model, examples, *, batch_size: int = 16, device=None, pad_token_id:
     device = device or next(model.parameters()).device
     model.eval()
     nll = [0.0] * len(items)
-    for c in range(0, len(items), batch_size):
-        chunk = items[c : c + batch_size]
+    for idx in batches([len(ids) for ids, _ in items], batch_size, checked(model, causal=True).can_pad):
+        chunk = [items[i] for i in idx]
         width = max(len(ids) for ids, _ in chunk)
         x = torch.full((len(chunk), width), pad_token_id, dtype=torch.long)
         attn = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -148,13 +141,13 @@ def arm_nll(model, examples, *, batch_size: int = 16, device=None, pad_token_id:
             x[r, : len(ids)] = torch.tensor(ids)
             attn[r, : len(ids)] = 1
             scored[r, p0 : len(ids)] = True
-        logits = _logits(model, x.to(device), attn.to(device))[:, :-1]
+        logits = _logits(model, x.to(device), attn.to(device), causal=True)[:, :-1]
         pred = scored[:, 1:]
         ce = torch.zeros(pred.shape, dtype=torch.float64)
         ce[pred] = F.cross_entropy(logits[pred.to(logits.device)].float(), x[:, 1:][pred].to(logits.device),
                                    reduction="none").double().cpu()  # fmt: skip
-        for r in range(len(chunk)):
-            nll[c + r] = float(ce[r].sum())
+        for r, i in enumerate(idx):
+            nll[i] = float(ce[r].sum())
     return _summary("arm_nll", nll, [len(ids) - p0 for ids, p0 in items])
 
 

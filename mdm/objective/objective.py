@@ -28,9 +28,11 @@ EPS = 1e-3
 TokenCE = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def logits_of(model, input_ids, attention_mask) -> torch.Tensor:
-    out = model(input_ids=input_ids, attention_mask=attention_mask)
-    return out.logits if hasattr(out, "logits") else out
+def logits_of(model, input_ids, attention_mask, causal: bool = False) -> torch.Tensor:
+    """One forward, the padding shown the way this model honours it (`mdm.adapters`: probed once per model)."""
+    from mdm.adapters import checked
+
+    return checked(model, causal).logits(model, input_ids, attention_mask)
 
 
 def model_token_ce(model) -> TokenCE:
@@ -132,7 +134,7 @@ class ARMObjective:
     """Next-token CE on response tokens, normalised per sequence by |E| (same scale as the MDM loss)."""
 
     def __call__(self, model, batch: MDMBatch, **_) -> LossOutput:
-        logits = logits_of(model, batch.input_ids, batch.attention_mask)[:, :-1]
+        logits = logits_of(model, batch.input_ids, batch.attention_mask, causal=True)[:, :-1]
         targets = batch.input_ids[:, 1:]
         eligible = batch.response_mask()
         predicted = eligible[:, 1:]  # token i is predicted from position i - 1

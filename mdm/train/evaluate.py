@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from mdm.adapters import checked
+from mdm.adapters.core import batches
 from mdm.data import Collator
 from mdm.objective import ARMObjective
 from mdm.objective.objective import EPS, model_token_ce
@@ -25,11 +27,12 @@ def heldout_loss(model, tokenizer, items: list[dict], task: str, max_length: int
     was_training = model.training
     model.eval()
     collate = Collator(tokenizer, task, max_length)
+    padded = checked(model, causal=family == "arm").can_pad  # unpadded: batches of one length (no loss on pads)
     total, count = 0.0, 0
     try:
-        for start in range(0, len(items), batch_size):
-            batch = collate(items[start : start + batch_size]).to(device)
-            rows = torch.arange(start, start + batch.size)
+        for idx in batches([len(it["input_ids"]) for it in items], batch_size, padded):
+            batch = collate([items[i] for i in idx]).to(device)
+            rows = torch.tensor(idx)
             if family == "arm":
                 out = ARMObjective()(model, batch)
                 total += float(out.row_losses.sum())

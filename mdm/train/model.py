@@ -76,25 +76,12 @@ def build_model(cfg: RunConfig):
 
 
 def load_pretrained(path: Path, causal: bool, dtype):
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+    from mdm.adapters import load_model
 
     _quiet_transformers()
     if not (Path(path) / "config.json").is_file():
         raise FileNotFoundError(f"model.base: {path} is not a saved model folder (no config.json)")
-    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=True)
-    kwargs = {}
-    if not causal:  # an ARM checkpoint (tiny Gemma3) loaded as an MDM: same weights, full attention
-        config = AutoConfig.from_pretrained(str(path), trust_remote_code=True)
-        if getattr(config, "use_bidirectional_attention", None) is False:
-            config.use_bidirectional_attention = True
-            kwargs["config"] = config
-    try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, trust_remote_code=True, **kwargs)
-    except ValueError:
-        if causal:
-            raise
-        model = AutoModel.from_pretrained(str(path), dtype=dtype, trust_remote_code=True)
-    return model, tokenizer
+    return load_model(path, causal=causal, dtype=dtype)
 
 
 # ---------------------------------------------------------------- tiny base models

@@ -90,6 +90,7 @@ class Trainer:
         from accelerate import Accelerator
         from accelerate.utils import broadcast_object_list
 
+        from mdm.adapters import checked
         from mdm.data import Collator, mask_token_id_of
         from mdm.objective import ARMObjective, MDMObjective, Method
         from mdm.train import ppots
@@ -116,15 +117,12 @@ class Trainer:
             ds = acc.state.deepspeed_plugin.deepspeed_config
             ds.update(train_micro_batch_size_per_gpu=t.micro_batch_size, gradient_accumulation_steps=self.accum,
                       gradient_clipping=t.grad_clip or 0.0)
-        if t.gradient_checkpointing and getattr(model, "supports_gradient_checkpointing", False):
-            kwargs = {"use_reentrant": False}
-            if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
-                model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-            else:
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        self.adapter = checked(model, causal=not self.is_mdm)  # one probe forward: refuses wrong attention
+        if t.gradient_checkpointing:
+            self.adapter.enable_checkpointing(model)
         self.tokenizer = tokenizer
         self.data = build_data(cfg.data, tokenizer, eos_pad=cfg.model.family == "mdm")
-        self.collate = Collator(tokenizer, cfg.data.task, cfg.data.max_length)
+        self.collate = Collator(tokenizer, cfg.data.task, cfg.data.max_length, pad_carries_loss=not self.adapter.can_pad)
         self.mask_token_id = mask_token_id_of(tokenizer, model.config) if self.is_mdm else None
         self.objective = MDMObjective(method, self.mask_token_id) if self.is_mdm else ARMObjective()
         self.total = total_steps(len(self.data.train), t.global_batch_size, t.epochs, t.max_steps)
@@ -362,7 +360,8 @@ class Trainer:
             "resumed_from": self.state.get("resumed_from", []),
             "num_processes": acc.num_processes, "accumulation_steps": self.accum,
             "n_train": len(self.data.train), "n_heldout": len(self.data.heldout), "dropped": self.data.dropped,
-            "model_params": self.n_params, "mixed_precision": acc.mixed_precision, "metrics": metrics,
+            "model_params": self.n_params, "mixed_precision": acc.mixed_precision, "adapter": repr(self.adapter),
+            "metrics": metrics,
         }
         if acc.is_main_process:
             atomic_write_json(self.run_dir / RESULT, result)

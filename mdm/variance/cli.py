@@ -98,13 +98,15 @@ def cmd_variance(args) -> None:
     if needs_fit and not args.ppots_density and len(t_grid(b, spec.pilot.grid)[0]) < MIN_GRID:
         raise ConfigError("pilot.b", f"grid too coarse to fit P-POTS: {b} t values; the EPR fit needs at least "
                           f"{MIN_GRID} (or pass --ppots-density)")
+    from mdm.adapters import checked
     from mdm.variance.plots import plot_variance
     from mdm.variance.profile import Profiler, run_variance, save_json
     from mdm.variance.spec import load, pick_x0
 
     progress = not args.no_progress
     loaded = load(spec, arm=ARM in methods, progress=progress)
-    x0 = pick_x0(loaded.items, a, seed, loaded.tokenizer, spec.data.task, spec.data.max_length)
+    x0 = pick_x0(loaded.items, a, seed, loaded.tokenizer, spec.data.task, spec.data.max_length,
+                 pad_carries_loss=not checked(loaded.model).can_pad)
     gradient = spec.gradient.model_dump() if args.gradient else None
     profiler = Profiler(loaded.model, x0, mask_token_id=loaded.mask_token_id, b=b, c=c, grid=spec.pilot.grid,
                         seed=seed, token_budget=budget, arm_model=loaded.arm, gradient=gradient, progress=progress)
@@ -147,6 +149,7 @@ def _pm(value, se) -> str:
 
 def cmd_fit_ppots(args) -> None:
     spec, a, b, c, seed, budget = _setup(args)
+    from mdm.adapters import checked
     from mdm.variance import fit as fitting
     from mdm.variance.plots import plot_ppots
     from mdm.variance.profile import Profiler, predicted_gain
@@ -160,7 +163,8 @@ def cmd_fit_ppots(args) -> None:
         raise ConfigError("--mix", f"must be in [0, 1) (got {options['mix']})")
     progress = not args.no_progress
     loaded = load(spec, progress=progress)
-    x0 = pick_x0(loaded.items, a, seed, loaded.tokenizer, spec.data.task, spec.data.max_length)
+    x0 = pick_x0(loaded.items, a, seed, loaded.tokenizer, spec.data.task, spec.data.max_length,
+                 pad_carries_loss=not checked(loaded.model).can_pad)
     profiler = Profiler(loaded.model, x0, mask_token_id=loaded.mask_token_id, b=b, c=c, grid=spec.pilot.grid,
                         seed=seed, token_budget=budget, progress=progress)
     with _user_errors("fit"):

@@ -25,13 +25,16 @@ MAX_TABLE_BYTES = 4 << 30
 
 
 def select_linears(model, params: str) -> list[tuple[str, torch.nn.Linear]]:
-    """`last`: the Linear layers of the last transformer block (`...layers.N.`); else a regex on names."""
+    """`last`: the Linear layers of the last transformer block (`...layers.N.`, LLaDA's `...blocks.N.`); else a regex
+    on names."""
     linears = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     if params == "last":
-        blocks = [int(x.group(1)) for n, _ in linears if (x := re.search(r"layers\.(\d+)\.", n))]
+        blocks = [(int(x.group(2)), x.group(1)) for n, _ in linears if (x := re.search(r"\b(layers|blocks)\.(\d+)\.", n))]
         if not blocks:
-            raise ConfigError("gradient.params", "'last' found no '...layers.N...' Linear modules; give a regex")
-        pattern = re.compile(rf"layers\.{max(blocks)}\.")
+            raise ConfigError("gradient.params", "'last' found no '...layers.N...' or '...blocks.N...' Linear modules; "
+                              "give a regex")
+        n, kind = max(blocks)
+        pattern = re.compile(rf"\b{kind}\.{n}\.")
     else:
         try:
             pattern = re.compile(params)

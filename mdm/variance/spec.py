@@ -175,15 +175,11 @@ def tokenize(tokenizer, examples: list[dict], data: DataConfig) -> list[dict]:
 
 
 def _load_checkpoint(path: str, dtype):
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+    from mdm.adapters import load_model
 
     if not Path(path).is_dir():
         raise ConfigError("model.checkpoint", f"no such folder {path!r} (a save_pretrained directory)")
-    config = AutoConfig.from_pretrained(path, trust_remote_code=True)
-    causal_lm = any("ForCausalLM" in a for a in (getattr(config, "architectures", None) or []))
-    cls = AutoModelForCausalLM if causal_lm else AutoModel
-    model = cls.from_pretrained(path, trust_remote_code=True, dtype=dtype)
-    return model, AutoTokenizer.from_pretrained(path, trust_remote_code=True)
+    return load_model(path, causal=None, dtype=dtype)  # as saved, by its family's adapter (LLaDA: remote code)
 
 
 def load(spec: Spec, *, arm: bool = False, progress: bool = True) -> Loaded:
@@ -296,11 +292,13 @@ def warm_up(model, tokenizer, items: list[dict], spec: Spec, *, causal: bool, pr
     return float(np.mean(recent))
 
 
-def pick_x0(items: list[dict], a: int, seed: int, tokenizer, task: str, max_length: int):
-    """`a` clean sequences drawn without replacement with the seed, collated into one MDMBatch."""
+def pick_x0(items: list[dict], a: int, seed: int, tokenizer, task: str, max_length: int,
+            pad_carries_loss: bool = False):
+    """`a` clean sequences drawn without replacement with the seed, collated into one MDMBatch (`pad_carries_loss`:
+    models that cannot be shown padding, `mdm.data.Collator`)."""
     from mdm.data import Collator
 
     if a > len(items):
         raise ConfigError("pilot.a", f"asks for {a} clean sequences; the data has {len(items)} usable ones")
     rows = np.random.default_rng([seed, 11]).choice(len(items), size=a, replace=False)
-    return Collator(tokenizer, task, max_length)([items[i] for i in sorted(rows)])
+    return Collator(tokenizer, task, max_length, pad_carries_loss)([items[i] for i in sorted(rows)])

@@ -1,0 +1,117 @@
+"""Model adapters: what the objective, trainer, likelihood and sampler need to know about a backbone family.
+
+    model, tokenizer = load_model("path/or/hub-id", causal=False, dtype=torch.float32)
+    adapter = checked(model)                                    # probed once per model, cached on it
+    logits = adapter.logits(model, input_ids, attention_mask)   # the padding shown the way this model honours it
+
+An adapter is found from `config.model_type` (`ADAPTERS`; anything else is a transformers-native model: the
+generic `Adapter`). `checked` runs one forward (`probe`) that measures the attention the model really has under
+the project's padding and refuses, with one line, a model that is causal or pad-dependent when it must not be.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from mdm.adapters.core import Adapter, read_config
+from mdm.adapters.gemma3 import Gemma3
+from mdm.adapters.llada import LLaDA
+from mdm.errors import ConfigError
+
+ADAPTERS: dict[str, type[Adapter]] = {"gemma3_text": Gemma3, "gemma3": Gemma3, "llada": LLaDA}
+REFUSED = {
+    "dream": "Dream predicts token i from the output at position i - 1 (shifted logits); mdm's objective and "
+             "sampler read logits unshifted, so training or decoding Dream would be silently wrong",
+}
+
+
+def config_of(model):
+    return getattr(getattr(model, "module", model), "config", None)
+
+
+def adapter_class(config, where: str = "model") -> type[Adapter]:
+    model_type = str(getattr(config, "model_type", "") or "").lower()
+    if model_type in REFUSED:
+        raise ConfigError(where, f"model_type {model_type!r} is not supported: {REFUSED[model_type]}")
+    return ADAPTERS.get(model_type, Adapter)
+
+
+def load_model(path, *, causal: bool | None, dtype):
+    """(model, tokenizer) of a hub id or local folder, loaded by its family's adapter."""
+    from transformers import AutoTokenizer
+
+    config = read_config(path)
+    model = adapter_class(config, "model.source")().load(str(path), config, causal=causal, dtype=dtype)
+    return model, AutoTokenizer.from_pretrained(str(path), trust_remote_code=True)
+
+
+def mask_token_id(tokenizer, config) -> int:
+    return adapter_class(config)().mask_token_id(tokenizer, config)
+
+
+# ---------------------------------------------------------------- the probe
+
+PROBE_LENGTH, PROBE_PADS = 8, 1  # a pad at each end: left (sampler) and right (training) padding
+_TOL = 1e-4  # relative to the largest logit: float rounding is far below it, a real dependence far above
+
+
+def checked(model, causal: bool = False) -> Adapter:
+    """The adapter of `model` with the padding it really honours (first of `paddings` that passes `probe`)."""
+    inner = getattr(model, "module", model)
+    cache = inner.__dict__.setdefault("_mdm_adapters", {})
+    if causal in cache:
+        return cache[causal]
+    config = getattr(inner, "config", None)
+    cls = adapter_class(config)
+    if config is None:  # not a transformers model (a test double, a wrapper without config): taken as it is
+        cache[causal] = cls()
+        return cache[causal]
+    verdicts = []
+    for padding in cls.paddings:
+        adapter = cls(padding)
+        verdict = probe(inner, adapter, causal)
+        if verdict is None:
+            if padding != cls.paddings[0]:
+                print(f"mdm: {adapter.name}: the model ignores {cls.paddings[0]!r} padding; using {padding!r} "
+                      "(EOS padding that carries loss; decoding and likelihood never pad)", file=sys.stderr)
+            cache[causal] = adapter
+            return adapter
+        verdicts.append(f"{padding}: {verdict}")
+    want = "causal" if causal else "bidirectional"
+    raise ConfigError("model", f"{type(inner).__name__} ({cls.name}) does not have {want} attention under the "
+                      f"project's padding ({'; '.join(verdicts)}); refusing to train or decode it")
+
+
+@torch.no_grad()
+def probe(model, adapter: Adapter, causal: bool) -> str | None:
+    """One forward of 3 rows: x, x with its last real token changed, x with its pads changed. None when the model's
+    attention is as it must be (position 0 sees the last token iff bidirectional; pads never matter), else why not."""
+    vocab = int(getattr(model.config, "vocab_size", 0) or model.get_input_embeddings().num_embeddings)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, min(vocab, 256), (3, PROBE_LENGTH), generator=g)
+    real = torch.ones(PROBE_LENGTH, dtype=torch.long)
+    if adapter.can_pad:
+        real[:PROBE_PADS] = real[-PROBE_PADS:] = 0
+    first, last = int(real.argmax()), int(real.nonzero().max())
+    x[1:] = x[0]
+    x[1, last] = (x[0, last] + 1) % vocab
+    x[2, real == 0] = (x[0, real == 0] + 7) % vocab
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        logits = adapter.logits(model, x.to(device), real.expand(3, -1).to(device)).float().cpu()
+    finally:
+        model.train(was_training)
+    tol = _TOL * float(logits[0].abs().max())
+    sees_last = float((logits[1, first] - logits[0, first]).abs().max()) > tol
+    if sees_last == causal:
+        return "position 0 sees the last token" if causal else "position 0 does not see the last token (causal)"
+    if adapter.can_pad and float((logits[2] - logits[0])[real.bool()].abs().max()) > tol:
+        return "padding tokens change the logits of real tokens (the mask is ignored)"
+    return None
+
+
+__all__ = ["ADAPTERS", "Adapter", "adapter_class", "checked", "config_of", "load_model", "mask_token_id", "probe"]

@@ -1,0 +1,139 @@
+"""The generic adapter (transformers-native models) and what every adapter states.
+
+An adapter says, for one model family:
+- how it loads (`load`: dtype, trust_remote_code, compatibility shims);
+- its mask token id (`mask_token_id`: the config's and the tokenizer's, checked against each other);
+- how a padded batch is shown to it (`paddings`, in order of preference):
+    "mask": a 2-D attention_mask (transformers models that honour it);
+    "bias": a 4-D key-padding bias `attention_bias` [B, 1, 1, L] (LLaDA code that passes it to SDPA);
+    "eos":  no mask at all (code that ignores masks, e.g. the hub's LLaDA): training batches are padded with
+            EOS tokens that carry loss (LLaDA's SFT convention: a row's loss then depends on the batch's width, so
+            the layout invariances of tests/README.md do not hold), and decoding / likelihood never pad;
+- logits shift: none (logits at position i predict token i) for every adapter here; Dream, which predicts token
+  i at position i - 1, is refused (`registry.REFUSED`);
+- how to turn on activation checkpointing (`enable_checkpointing`: an error when it cannot);
+- its vocabulary range: ids >= len(tokenizer) are padded embedding rows and are never sampled.
+Which padding a model actually gets is decided by `mdm.adapters.probe`, never assumed.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from mdm.errors import ConfigError
+
+MASK_TOKEN = "<|mdm_mask|>"
+
+
+class Adapter:
+    name: ClassVar[str] = "transformers"
+    paddings: ClassVar[tuple[str, ...]] = ("mask",)
+    config_mask_default: ClassVar[int | None] = None  # the config class's own default (not a real mask token)
+
+    def __init__(self, padding: str | None = None):
+        self.padding = padding or self.paddings[0]
+
+    def __repr__(self) -> str:
+        return f"{self.name}(padding={self.padding})"
+
+    @property
+    def can_pad(self) -> bool:
+        """False: batches of sequences of different lengths must not be padded (decoding, likelihood)."""
+        return self.padding != "eos"
+
+    # ------------------------------------------------------------ loading
+
+    def load(self, path, config, *, causal: bool | None, dtype):
+        """The model in `dtype`; causal None: as saved (an evaluation of a finished run)."""
+        from transformers import AutoModel, AutoModelForCausalLM
+
+        try:
+            return AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype, trust_remote_code=True)
+        except ValueError:
+            if causal:
+                raise
+            return AutoModel.from_pretrained(path, config=config, dtype=dtype, trust_remote_code=True)
+
+    # ------------------------------------------------------------ forward
+
+    def mask_kwargs(self, attention_mask) -> dict:
+        """The forward's keyword arguments that show a 2-D padding mask (1 = real token) to the model."""
+        if self.padding == "mask":
+            return {"attention_mask": attention_mask}
+        if attention_mask is None or bool(attention_mask.all()):
+            return {}
+        if self.padding == "bias":
+            return {"attention_bias": attention_mask.bool()[:, None, None, :]}
+        raise RuntimeError(f"{self}: this model cannot be shown padding; batches must be unpadded")
+
+    def logits(self, model, input_ids, attention_mask=None, **kwargs) -> torch.Tensor:
+        """Logits [B, L, V] of one forward; logits[:, i] predicts token i (no shift)."""
+        if "use_cache" in forward_params(model):
+            kwargs["use_cache"] = False
+        out = model(input_ids=input_ids, **self.mask_kwargs(attention_mask), **kwargs)
+        return out.logits if hasattr(out, "logits") else out
+
+    # ------------------------------------------------------------ facts
+
+    def mask_token_id(self, tokenizer, config) -> int:
+        """The mask token id: config `mask_token_id` and the tokenizer's (`mask_token` or `<|mdm_mask|>`) must agree;
+        either alone is used; neither, or a config value that is only the config class's default, is an error."""
+        from_config = getattr(config, "mask_token_id", None)
+        from_tok = getattr(tokenizer, "mask_token_id", None)
+        if from_tok is None and hasattr(tokenizer, "get_vocab"):
+            from_tok = tokenizer.get_vocab().get(MASK_TOKEN)
+        if from_config is not None and from_tok is not None and int(from_config) != int(from_tok):
+            default = " (LLaDAConfig's default: config.json has no mask_token_id)" \
+                if self.config_mask_default == int(from_config) else ""
+            raise ConfigError("model", f"config mask_token_id {from_config}{default} but the tokenizer's mask token "
+                              f"is {from_tok}; set mask_token_id in config.json to the tokenizer's {MASK_TOKEN}")
+        if from_config is not None and from_tok is None and self.config_mask_default == int(from_config):
+            raise ConfigError("model", f"config mask_token_id {from_config} is LLaDAConfig's default, not a mask token, "
+                              f"and the tokenizer has no {MASK_TOKEN}; set mask_token_id in config.json")
+        if from_config is None and from_tok is None:
+            raise ConfigError("model", f"no mask token: the config has no mask_token_id, the tokenizer no mask_token "
+                              f"and no {MASK_TOKEN}; set mask_token_id in config.json or tokenizer.mask_token")
+        return int(from_config if from_config is not None else from_tok)
+
+    def enable_checkpointing(self, model) -> None:
+        if not getattr(model, "supports_gradient_checkpointing", False):
+            raise ConfigError("training.gradient_checkpointing",
+                              f"{type(model).__name__} cannot checkpoint activations; set it to false")
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def batches(lengths, batch_size: int, padded: bool = True) -> list[list[int]]:
+    """Index batches of at most `batch_size`, in order; unpadded (`Adapter.can_pad` False): each batch holds sequences of
+    one length (stable order by length), so no row is ever padded."""
+    order = list(range(len(lengths))) if padded else sorted(range(len(lengths)), key=lambda i: lengths[i])
+    out: list[list[int]] = []
+    for i in order:
+        if out and len(out[-1]) < batch_size and (padded or lengths[out[-1][-1]] == lengths[i]):
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
+def forward_params(model) -> set[str]:
+    try:
+        inner = getattr(model, "module", model)
+        return set(inspect.signature(getattr(inner, "forward", inner)).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+def read_config(path):
+    from transformers import AutoConfig
+
+    if not (Path(path) / "config.json").is_file() and Path(path).exists():
+        raise ConfigError("model", f"{path} is not a saved model folder (no config.json)")
+    return AutoConfig.from_pretrained(str(path), trust_remote_code=True)
