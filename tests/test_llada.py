@@ -56,6 +56,7 @@ def test_unmodified_remote_code_loads_on_transformers_5(folders, variant):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.numerics
 def test_probe_finds_the_padding_each_code_honours(folders, variant):
     model, _ = load(folders[variant])
     assert checked(model).padding == PADDING[variant]
@@ -85,6 +86,7 @@ def padded_batch(tok, n=4):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.numerics
 def test_objective_equals_hand_written_llada_sft_loss(folders, variant):
     """LLaDA's SFT loss (its GUIDELINES: CE at masked answer tokens / p, summed / answer length, mean over rows).
     bias: each row alone, unpadded; eos: the batch padded with EOS that carries loss, no mask (LLaDA's own recipe)."""
@@ -112,6 +114,7 @@ def test_objective_equals_hand_written_llada_sft_loss(folders, variant):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.numerics
 def test_batched_decoding_equals_one_at_a_time_and_stays_in_the_vocabulary(folders, variant):
     model, tok = load(folders[variant])
     prompts = [chat_prompt_ids(tok, ex["prompt"]) for ex in make_task("arith", "test", n=6, seed=0)]
@@ -164,6 +167,7 @@ def test_mdm_train_on_llada(folders, tmp_path, capsys, variant, method):
     assert checked(reloaded).padding == PADDING[variant]
 
 
+@pytest.mark.numerics
 def test_gradient_checkpointing_runs_llada_blocks_checkpointed_with_identical_steps(folders, tmp_path, monkeypatch):
     import torch.utils.checkpoint as ckpt
 
