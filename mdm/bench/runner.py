@@ -22,7 +22,7 @@ from pathlib import Path
 from mdm.bench.estimate import hours, human, model_params
 from mdm.bench.spec import PLANNED_TASKS, PlannedRun, Spec
 from mdm.errors import ConfigError
-from mdm.train.trainer import RESULT, atomic_write_json, read_json
+from mdm.train.trainer import RESULT, atomic_write_json, read_json, set_aside, stale_reason
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -184,21 +184,10 @@ def _worker(args):
     return run.index, execute(run, version, launch, threads)
 
 
-def stale_reason(run: PlannedRun) -> str | None:
-    """The first difference when the run's folder holds a run of another configuration, else None."""
-    from mdm.train.trainer import _first_difference
-
-    saved = read_json(run.run_dir / "run_config.json")
-    mine = run.config.trajectory_dict()
-    if saved is None or saved.get("trajectory") == mine:
-        return None
-    return _first_difference(saved.get("trajectory"), mine)
-
-
 def set_aside_stale(runs: list[PlannedRun], rerun_stale: bool, echo=print) -> None:
     """A spec edited after some runs finished: say so before any compute, or (rerun_stale) move those folders
     aside as `<folder>.stale-N` (nothing is deleted) so the runs start again with the current configuration."""
-    stale = [(r, why) for r in runs if (why := stale_reason(r))]
+    stale = [(r, why) for r in runs if (why := stale_reason(r.run_dir, r.config))]
     if not stale:
         return
     if not rerun_stale:
@@ -207,11 +196,7 @@ def set_aside_stale(runs: list[PlannedRun], rerun_stale: bool, echo=print) -> No
                           f"difference: {why}); pass --rerun-stale to move them aside (kept as <folder>.stale-N) and "
                           "rerun them, or use another --results")
     for run, why in stale:
-        n = 1
-        while run.run_dir.with_name(f"{run.run_dir.name}.stale-{n}").exists():
-            n += 1
-        run.run_dir.rename(run.run_dir.with_name(f"{run.run_dir.name}.stale-{n}"))
-        echo(f"{run.key}: another configuration ({why}); moved to {run.run_dir.name}.stale-{n}")
+        echo(f"{run.key}: another configuration ({why}); moved to {set_aside(run.run_dir).name}")
 
 
 def run_plan(spec: Spec, runs: list[PlannedRun], jobs: int = 1, echo=print, rerun_stale: bool = False) -> dict:

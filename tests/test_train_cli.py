@@ -1,0 +1,68 @@
+"""`mdm train` through the real CLI: finished folders of another configuration, set-aside, and bad input as one
+line (exit 2, no traceback, the file or key named), before any compute."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.test_train import tiny_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def mdm(*args, timeout=300):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run([sys.executable, "-m", "mdm.cli", *map(str, args)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def one_line_error(out, *fragments) -> str:
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
+    return lines[0]
+
+
+def md5s(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("mdm-cache")
+
+
+def write(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_a_finished_folder_with_another_config_is_refused_then_rerun_stale_moves_it_aside(tmp_path, cache):
+    run_dir = tmp_path / "sort_std"
+    config = write(tmp_path / "run.yaml", tiny_run(run_dir, cache))
+    assert mdm("train", config).returncode == 0
+    before = md5s(run_dir)
+
+    again = mdm("train", config)
+    assert again.returncode == 0 and again.stdout.startswith("mdm train: already done (nothing trained)")
+    refused = mdm("train", config, "--set", "method=mirror", "--set", "training.lr=0.01")
+    one_line_error(refused, str(run_dir), "another configuration", "method", "--rerun-stale")
+    assert md5s(run_dir) == before  # the finished run is untouched and not reported as the new one
+
+    moved = mdm("train", config, "--set", "method=mirror", "--set", "training.lr=0.01", "--rerun-stale")
+    assert moved.returncode == 0, moved.stderr
+    assert "moved to sort_std.stale-1" in moved.stderr and moved.stdout.startswith("mdm train: done in 4 steps")
+    assert md5s(tmp_path / "sort_std.stale-1") == before  # kept, not deleted
+    saved = json.loads((run_dir / "run_config.json").read_text())["config"]
+    assert saved["method"] == "mirror" and saved["training"]["lr"] == 0.01
