@@ -66,3 +66,41 @@ def test_a_finished_folder_with_another_config_is_refused_then_rerun_stale_moves
     assert md5s(tmp_path / "sort_std.stale-1") == before  # kept, not deleted
     saved = json.loads((run_dir / "run_config.json").read_text())["config"]
     assert saved["method"] == "mirror" and saved["training"]["lr"] == 0.01
+
+
+def user_data(folder: Path, n_train=64, n_test=6, long_rows=0) -> Path:
+    """A user's own data set in GSM8K format (question, answer ending in '#### N'), from the arith generator;
+    `long_rows` train rows get a response far longer than any max_length here."""
+    from mdm.data import make_task
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        rows = [{"question": e["prompt"], "answer": e["response"]} for e in make_task("arith", split, n=n, seed=5)]
+        for row in rows[:long_rows] if split == "train" else []:
+            row["answer"] = "so " * 400 + row["answer"]
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+EVAL_FAST = ["--n", "3", "--gen-length", "8", "--steps", "4", "--block-length", "8", "--t-grid", "2", "--no-likelihood"]
+
+
+def test_mdm_eval_of_a_train_folder_reads_the_task_and_its_data_root(tmp_path, cache):
+    data = user_data(tmp_path / "mydata")
+    run_dir = tmp_path / "run"
+    cfg = tiny_run(run_dir, cache, data={"task": "gsm8k", "max_length": 128, "options": {"root": str(data)}})
+    assert mdm("train", write(tmp_path / "run.yaml", cfg)).returncode == 0
+    questions = [json.loads(line)["question"] for line in (data / "test.jsonl").read_text().splitlines()][:3]
+
+    for extra in ([], ["--task", "gsm8k"]):  # the record's task, or the same task named: the run's own data
+        (run_dir / "eval_gsm8k.jsonl").unlink(missing_ok=True)
+        out = mdm("eval", run_dir, *extra, *EVAL_FAST)
+        assert out.returncode == 0, out.stderr
+        samples = [json.loads(line) for line in (run_dir / "eval_gsm8k.jsonl").read_text().splitlines()]
+        assert [s["prompt"] for s in samples] == questions, extra  # not the real GSM8K test set
+        record = json.loads((run_dir / "record.json").read_text())
+        assert record["eval"]["gsm8k"]["n"] == 3 and record["metrics"]["eval_task"] == "gsm8k"
+
+    other = mdm("eval", run_dir, "--task", "arith", *EVAL_FAST)  # another task: its own data, no root
+    assert other.returncode == 0, other.stderr
+    assert set(json.loads((run_dir / "record.json").read_text())["eval"]) == {"gsm8k", "arith"}
