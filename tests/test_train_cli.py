@@ -104,3 +104,59 @@ def test_mdm_eval_of_a_train_folder_reads_the_task_and_its_data_root(tmp_path, c
     other = mdm("eval", run_dir, "--task", "arith", *EVAL_FAST)  # another task: its own data, no root
     assert other.returncode == 0, other.stderr
     assert set(json.loads((run_dir / "record.json").read_text())["eval"]) == {"gsm8k", "arith"}
+
+
+def bad_config(tmp_path, cache, case: str) -> dict:
+    data = user_data(tmp_path / "mydata")
+    gsm = {"task": "gsm8k", "max_length": 128, "options": {"root": str(data)}}
+    (tmp_path / "file").write_text("")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "train.jsonl").write_text("")
+    (tmp_path / "chat").mkdir()
+    (tmp_path / "chat" / "train.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    return {
+        "missing root": tiny_run(tmp_path / "run", cache, data={**gsm, "options": {"root": str(tmp_path / "nope")}}),
+        "option typo": tiny_run(tmp_path / "run", cache, data={**gsm, "options": {"rot": str(data)}}),
+        "empty train.jsonl": tiny_run(tmp_path / "run", cache, data={**gsm, "options": {"root": str(tmp_path / "empty")}}),
+        "messages rows": tiny_run(tmp_path / "run", cache, data={**gsm, "options": {"root": str(tmp_path / "chat")}}),
+        "base not a model": tiny_run(tmp_path / "run", cache, model={"base": str(data)}),
+        "output dir through a file": tiny_run(tmp_path / "file" / "run", cache),
+        "eos_pad > max_length": tiny_run(tmp_path / "run", cache, data__eos_pad=200),
+        "most rows too long": tiny_run(tmp_path / "run", cache, data={**gsm, "max_length": 48}),
+    }[case]
+
+
+BAD = [
+    ("missing root", "data.options.root", "nope: no such directory"),
+    ("option typo", "data.options.rot", "unknown option of task 'gsm8k'; allowed: root"),
+    ("empty train.jsonl", "data", "task 'gsm8k' has no training examples"),
+    ("messages rows", "train.jsonl:1", "missing key 'question' (required: question, answer)"),
+    ("base not a model", "model.base", "not a saved model folder (no config.json)"),
+    ("output dir through a file", "output_dir", "cannot create the run folder"),
+    ("eos_pad > max_length", "data.eos_pad", "200 leaves no room for a prompt within max_length 128"),
+    ("most rows too long", "data.max_length", "examples are longer than max_length=48 tokens"),
+]
+
+
+@pytest.mark.parametrize("case,where,message", BAD, ids=[c[0] for c in BAD])
+def test_bad_train_input_is_one_line_before_compute_and_leaves_no_folder(tmp_path, cache, case, where, message):
+    out = mdm("train", write(tmp_path / "run.yaml", bad_config(tmp_path, cache, case)))
+    line = one_line_error(out, where, message)
+    assert line.startswith("mdm train: error: ")
+    assert not (tmp_path / "run").exists()  # a run whose setup failed does not own its folder
+    assert not (cache / "bases").exists()  # nothing was pretrained
+
+
+def test_a_failed_setup_leaves_the_folder_to_the_fixed_config_and_dropped_rows_are_reported(tmp_path, cache):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()  # the user's folder: kept, but not claimed by the failed run
+    cfg = bad_config(tmp_path, cache, "missing root")
+    one_line_error(mdm("train", write(tmp_path / "run.yaml", cfg)), "data.options.root")
+    assert list(run_dir.iterdir()) == []
+
+    data = user_data(tmp_path / "long", n_train=60, long_rows=20)
+    cfg["data"]["options"]["root"] = str(data)
+    out = mdm("train", write(tmp_path / "run.yaml", cfg))  # another config than the failed one: accepted
+    assert out.returncode == 0, out.stderr
+    assert "run: data: 20 of 60 examples are longer than max_length=128 tokens: dropped (" in out.stderr
+    assert json.loads((run_dir / "result.json").read_text())["dropped"] == 20

@@ -149,6 +149,9 @@ def make_task(name: str, split: str = "train", n: int | None = None, seed: int =
         if unknown:
             raise ConfigError(f"task.options.{unknown[0]}", f"generated task {name!r} takes only the option 'level'")
         return generate(name, split, 1000 if n is None else n, seed, **options)
+    if name in ("gsm8k", "hitab") and set(options) - {"root"}:
+        unknown = sorted(set(options) - {"root"})[0]
+        raise ConfigError(f"task.options.{unknown}", f"unknown option of task {name!r}; allowed: root")
     if name == "gsm8k":
         return load_gsm8k(split, n, **options)
     if name == "hitab":

@@ -298,6 +298,14 @@ def check_run(cfg: RunConfig, where: str) -> None:
 
     if cfg.data.task not in TASKS:
         raise ConfigError(f"{where}: data.task", f"unknown task {cfg.data.task!r}; allowed: {', '.join(TASKS)}")
+    d = cfg.data
+    if d.eos_pad and cfg.model.family == "mdm" and d.eos_pad >= d.max_length:
+        raise ConfigError(f"{where}: data.eos_pad", f"{d.eos_pad} leaves no room for a prompt within max_length "
+                          f"{d.max_length}; use an eos_pad below max_length (the decoding canvas, gen_length)")
+    base = cfg.model.base
+    if base not in (None, "auto") and not (Path(base) / "config.json").is_file():
+        raise ConfigError(f"{where}: model.base", f"{base}: not a saved model folder (no config.json); allowed: "
+                          "'auto' (tiny), null (random init) or a folder written by save_pretrained")
 
 
 def load_run_config(path: str | Path, overrides: list[str] | None = None, output_dir: str | None = None) -> RunConfig:

@@ -55,7 +55,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 def read_json(path: Path):
     try:
         return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (OSError, ValueError):  # absent, unreadable or cut short
         return None
 
 
@@ -122,6 +122,7 @@ class Trainer:
         from mdm.data import Collator, mask_token_id_of
         from mdm.objective import ARMObjective, MDMObjective, Method
         from mdm.train import ppots
+        from mdm.train.data import load_examples
         from mdm.train.model import build_model, cache_root
 
         cfg, t = self.cfg, self.cfg.training
@@ -131,6 +132,9 @@ class Trainer:
         fit_ppots = method is not None and ppots.needs_fit(method)
         if fit_ppots and not (self.run_dir / "ppots.json").is_file():
             ppots.require_fitter()  # a ConfigError before any compute
+        examples = load_examples(cfg.data)  # data problems too: before the model (a tiny base may pretrain)
+        echo = (lambda line: print(f"{cfg.name or self.run_dir.name}: {line}", file=sys.stderr)) \
+            if int(os.environ.get("RANK", "0")) == 0 else None
 
         model, tokenizer = build_model(cfg)  # before the Accelerator: a tiny base may be pretrained here
         world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -151,7 +155,7 @@ class Trainer:
             else:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         self.tokenizer = tokenizer
-        self.data = build_data(cfg.data, tokenizer, eos_pad=cfg.model.family == "mdm")
+        self.data = build_data(cfg.data, tokenizer, eos_pad=cfg.model.family == "mdm", examples=examples, echo=echo)
         self.collate = Collator(tokenizer, cfg.data.task, cfg.data.max_length)
         self.mask_token_id = mask_token_id_of(tokenizer, model.config) if self.is_mdm else None
         self.objective = MDMObjective(method, self.mask_token_id) if self.is_mdm else ARMObjective()
