@@ -67,6 +67,12 @@ def test_a_finished_folder_with_another_config_is_refused_then_rerun_stale_moves
     saved = json.loads((run_dir / "run_config.json").read_text())["config"]
     assert saved["method"] == "mirror" and saved["training"]["lr"] == 0.01
 
+    report = mdm("report", tmp_path, "--out", tmp_path / "report")  # mdm train folders: no record.json
+    assert report.returncode == 0, report.stderr
+    readme = (tmp_path / "report" / "README.md").read_text()
+    assert "## Runs without a score" in readme and "| arith  | mirror   |     42 |" in readme
+    assert str(run_dir / "record.json") in readme and "stale-1" not in readme  # the set-aside run is not reported
+
 
 def user_data(folder: Path, n_train=64, n_test=6, long_rows=0) -> Path:
     """A user's own data set in GSM8K format (question, answer ending in '#### N'), from the arith generator;

@@ -93,9 +93,15 @@ def train_folder_record(record_path: Path, model_dir: Path) -> dict:
         result = _read_json(folder / "result.json") or {}
         if config or result:
             config = config or {}
-            task = result.get("task") or (config.get("data") or {}).get("task")
-            family = result.get("family") or (config.get("model") or {}).get("family")
-            return {k: v for k, v in {"task": task, "model_family": family, "config": config}.items() if v}
+            method = config.get("method")
+            record = {"task": result.get("task") or (config.get("data") or {}).get("task"),
+                      "model_family": result.get("family") or (config.get("model") or {}).get("family"),
+                      "method": method.get("preset") if isinstance(method, dict) else method,
+                      "seed": result.get("seed", (config.get("training") or {}).get("seed")), "config": config,
+                      "status": result.get("status", "unfinished"), "reason": result.get("reason"),
+                      "metrics": result.get("metrics"), "passes": result.get("passes"),
+                      "tokens": result.get("tokens_seen"), "wall_time_s": result.get("wall_time_s")}
+            return {k: v for k, v in record.items() if v is not None}
     return {}
 
 
