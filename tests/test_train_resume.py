@@ -174,3 +174,59 @@ def test_sigkill_of_mdm_train_with_default_settings_then_rerun_logs_each_step_on
     assert train_cli(config, "--output-dir", str(unbroken)).returncode == 0
     assert trajectory(log) == trajectory(read_log(unbroken)), f"seed {seed}: killed at {early} and {late}"
     assert result["metrics"] == json.loads((unbroken / RESULT).read_text())["metrics"]
+
+
+def interrupt_when_training(path, results, runs, *extra, group=True, sig=signal.SIGINT):
+    """Start `mdm bench`, signal it once a run under `runs` has logged 17 steps (after its step-15 checkpoint) (`group`: the whole process group, as Ctrl-C in
+    a terminal does; else the main process alone). Returns (exit code, stderr, seconds from the signal to the exit)."""
+    cmd = [sys.executable, "-m", "mdm.cli", "bench", str(path), "--results", str(results), *extra]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if any(len(p.read_text().splitlines()) >= 17 for p in runs.rglob("train_log.jsonl")):
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, proc.communicate()
+    sent = time.time()
+    os.killpg(proc.pid, sig) if group else proc.send_signal(sig)
+    err = proc.communicate(timeout=60)[1]
+    return proc.returncode, err, time.time() - sent
+
+
+def test_ctrl_c_and_sigterm_of_mdm_bench_stop_at_once_record_interrupted_and_a_rerun_resumes(tmp_path):
+    data = spec(tmp_path / "cache")
+    data["methods"] = ["standard", "mirror", "strats", "ema"]
+    data["presets"]["tiny"]["tasks"] = {"arith": {"n_train": 200, "max_length": 128}}
+    data["presets"]["tiny"]["training"].update(max_steps=60, checkpoint_every="auto")  # every 15 steps
+    path, results = tmp_path / "spec.yaml", tmp_path / "runs"
+    path.write_text(yaml.safe_dump(data))
+    runs = results / "killtest"
+
+    def records():
+        return {p.parent.parent.name: json.loads(p.read_text()) for p in runs.rglob("record.json")}
+
+    code, err, took = interrupt_when_training(path, results, runs, "--jobs", "2")  # Ctrl-C: all processes get SIGINT
+    assert code == 130 and took < 10, (code, took, err[-3000:])
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("mdm bench: interrupted by SIGINT: "), \
+        err[-3000:]
+    first = records()
+    assert first and all(r["status"] == "interrupted" for r in first.values()), first  # never `failed`
+    assert len(first) <= 2 and all("interrupted by SIGINT" in r["reason"] for r in first.values())
+
+    fresh = [m for m in data["methods"] if not (runs / "arith" / m / "seed3" / "train_log.jsonl").exists()][0]
+    code, err, took = interrupt_when_training(path, results, runs / "arith" / fresh, "--only", f"method={fresh}",
+                                              group=False, sig=signal.SIGTERM)  # --jobs 1, to the main process
+    assert code == 130 and took < 10 and "Traceback" not in err, (code, took, err[-3000:])
+    assert len(err.strip().splitlines()) == 1 and err.startswith("mdm bench: interrupted by SIGTERM: "), err
+    assert records()[fresh]["status"] == "interrupted" and "SIGTERM" in records()[fresh]["reason"]
+
+    rerun = bench(path, results, "--jobs", "2")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    final = records()
+    assert sorted(final) == ["ema", "mirror", "standard", "strats"] and all(r["status"] == "done" for r in final.values())
+    for method in final:
+        log = read_log(runs / "arith" / method / "seed3")
+        assert [e["step"] for e in log] == list(range(1, 61)), method
+    assert final[fresh]["resumed_from"] == [15] and any(final[m]["resumed_from"] == [15] for m in first)
