@@ -279,6 +279,15 @@ def test_a_run_dir_with_other_config_is_refused_finished_or_not(tmp_path, cache)
         Trainer(other).train()
 
 
+def test_checkpoints_on_by_default_do_not_change_the_trajectory(tmp_path, cache):
+    """checkpoint_every: auto (4 per run: here after steps 1, 2, 3, each replacing the last) against none."""
+    method = {"preset": "ppots_adaptive+mirror+ema", "t_sampler": {"density": "flat"}}  # stateful parts
+    a = train(tiny_run(tmp_path / "a", cache, method=method))
+    b = train(tiny_run(tmp_path / "b", cache, method=method, training__checkpoint_every=None))
+    assert RunConfig.model_validate(tiny_run(tmp_path / "a", cache)).training.checkpoint_every == "auto"
+    assert trajectory(a[1]) == trajectory(b[1]) and a[0]["metrics"] == b[0]["metrics"]
+
+
 def test_log_tokens_and_passes_add_up(tmp_path, cache):
     result, log = train(tiny_run(tmp_path / "r", cache, method="multisample2"))
     assert result["tokens_seen"] == sum(e["tokens"] for e in log)

@@ -166,3 +166,15 @@ def test_a_failed_setup_leaves_the_folder_to_the_fixed_config_and_dropped_rows_a
     assert out.returncode == 0, out.stderr
     assert "run: data: 20 of 60 examples are longer than max_length=128 tokens: dropped (" in out.stderr
     assert json.loads((run_dir / "result.json").read_text())["dropped"] == 20
+
+
+def test_a_read_only_run_folder_is_refused_before_setup(tmp_path, cache, monkeypatch):
+    """A read-only filesystem (as root, chmod does not make a folder read-only: os.access answers as for one)."""
+    from mdm.errors import ConfigError
+    from mdm.train import RunConfig, Trainer
+    from mdm.train import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module.os, "access", lambda path, mode: False)
+    with pytest.raises(ConfigError, match=r"output_dir: .*/run: the run folder is not writable"):
+        Trainer(RunConfig.model_validate(tiny_run(tmp_path / "run", cache))).train()
+    assert not (tmp_path / "run").exists()

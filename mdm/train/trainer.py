@@ -351,11 +351,11 @@ class Trainer:
     def train(self) -> dict:
         """Train (or resume, or return the finished result). Returns result.json's content."""
         created = not self.run_dir.exists()
-        self._check_run_dir()
-        done = read_json(self.run_dir / RESULT)
-        if done and done.get("status") == "done":
-            return done
         try:
+            self._check_run_dir()
+            done = read_json(self.run_dir / RESULT)
+            if done and done.get("status") == "done":
+                return done
             self.setup()
         except BaseException:
             if created and not (self.run_dir / "run_config.json").exists():  # a failed setup leaves no folder
