@@ -18,6 +18,7 @@ import platform
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -136,6 +137,8 @@ def _on_signal(signum, frame) -> None:
 def _catch_signals(keep_ignored: bool = False) -> dict:
     """Our handler for SIGINT and SIGTERM (`keep_ignored`: not for a signal ignored by the caller, e.g. SIGINT of a
     shell's background job); returns the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        return {}
     signals = [s for s in (signal.SIGINT, signal.SIGTERM) if not (keep_ignored and signal.getsignal(s) == signal.SIG_IGN)]
     return {s: signal.signal(s, _on_signal) for s in signals}
 
@@ -288,7 +291,8 @@ def _run_parallel(todo: list[PlannedRun], jobs: int, version: dict, launch, repo
     by_index = {r.index: r for r in todo}
     ctx = mp.get_context("spawn")
     stop = ctx.Event()
-    caught = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    caught = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)} \
+        if threading.current_thread() is threading.main_thread() else {}
     try:  # the workers start with the signals ignored (inherited) until _worker_init: none dies starting up
         pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init, initargs=(stop,))
         futures = [pool.submit(_worker, (r, version, launch, threads)) for r in todo]
