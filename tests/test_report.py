@@ -153,3 +153,33 @@ def test_claims_verdicts_follow_the_interval(tmp_path):
     page = claims(load_scores([tmp_path])).set_index("claim")
     assert page.loc["mirror improves on Standard", "verdict"] == "reproduced"
     assert page.loc["ppots improves on Standard", "verdict"] == "contradicted"
+
+
+def test_an_empty_folder_is_one_line_and_a_truncated_record_is_skipped_by_name(tmp_path):
+    import hashlib
+    import json
+
+    def report(root):
+        return subprocess.run([sys.executable, "-m", "mdm.cli", "report", str(root), "--out", str(tmp_path / "out")],
+                              capture_output=True, text=True)
+
+    (tmp_path / "empty").mkdir()
+    out = report(tmp_path / "empty")
+    assert out.returncode == 2 and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert "empty: no runs here" in out.stderr
+
+    runs = tmp_path / "runs" / "b"
+    for method, seed, score in (("standard", 1, 20.0), ("standard", 2, 22.0), ("mirror", 1, 30.0), ("mirror", 2, 31.0)):
+        path = runs / "arith" / method / f"seed{seed}" / "record.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"benchmark": "b", "task": "arith", "method": method, "seed": seed,
+                                    "model_family": "mdm", "status": "done", "metrics": {"score": score}}))
+    cut = runs / "arith" / "mirror" / "seed2" / "record.json"
+    cut.write_text(cut.read_text()[:40])
+    before = {p: hashlib.md5(p.read_bytes()).hexdigest() for p in runs.rglob("record.json")}
+    out = report(runs)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip() == f"mdm report: skipped {cut}: not valid JSON (Unterminated string starting at, line 1)"
+    board = pd.read_csv(tmp_path / "out" / "leaderboard.csv").set_index("method")
+    assert board.loc["mirror", "n_seeds"] == 1 and board.loc["standard", "n_seeds"] == 2
+    assert {p: hashlib.md5(p.read_bytes()).hexdigest() for p in runs.rglob("record.json")} == before

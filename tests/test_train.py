@@ -268,13 +268,24 @@ def test_run_config_errors_are_one_line(tmp_path):
     assert cfg.training.lr == 2e-4 and cfg.method == {"preset": "mirror"}
 
 
-def test_train_cli_resumed_dir_with_other_config_is_refused(tmp_path, cache):
+def test_a_run_dir_with_other_config_is_refused_finished_or_not(tmp_path, cache):
     cfg = tiny_run(tmp_path / "r", cache, training__max_steps=2)
     train(cfg)
+    other = RunConfig.model_validate(tiny_run(tmp_path / "r", cache, training__max_steps=2, training__lr=5e-4))
+    with pytest.raises(ConfigError, match="another configuration .*training.lr: 0.001 then, 0.0005 now"):
+        Trainer(other).train()  # finished: not reported as this run
     (tmp_path / "r" / "result.json").unlink()
-    with pytest.raises(ConfigError, match="different configuration .*training.lr"):
-        Trainer(RunConfig.model_validate(tiny_run(tmp_path / "r", cache, training__max_steps=2,
-                                                  training__lr=5e-4))).train()
+    with pytest.raises(ConfigError, match="another configuration .*training.lr.*--rerun-stale"):
+        Trainer(other).train()
+
+
+def test_checkpoints_on_by_default_do_not_change_the_trajectory(tmp_path, cache):
+    """checkpoint_every: auto (4 per run: here after steps 1, 2, 3, each replacing the last) against none."""
+    method = {"preset": "ppots_adaptive+mirror+ema", "t_sampler": {"density": "flat"}}  # stateful parts
+    a = train(tiny_run(tmp_path / "a", cache, method=method))
+    b = train(tiny_run(tmp_path / "b", cache, method=method, training__checkpoint_every=None))
+    assert RunConfig.model_validate(tiny_run(tmp_path / "a", cache)).training.checkpoint_every == "auto"
+    assert trajectory(a[1]) == trajectory(b[1]) and a[0]["metrics"] == b[0]["metrics"]
 
 
 def test_log_tokens_and_passes_add_up(tmp_path, cache):

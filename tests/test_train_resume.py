@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from mdm.train import RunConfig, Trainer, read_log
+from mdm.train.trainer import RESULT
 from tests.test_train import TINY_SIZE, trajectory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,3 +116,117 @@ def test_a_spec_edited_after_runs_finished_is_one_clear_error_then_rerun_stale_m
     from mdm.report.tables import read_records
 
     assert len(read_records(results / "killtest")) == 1  # the set-aside run is not reported
+
+
+def train_cli(config, *extra, wait=True):
+    cmd = [sys.executable, "-m", "mdm.cli", "train", str(config), *extra]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if not wait:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def kill_at(config, run_dir, step) -> int:
+    """Start `mdm train`, SIGKILL it once its log has `step` lines; returns the lines seen at the kill."""
+    proc = train_cli(config, wait=False)
+    log, deadline = run_dir / "train_log.jsonl", time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        n = len(log.read_text().splitlines()) if log.is_file() else 0
+        if n >= step:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+            return n
+        time.sleep(0.005)
+    raise AssertionError(f"not killed at step {step}: {proc.poll()=}, {proc.communicate()[1][-2000:]}")
+
+
+def test_sigkill_of_mdm_train_with_default_settings_then_rerun_logs_each_step_once(tmp_path):
+    """Default settings (checkpoint_every: auto = every 5 of 20 steps): a kill before the first checkpoint
+    restarts from step 0 with an empty log; a kill after one resumes from it. Random steps, seed in the message."""
+    import random
+
+    from tests.test_train import tiny_run
+
+    seed = random.randrange(10**6)
+    rng = random.Random(seed)
+    run_dir = tmp_path / "run"
+    cfg = tiny_run(run_dir, tmp_path / "cache", training__max_steps=20)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    assert "checkpoint_every" not in cfg["training"]
+
+    early = kill_at(config, run_dir, rng.randint(1, 3))
+    assert not (run_dir / "checkpoints").is_dir(), f"seed {seed}: killed at {early}, after the first checkpoint"
+    late = kill_at(config, run_dir, rng.randint(6, 18))
+    ckpts = sorted(p.name for p in (run_dir / "checkpoints").glob("step_*"))
+    assert len(ckpts) == 1 and not (run_dir / RESULT).exists(), f"seed {seed}: {ckpts}"  # keep_checkpoints: 1
+    resumed_at = int(ckpts[0].removeprefix("step_"))
+    assert 5 <= resumed_at <= late, f"seed {seed}"
+
+    rerun = train_cli(config)
+    assert rerun.returncode == 0, rerun.stderr
+    result = json.loads((run_dir / RESULT).read_text())
+    assert result["resumed_from"] == [resumed_at], f"seed {seed}: killed at {early} and {late}"
+    log = read_log(run_dir)
+    assert [e["step"] for e in log] == list(range(1, 21)), f"seed {seed}: killed at {early} and {late}"
+
+    unbroken = tmp_path / "unbroken"
+    assert train_cli(config, "--output-dir", str(unbroken)).returncode == 0
+    assert trajectory(log) == trajectory(read_log(unbroken)), f"seed {seed}: killed at {early} and {late}"
+    assert result["metrics"] == json.loads((unbroken / RESULT).read_text())["metrics"]
+
+
+def interrupt_when_training(path, results, runs, *extra, group=True, sig=signal.SIGINT):
+    """Start `mdm bench`, signal it once a run under `runs` has logged 17 steps (after its step-15 checkpoint) (`group`: the whole process group, as Ctrl-C in
+    a terminal does; else the main process alone). Returns (exit code, stderr, seconds from the signal to the exit)."""
+    cmd = [sys.executable, "-m", "mdm.cli", "bench", str(path), "--results", str(results), *extra]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if any(len(p.read_text().splitlines()) >= 17 for p in runs.rglob("train_log.jsonl")):
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, proc.communicate()
+    sent = time.time()
+    os.killpg(proc.pid, sig) if group else proc.send_signal(sig)
+    err = proc.communicate(timeout=60)[1]
+    return proc.returncode, err, time.time() - sent
+
+
+def test_ctrl_c_and_sigterm_of_mdm_bench_stop_at_once_record_interrupted_and_a_rerun_resumes(tmp_path):
+    data = spec(tmp_path / "cache")
+    data["methods"] = ["standard", "mirror", "strats", "ema"]
+    data["presets"]["tiny"]["tasks"] = {"arith": {"n_train": 200, "max_length": 128}}
+    data["presets"]["tiny"]["training"].update(max_steps=60, checkpoint_every="auto")  # every 15 steps
+    path, results = tmp_path / "spec.yaml", tmp_path / "runs"
+    path.write_text(yaml.safe_dump(data))
+    runs = results / "killtest"
+
+    def records():
+        return {p.parent.parent.name: json.loads(p.read_text()) for p in runs.rglob("record.json")}
+
+    code, err, took = interrupt_when_training(path, results, runs, "--jobs", "2")  # Ctrl-C: all processes get SIGINT
+    assert code == 130 and took < 10, (code, took, err[-3000:])
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("mdm bench: interrupted by SIGINT: "), \
+        err[-3000:]
+    first = records()
+    assert first and all(r["status"] == "interrupted" for r in first.values()), first  # never `failed`
+    assert len(first) <= 2 and all("interrupted by SIGINT" in r["reason"] for r in first.values())
+
+    fresh = [m for m in data["methods"] if not (runs / "arith" / m / "seed3" / "train_log.jsonl").exists()][0]
+    code, err, took = interrupt_when_training(path, results, runs / "arith" / fresh, "--only", f"method={fresh}",
+                                              group=False, sig=signal.SIGTERM)  # --jobs 1, to the main process
+    assert code == 130 and took < 10 and "Traceback" not in err, (code, took, err[-3000:])
+    assert len(err.strip().splitlines()) == 1 and err.startswith("mdm bench: interrupted by SIGTERM: "), err
+    assert records()[fresh]["status"] == "interrupted" and "SIGTERM" in records()[fresh]["reason"]
+
+    rerun = bench(path, results, "--jobs", "2")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    final = records()
+    assert sorted(final) == ["ema", "mirror", "standard", "strats"] and all(r["status"] == "done" for r in final.values())
+    for method in final:
+        log = read_log(runs / "arith" / method / "seed3")
+        assert [e["step"] for e in log] == list(range(1, 61)), method
+    assert final[fresh]["resumed_from"] == [15] and any(final[m]["resumed_from"] == [15] for m in first)

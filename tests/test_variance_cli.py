@@ -118,3 +118,25 @@ def test_empty_dataset_and_coarse_grid_are_clear_errors(spec_file, tmp_path, cap
     assert main(["variance", "--config", spec_file(), "--b", "6", "--methods", "standard,ppots", "--out",
                  str(tmp_path / "o"), "--no-progress"]) == 2
     assert "grid too coarse to fit P-POTS: 6 t values" in capsys.readouterr().err
+
+
+def test_unwritable_out_and_a_missing_density_are_one_line_before_loading_the_model(spec_file, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    def mdm(*args):
+        env = {**os.environ, "MDM_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+        return subprocess.run([sys.executable, "-m", "mdm.cli", *args, "--config", spec_file(), "--no-progress"],
+                              capture_output=True, text=True, env=env, timeout=120)
+
+    (tmp_path / "file").write_text("")
+    cases = [(mdm("fit-ppots", "--out", str(tmp_path / "file" / "o")), "mdm fit-ppots: error: --out: ",
+              "file/o: cannot create the folder (Not a directory)"),
+             (mdm("variance", "--methods", "standard,ppots", "--ppots-density", str(tmp_path / "nope.json"), "--out",
+                  str(tmp_path / "o")), "mdm variance: error: --ppots-density: ", "nope.json: cannot read the P-POTS "
+              "density (No such file or directory; write one with mdm fit-ppots)")]
+    for out, prefix, message in cases:
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        assert out.stderr.count("\n") == 1 and out.stderr.startswith(prefix) and message in out.stderr, out.stderr
+    assert not (tmp_path / "cache").exists()  # no model was built or loaded

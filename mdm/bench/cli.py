@@ -19,7 +19,13 @@ def cmd_bench(args) -> None:
         print_plan(spec, args.preset, plan, runs)
         return
     counts = run_plan(spec, runs, jobs=args.jobs, rerun_stale=args.rerun_stale)
-    if counts["failed"]:
+    if counts.get("stopped_by"):
+        import sys
+
+        print(f"mdm bench: interrupted by {counts['stopped_by']}: {counts['interrupted']} running run(s) recorded "
+              f"'interrupted', {counts['done']} done; rerun the same command to resume", file=sys.stderr)
+        raise SystemExit(130)
+    if counts["failed"] or counts["interrupted"]:
         raise SystemExit(1)
 
 

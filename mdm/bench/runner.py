@@ -5,6 +5,9 @@
 A record holds the run config, seed, code version (git commit + dirty flag), hardware, wall time, tokens,
 forward/backward passes, final metrics, and status `done` or `failed` with the reason. A failed run does not
 stop the others; rerunning retries it (and resumes from its last checkpoint).
+
+Ctrl-C (SIGINT) or SIGTERM: no further run starts, the running ones stop at once and are recorded `interrupted`
+(whatever error the signal caused on its way out), and `run_plan` returns; a rerun resumes them.
 """
 
 from __future__ import annotations
@@ -12,17 +15,20 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 from mdm.bench.estimate import hours, human, model_params
 from mdm.bench.spec import PLANNED_TASKS, PlannedRun, Spec
 from mdm.errors import ConfigError
-from mdm.train.trainer import RESULT, atomic_write_json, read_json
+from mdm.train.trainer import RESULT, atomic_write_json, read_json, set_aside, stale_reason
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -114,6 +120,29 @@ def _launch_train(run: PlannedRun, launch) -> dict:
     return result
 
 
+# the first SIGINT / SIGTERM this process received; `raise`: unwind what runs (a worker between runs only
+# takes note); `event`: the main process's stop, shared with its workers
+STOP: dict = {"signal": None, "raise": True, "event": None}
+
+
+def _on_signal(signum, frame) -> None:
+    """The first signal unwinds the running run (KeyboardInterrupt); later ones are ignored so that the
+    record of the interrupted run is written in peace."""
+    if STOP["signal"] is None:
+        STOP["signal"] = signal.Signals(signum).name
+        if STOP["raise"]:
+            raise KeyboardInterrupt
+
+
+def _catch_signals(keep_ignored: bool = False) -> dict:
+    """Our handler for SIGINT and SIGTERM (`keep_ignored`: not for a signal ignored by the caller, e.g. SIGINT of a
+    shell's background job); returns the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        return {}
+    signals = [s for s in (signal.SIGINT, signal.SIGTERM) if not (keep_ignored and signal.getsignal(s) == signal.SIG_IGN)]
+    return {s: signal.signal(s, _on_signal) for s in signals}
+
+
 def execute(run: PlannedRun, version: dict, launch=None, threads: int | None = None) -> dict:
     """Train + evaluate one run and write its record. Never raises for a failed run."""
     from mdm.train.trainer import train_run
@@ -165,10 +194,14 @@ def execute(run: PlannedRun, version: dict, launch=None, threads: int | None = N
                 record["metrics"] = {**record["metrics"], **(evaluated.get("metrics") or {})}
             record["eval_wall_time_s"] = round(time.perf_counter() - eval_start, 3)
             record["status"] = "done"
-    except Exception as e:  # noqa: BLE001  (one failed run must not stop the others)
-        record["reason"] = (str(e) if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}").splitlines()[0]
-        run.run_dir.mkdir(parents=True, exist_ok=True)
-        (run.run_dir / "error.log").write_text(traceback.format_exc())
+    except BaseException as e:  # noqa: BLE001  (one failed run must not stop the others)
+        if STOP["signal"] is not None or isinstance(e, KeyboardInterrupt):  # not the run's fault, whatever e is
+            record["status"] = "interrupted"
+            record["reason"] = f"interrupted by {STOP['signal'] or 'SIGINT'}; a rerun resumes from the last checkpoint"
+        else:
+            record["reason"] = (str(e) if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}").splitlines()[0]
+            run.run_dir.mkdir(parents=True, exist_ok=True)
+            (run.run_dir / "error.log").write_text(traceback.format_exc())
     # training time over all attempts (a resumed run adds its segments) + this attempt's evaluation
     train_s = record.get("train_wall_time_s")
     record["wall_time_s"] = round(train_s + record.get("eval_wall_time_s", 0.0), 3) if train_s is not None else \
@@ -181,24 +214,24 @@ def execute(run: PlannedRun, version: dict, launch=None, threads: int | None = N
 
 def _worker(args):
     run, version, launch, threads = args
-    return run.index, execute(run, version, launch, threads)
+    STOP["raise"] = True
+    try:
+        if STOP["signal"] or STOP["event"].is_set():  # queued before the stop: not started
+            return run.index, None
+        return run.index, execute(run, version, launch, threads)
+    finally:
+        STOP["raise"] = False
 
 
-def stale_reason(run: PlannedRun) -> str | None:
-    """The first difference when the run's folder holds a run of another configuration, else None."""
-    from mdm.train.trainer import _first_difference
-
-    saved = read_json(run.run_dir / "run_config.json")
-    mine = run.config.trajectory_dict()
-    if saved is None or saved.get("trajectory") == mine:
-        return None
-    return _first_difference(saved.get("trajectory"), mine)
+def _worker_init(event) -> None:
+    STOP.update({"raise": False, "event": event})
+    _catch_signals()
 
 
 def set_aside_stale(runs: list[PlannedRun], rerun_stale: bool, echo=print) -> None:
     """A spec edited after some runs finished: say so before any compute, or (rerun_stale) move those folders
     aside as `<folder>.stale-N` (nothing is deleted) so the runs start again with the current configuration."""
-    stale = [(r, why) for r in runs if (why := stale_reason(r))]
+    stale = [(r, why) for r in runs if (why := stale_reason(r.run_dir, r.config))]
     if not stale:
         return
     if not rerun_stale:
@@ -207,11 +240,7 @@ def set_aside_stale(runs: list[PlannedRun], rerun_stale: bool, echo=print) -> No
                           f"difference: {why}); pass --rerun-stale to move them aside (kept as <folder>.stale-N) and "
                           "rerun them, or use another --results")
     for run, why in stale:
-        n = 1
-        while run.run_dir.with_name(f"{run.run_dir.name}.stale-{n}").exists():
-            n += 1
-        run.run_dir.rename(run.run_dir.with_name(f"{run.run_dir.name}.stale-{n}"))
-        echo(f"{run.key}: another configuration ({why}); moved to {run.run_dir.name}.stale-{n}")
+        echo(f"{run.key}: another configuration ({why}); moved to {set_aside(run.run_dir).name}")
 
 
 def run_plan(spec: Spec, runs: list[PlannedRun], jobs: int = 1, echo=print, rerun_stale: bool = False) -> dict:
@@ -222,30 +251,84 @@ def run_plan(spec: Spec, runs: list[PlannedRun], jobs: int = 1, echo=print, reru
     echo(f"{spec.name}: {len(runs)} runs selected, {skipped} already done, {len(todo)} to run")
     version = code_version()
     launch = preset.launch if preset else None
-    counts = {"done": 0, "failed": 0, "skipped": skipped}
+    counts = {"done": 0, "failed": 0, "interrupted": 0, "skipped": skipped}
 
     def report(i, run, rec):
         counts[rec["status"]] += 1
         tail = (f"{rec['wall_time_s']:.1f}s" + (f", held-out {rec['metrics']['heldout_loss']:.4f}"
                 if rec.get("metrics", {}).get("heldout_loss") is not None else "")) if rec["status"] == "done" \
-            else f"FAILED: {rec['reason']}"
+            else f"{rec['status'].upper()}: {rec['reason']}"
         echo(f"[{i}/{len(todo)}] {run.key} ({run.family}): {tail}")
 
-    if jobs <= 1 or len(todo) <= 1:
-        for i, run in enumerate(todo, 1):
-            report(i, run, execute(run, version, launch))
-    else:
-        import multiprocessing as mp
-
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        by_index = {r.index: r for r in todo}
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(_worker, (r, version, launch, threads)) for r in todo]
-            for i, fut in enumerate(as_completed(futures), 1):
-                index, rec = fut.result()
-                report(i, by_index[index], rec)
+    STOP["signal"] = None
+    previous = _catch_signals(keep_ignored=True)
+    try:
+        if jobs <= 1 or len(todo) <= 1:
+            for i, run in enumerate(todo, 1):
+                report(i, run, execute(run, version, launch))
+                if STOP["signal"]:
+                    break
+        else:
+            _run_parallel(todo, jobs, version, launch, report)
+    except KeyboardInterrupt:
+        STOP["signal"] = STOP["signal"] or "SIGINT"
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if STOP["signal"]:
+        counts["stopped_by"] = STOP["signal"]
+        return counts
     echo(f"{spec.name}: {counts['done']} done, {counts['failed']} failed, {counts['skipped']} skipped (already done)")
     return counts
+
+
+def _run_parallel(todo: list[PlannedRun], jobs: int, version: dict, launch, report) -> None:
+    """`jobs` spawned workers; on a signal, queued runs are cancelled and running ones told to stop (SIGTERM),
+    and their `interrupted` records are awaited (each worker writes its own)."""
+    import multiprocessing as mp
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    by_index = {r.index: r for r in todo}
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    caught = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)} \
+        if threading.current_thread() is threading.main_thread() else {}
+    try:  # the workers start with the signals ignored (inherited) until _worker_init: none dies starting up
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init, initargs=(stop,))
+        futures = [pool.submit(_worker, (r, version, launch, threads)) for r in todo]
+    finally:
+        for sig, handler in caught.items():
+            signal.signal(sig, handler)
+    done = 0
+    try:
+        for fut in as_completed(futures):
+            index, rec = fut.result()
+            if rec is not None:  # None: a worker signalled on its own did not start it
+                done += 1
+                report(done, by_index[index], rec)
+    except KeyboardInterrupt:
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in list((pool._processes or {}).values()):  # a SIGTERM to the main process alone reaches them too
+            if proc.is_alive():
+                proc.terminate()
+        deadline = time.time() + 30
+        for fut in futures:  # the running runs' records, written by their workers
+            try:
+                index, rec = fut.result(timeout=max(0.1, deadline - time.time()))
+            except FutureTimeout:  # a worker that does not stop: no record, a rerun resumes its checkpoint
+                for proc in list((pool._processes or {}).values()):
+                    proc.kill()
+                continue
+            except BaseException:  # noqa: BLE001  (cancelled, or a worker that died starting up: no record)
+                continue
+            if rec is None:  # not started
+                continue
+            done += 1
+            report(done, by_index[index], rec)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ---------------------------------------------------------------- --dry-run

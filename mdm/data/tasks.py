@@ -149,6 +149,9 @@ def make_task(name: str, split: str = "train", n: int | None = None, seed: int =
         if unknown:
             raise ConfigError(f"task.options.{unknown[0]}", f"generated task {name!r} takes only the option 'level'")
         return generate(name, split, 1000 if n is None else n, seed, **options)
+    if name in ("gsm8k", "hitab") and set(options) - {"root"}:
+        unknown = sorted(set(options) - {"root"})[0]
+        raise ConfigError(f"task.options.{unknown}", f"unknown option of task {name!r}; allowed: root")
     if name == "gsm8k":
         return load_gsm8k(split, n, **options)
     if name == "hitab":
@@ -404,6 +407,9 @@ def gsm8k_dir() -> Path:
 def load_gsm8k(split: str, n: int | None = None, root: str | Path | None = None) -> list[dict]:
     """GSM8K from local JSONL ({question, answer}); the hub's openai/gsm8k (main) if the folder is absent."""
     path = Path(root) if root is not None else gsm8k_dir()
+    if root is not None and not path.is_dir():  # never the hub's GSM8K in place of the user's data
+        raise ConfigError("task.options.root", f"{path}: no such directory (a GSM8K-format folder holds "
+                          f"{split}.jsonl with question, answer)")
     if path.is_dir():
         rows = _read_jsonl(path / f"{split}.jsonl", ("question", "answer"))
     else:

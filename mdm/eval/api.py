@@ -5,7 +5,8 @@ held-out likelihood, and write everything into the run record.
     result = evaluate_run("runs/table1/gsm8k/standard/seed42", {"tasks": ["gsm8k"], "n": 200})
 
 Settings (all optional; unknown keys are a ConfigError):
-    tasks           task name or list (arith, tables, gsm8k, hitab, openscience); default: record["task"]
+    tasks           task name or list (arith, tables, gsm8k, hitab, openscience); default: record["task"] (an
+                    `mdm train` folder without a record: result.json's task, its config from run_config.json)
     n               examples per task (default: all for real data, 200 for generated tasks)
     split           default "test"
     data_seed       seed of the generated tasks (their test split is disjoint from train for every seed)
@@ -82,6 +83,34 @@ def find_record(run_dir: Path, model_dir: Path) -> Path:
         if (cand / "record.json").is_file():
             return cand / "record.json"
     return run_dir / "record.json"
+
+
+def train_folder_record(record_path: Path, model_dir: Path) -> dict:
+    """What an `mdm train` folder (result.json, run_config.json) says about its run: the task, the model family
+    and the config (whose data.options the run's own task is evaluated with). A record's own keys come first."""
+    for folder in (record_path.parent, model_dir.parent):
+        config = (_read_json(folder / "run_config.json") or {}).get("config")
+        result = _read_json(folder / "result.json") or {}
+        if config or result:
+            config = config or {}
+            method = config.get("method")
+            record = {"task": result.get("task") or (config.get("data") or {}).get("task"),
+                      "model_family": result.get("family") or (config.get("model") or {}).get("family"),
+                      "method": method.get("preset") if isinstance(method, dict) else method,
+                      "seed": result.get("seed", (config.get("training") or {}).get("seed")), "config": config,
+                      "status": result.get("status", "unfinished"), "reason": result.get("reason"),
+                      "metrics": result.get("metrics"), "passes": result.get("passes"),
+                      "tokens": result.get("tokens_seen"), "wall_time_s": result.get("wall_time_s")}
+            return {k: v for k, v in record.items() if v is not None}
+    return {}
+
+
+def _read_json(path: Path):
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
 
 
 def resolve_device(device=None):
@@ -348,7 +377,7 @@ def evaluate_run(run_dir: str | Path, settings: dict | None = None, *, model=Non
     run_dir = Path(run_dir)
     model_dir = find_model_dir(run_dir) if model is None else run_dir
     record_path = find_record(run_dir, model_dir)
-    record = read_record(record_path)
+    record = {**train_folder_record(record_path, model_dir), **read_record(record_path)}
     cfg = normalize_settings(settings, record)
     decodings = {t: decode_config_for(t, cfg["decoding"]) for t in cfg["tasks"]}  # validate before loading
 

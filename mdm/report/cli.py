@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 
@@ -9,7 +10,7 @@ def cmd_report(args) -> None:
     from mdm.report.render import write_report
     from mdm.report.tables import load_scores
 
-    df = load_scores(args.inputs)
+    df = load_scores(args.inputs, warn=lambda line: print(f"mdm report: {line}", file=sys.stderr))
     benchmarks = sorted(df.benchmark.dropna().unique()) if "benchmark" in df else [args.name]
     extras = [p for root in map(Path, args.inputs) if root.is_dir() for p in root.rglob("*.json")
               if p.name in ("variance.json", "ppots.json")]

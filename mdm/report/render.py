@@ -20,6 +20,8 @@ def _markdown(df: pd.DataFrame, floatfmt=".4g") -> str:
 
 
 def _board_markdown(board: pd.DataFrame) -> str:
+    if board.empty:
+        return "_no scored runs (`mdm eval RUN` scores a run)_"
     shown = board.drop(columns=["sources", "is_arm", "best"]).copy()
     shown["method"] = [f"**{m}** (best)" if b else m for m, b in zip(board.method, board.best)]
     parts = []
@@ -93,6 +95,7 @@ def write_report(df: pd.DataFrame, out: Path, benchmark: str, context: dict | No
     if densities:
         figures.append(plots.ppots_densities(densities, out))
     failed = df[df.status != "done"]
+    unscored = df[(df.status == "done") & df.score.isna()]
     context = {**context_of(df), **(context or {})}
     lines = [f"# {benchmark} report", "", *(f"- **{k}**: {v}" for k, v in context.items()), "",
              "- [leaderboard](leaderboard.md) ([csv](leaderboard.csv))",
@@ -100,6 +103,9 @@ def write_report(df: pd.DataFrame, out: Path, benchmark: str, context: dict | No
              "- [the paper's claims: ours, with intervals and verdicts](claims.md)", *links, "",
              "Every number traces to a run record (`sources` column of leaderboard.csv).", ""]
     lines += [f"![{p.stem}]({p.name})" for p in figures]
+    if not unscored.empty:
+        cols = [c for c in ("task", "method", "seed", "heldout_loss", "source") if c in unscored]
+        lines += ["", "## Runs without a score (not on the leaderboard)", "", _markdown(unscored[cols])]
     if not failed.empty:
         lines += ["", "## Failed runs", "", _markdown(failed[["task", "method", "seed", "reason", "source"]])]
     (out / "README.md").write_text("\n".join(lines) + "\n")

@@ -29,14 +29,29 @@ def read_csv(path: Path) -> pd.DataFrame:
     return df
 
 
-def read_records(root: Path) -> pd.DataFrame:
-    """Every `record.json` under root with status done (failed runs are listed separately by the report)."""
+def read_records(root: Path, warn=None) -> pd.DataFrame:
+    """Every `record.json` under root (`mdm bench`), and every `mdm train` folder (result.json, run_config.json,
+    and record.json if `mdm eval` wrote one). A record that cannot be read is skipped with a line to `warn`
+    naming the file; a folder with no run at all is a ConfigError."""
+    from mdm.eval.api import read_record, train_folder_record
+
     rows = []
-    for path in sorted(root.rglob("record.json")):
-        if any(".stale-" in part for part in path.parts):  # set aside by `mdm bench --rerun-stale`
+    paths = {*root.rglob("record.json"), *(p.with_name("record.json") for p in root.rglob("result.json"))}
+    for path in sorted(paths):
+        if any(".stale-" in part for part in path.relative_to(root).parts):  # set aside by --rerun-stale
             continue
-        record = json.loads(path.read_text())
-        rows.append(record_row(record, path))
+        try:
+            record = read_record(path)
+        except ConfigError as e:
+            if warn:
+                warn(f"skipped {e}")
+            continue
+        train = train_folder_record(path, path.parent / "model")
+        if train and "benchmark" not in record:  # an `mdm train` folder
+            train["benchmark"] = root.resolve().name
+        rows.append(record_row({**train, **record}, path))
+    if not rows:
+        raise ConfigError(str(root), "no runs here (record.json of mdm bench, or result.json of mdm train)")
     return pd.DataFrame(rows)
 
 
@@ -112,11 +127,11 @@ def primary_score(metrics: dict) -> float:
     return float("nan")
 
 
-def load_scores(paths: list[str | Path]) -> pd.DataFrame:
+def load_scores(paths: list[str | Path], warn=None) -> pd.DataFrame:
     frames = []
     for p in map(Path, paths):
         if p.is_dir():
-            frames.append(read_records(p))
+            frames.append(read_records(p, warn))
         elif p.suffix == ".csv" and p.is_file():
             frames.append(read_csv(p))
         else:

@@ -1,24 +1,32 @@
-"""`mdm train RUN.yaml [--set key=value ...] [--output-dir DIR]`."""
+"""`mdm train RUN.yaml [--set key=value ...] [--output-dir DIR] [--rerun-stale]`."""
 
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 
 def cmd_train(args) -> None:
     from mdm.train import load_run_config, train_run
+    from mdm.train.trainer import RESULT, read_json, set_aside, stale_reason
 
     cfg = load_run_config(args.config, args.set, args.output_dir)
+    main = int(os.environ.get("RANK", "0")) == 0
+    if args.rerun_stale and main and (why := stale_reason(cfg.output_dir, cfg)):
+        print(f"mdm train: {cfg.output_dir} holds another configuration ({why}); moved to "
+              f"{set_aside(Path(cfg.output_dir)).name}", file=sys.stderr)
+    finished = (read_json(Path(cfg.output_dir) / RESULT) or {}).get("status") == "done"
     result = train_run(cfg)
-    if int(os.environ.get("RANK", "0")) != 0:  # one summary line per launch
+    if not main:  # one summary line per launch
         return
     if result["status"] != "done":
         print(f"mdm train: run failed: {result['reason']} ({cfg.output_dir})", file=sys.stderr)
         raise SystemExit(1)
     m = result["metrics"]
     held = f", held-out loss {m['heldout_loss']:.4f}" if m.get("heldout_loss") is not None else ""
-    print(f"mdm train: done in {result['steps']} steps, {result['wall_time_s']:.1f}s{held} -> {cfg.output_dir}")
+    verb = "already done (nothing trained)" if finished else "done"
+    print(f"mdm train: {verb} in {result['steps']} steps, {result['wall_time_s']:.1f}s{held} -> {cfg.output_dir}")
 
 
 def register(sub) -> None:
@@ -27,4 +35,6 @@ def register(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set training.lr=1e-4 --set method=ppots+mirror")
     p.add_argument("--output-dir", default=None, help="override output_dir")
+    p.add_argument("--rerun-stale", action="store_true",
+                   help="output_dir holds a run of another configuration: move it aside (.stale-N) and train anew")
     p.set_defaults(func=cmd_train)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -114,7 +114,10 @@ class TrainingConfig(Strict):
     bf16: Literal["auto"] | bool = "auto"  # auto: on CUDA devices that support it, never on CPU
     gradient_checkpointing: bool = False
     seed: int = 42
-    checkpoint_every: int | None = Field(None, ge=1, description="optimizer steps between checkpoints")
+    # auto: 4 checkpoints per run (the last one kept); null: none, so a killed run restarts from step 0.
+    # Checkpoints never change the trajectory (a resumed run is bit-identical to the unbroken one).
+    checkpoint_every: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
+        "auto", description="optimizer steps between checkpoints")
     keep_checkpoints: int = Field(1, ge=1)
     threads: int | None = Field(None, ge=1, description="torch CPU threads per process")
     progress: bool = True
@@ -295,6 +298,14 @@ def check_run(cfg: RunConfig, where: str) -> None:
 
     if cfg.data.task not in TASKS:
         raise ConfigError(f"{where}: data.task", f"unknown task {cfg.data.task!r}; allowed: {', '.join(TASKS)}")
+    d = cfg.data
+    if d.eos_pad and cfg.model.family == "mdm" and d.eos_pad >= d.max_length:
+        raise ConfigError(f"{where}: data.eos_pad", f"{d.eos_pad} leaves no room for a prompt within max_length "
+                          f"{d.max_length}; use an eos_pad below max_length (the decoding canvas, gen_length)")
+    base = cfg.model.base
+    if base not in (None, "auto") and not (Path(base) / "config.json").is_file():
+        raise ConfigError(f"{where}: model.base", f"{base}: not a saved model folder (no config.json); allowed: "
+                          "'auto' (tiny), null (random init) or a folder written by save_pretrained")
 
 
 def load_run_config(path: str | Path, overrides: list[str] | None = None, output_dir: str | None = None) -> RunConfig:

@@ -13,17 +13,30 @@ from dataclasses import dataclass
 import torch
 
 from mdm.data import make_task, tokenize_examples
+from mdm.errors import ConfigError
 from mdm.objective.rng import generator
 from mdm.train.config import DataConfig
 
 
 def load_examples(cfg: DataConfig) -> list[dict]:
+    """The task's training examples; a problem with the data (a missing file, a bad row, an unknown option, no
+    rows) is one ConfigError naming the key or file."""
     from mdm.data import get_task
 
     spec = get_task(cfg.task)
-    if spec.generated:
-        return make_task(cfg.task, "train", n=cfg.n_train or 1000, seed=cfg.data_seed, **cfg.options)
-    return make_task(cfg.task, "train", n=cfg.n_train, **cfg.options)
+    try:
+        if spec.generated:
+            examples = make_task(cfg.task, "train", n=cfg.n_train or 1000, seed=cfg.data_seed, **cfg.options)
+        else:
+            examples = make_task(cfg.task, "train", n=cfg.n_train, **cfg.options)
+    except ConfigError as e:
+        raise ConfigError(e.where.replace("task.", "data.", 1), e.problem) from None
+    except (OSError, ValueError, TypeError) as e:  # e.g. `path:line: not valid JSON`, a hub id offline
+        raise ConfigError("data", f"cannot load the training data of task {cfg.task!r}: {e}") from None
+    if not examples:
+        where = f" ({cfg.options['root']})" if "root" in cfg.options else ""
+        raise ConfigError("data", f"task {cfg.task!r} has no training examples{where}")
+    return examples
 
 
 def split_heldout(examples: list, fraction: float, seed: int) -> tuple[list, list]:
@@ -53,23 +66,32 @@ def pad_with_eos(item: dict, eos_id: int, response_tokens: int) -> dict:
             "syntax_mask": list(item["syntax_mask"]) + [False] * n}
 
 
-def build_data(cfg: DataConfig, tokenizer, eos_pad: bool = True) -> TrainData:
-    """`eos_pad`: apply `cfg.eos_pad` (MDM runs; ARM runs pass False)."""
-    train_ex, held_ex = split_heldout(load_examples(cfg), cfg.heldout_fraction, cfg.split_seed)
+def build_data(cfg: DataConfig, tokenizer, eos_pad: bool = True, examples: list[dict] | None = None,
+               echo=None) -> TrainData:
+    """`eos_pad`: apply `cfg.eos_pad` (MDM runs; ARM runs pass False). `examples`: already loaded. Dropped
+    rows are reported through `echo`; more than half of them dropped is a ConfigError."""
+    examples = load_examples(cfg) if examples is None else examples
+    train_ex, held_ex = split_heldout(examples, cfg.heldout_fraction, cfg.split_seed)
     train, d1 = tokenize_examples(tokenizer, train_ex, cfg.task, cfg.max_length)
     held, d2 = tokenize_examples(tokenizer, held_ex, cfg.task, cfg.max_length)
+    dropped = f"{d1 + d2} of {len(examples)} examples are longer than max_length={cfg.max_length} tokens"
+    if 2 * (d1 + d2) > len(examples):
+        raise ConfigError("data.max_length", f"{dropped} and would be dropped; raise max_length")
+    if d1 + d2 and echo:
+        echo(f"data: {dropped}: dropped ({d1} train, {d2} held-out; the paper drops, never truncates)")
     if cfg.eos_pad and eos_pad:
         train = [pad_with_eos(it, tokenizer.eos_token_id, cfg.eos_pad) for it in train]
         held = [pad_with_eos(it, tokenizer.eos_token_id, cfg.eos_pad) for it in held]
         too_long = [it for it in train + held if len(it["input_ids"]) > cfg.max_length]
         if too_long:
-            raise ValueError(f"data.eos_pad={cfg.eos_pad}: {len(too_long)} padded sequence(s) longer than "
-                             f"max_length={cfg.max_length}; raise max_length")
+            raise ConfigError("data.eos_pad", f"{cfg.eos_pad}: {len(too_long)} padded sequence(s) longer than "
+                              f"max_length={cfg.max_length}; raise max_length or lower eos_pad")
     if cfg.full_sequence:  # pretraining: every token is eligible
         for item in train + held:
             item["prompt_length"] = 0
     if not train:
-        raise ValueError(f"no training example of task {cfg.task!r} fits max_length={cfg.max_length}")
+        raise ConfigError("data.max_length", f"no training example of task {cfg.task!r} fits max_length="
+                          f"{cfg.max_length}")
     return TrainData(train, held, d1 + d2)
 
 

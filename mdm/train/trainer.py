@@ -11,7 +11,9 @@ One optimizer step s:
      update, are those of the global batch (every micro-batch sees the control variate's pre-step state);
   5. clip, AdamW step, scheduler step; one JSONL line; a checkpoint every `checkpoint_every` steps.
 A run directory holds run_config.json, train_log.jsonl, checkpoints/, model/ (final) and result.json.
-`Trainer(cfg).train()` on a directory with a checkpoint resumes and reproduces the uninterrupted run.
+`Trainer(cfg).train()` on a directory with a checkpoint resumes and reproduces the uninterrupted run; without
+one it restarts from step 0 with an empty log. A directory belongs to the configuration that wrote its
+run_config.json (after setup succeeded); another configuration is refused, finished or not (`set_aside`).
 """
 
 from __future__ import annotations
@@ -41,15 +43,19 @@ class TrainingFailed(RuntimeError):
 def atomic_write_json(path: Path, obj) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 
 def read_json(path: Path):
     try:
         return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (OSError, ValueError):  # absent, unreadable or cut short
         return None
 
 
@@ -70,6 +76,29 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     if schedule == "linear":
         return max(0.0, 1.0 - progress)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def checkpoint_interval(setting, total: int) -> int | None:
+    """Optimizer steps between checkpoints: `auto` is 4 per run (keep_checkpoints bounds the disk)."""
+    return max(1, math.ceil(total / 4)) if setting == "auto" else setting
+
+
+def stale_reason(run_dir: Path, cfg: RunConfig) -> str | None:
+    """The first difference when `run_dir` holds a run of another configuration, else None."""
+    saved = read_json(Path(run_dir) / "run_config.json")
+    mine = cfg.trajectory_dict()
+    if saved is None or saved.get("trajectory") == mine:
+        return None
+    return _first_difference(saved.get("trajectory"), mine)
+
+
+def set_aside(run_dir: Path) -> Path:
+    """Move a run folder to `<folder>.stale-N` (nothing is deleted); returns the new path."""
+    run_dir = Path(run_dir)
+    n = 1
+    while run_dir.with_name(f"{run_dir.name}.stale-{n}").exists():
+        n += 1
+    return run_dir.rename(run_dir.with_name(f"{run_dir.name}.stale-{n}"))
 
 
 def use_bf16(setting) -> bool:
@@ -94,6 +123,7 @@ class Trainer:
         from mdm.data import Collator, mask_token_id_of
         from mdm.objective import ARMObjective, MDMObjective, Method
         from mdm.train import ppots
+        from mdm.train.data import load_examples
         from mdm.train.model import build_model, cache_root
 
         cfg, t = self.cfg, self.cfg.training
@@ -103,7 +133,9 @@ class Trainer:
         fit_ppots = method is not None and ppots.needs_fit(method)
         if fit_ppots and not (self.run_dir / "ppots.json").is_file():
             ppots.require_fitter()  # a ConfigError before any compute
-        self._check_run_dir()
+        examples = load_examples(cfg.data)  # data problems too: before the model (a tiny base may pretrain)
+        echo = (lambda line: print(f"{cfg.name or self.run_dir.name}: {line}", file=sys.stderr)) \
+            if int(os.environ.get("RANK", "0")) == 0 else None
 
         model, tokenizer = build_model(cfg)  # before the Accelerator: a tiny base may be pretrained here
         world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -121,12 +153,13 @@ class Trainer:
         if t.gradient_checkpointing:
             self.adapter.enable_checkpointing(model)
         self.tokenizer = tokenizer
-        self.data = build_data(cfg.data, tokenizer, eos_pad=cfg.model.family == "mdm")
+        self.data = build_data(cfg.data, tokenizer, eos_pad=cfg.model.family == "mdm", examples=examples, echo=echo)
         self.collate = Collator(tokenizer, cfg.data.task, cfg.data.max_length, pad_carries_loss=not self.adapter.can_pad)
         self.mask_token_id = mask_token_id_of(tokenizer, model.config) if self.is_mdm else None
         self.objective = MDMObjective(method, self.mask_token_id) if self.is_mdm else ARMObjective()
         self.total = total_steps(len(self.data.train), t.global_batch_size, t.epochs, t.max_steps)
         self.n_params = sum(p.numel() for p in model.parameters())
+        self.checkpoint_every = checkpoint_interval(t.checkpoint_every, self.total)
 
         decay = [p for p in model.parameters() if p.ndim >= 2]
         no_decay = [p for p in model.parameters() if p.ndim < 2]
@@ -145,6 +178,9 @@ class Trainer:
             if hasattr(self.t_sampler, "state_dict"):  # stateful t-samplers (adaptive P-POTS)
                 acc.register_for_checkpointing(self.t_sampler)
 
+        if acc.is_main_process and not (self.run_dir / "run_config.json").is_file():  # set up: the folder is ours
+            atomic_write_json(self.run_dir / "run_config.json",
+                              {"trajectory": self.cfg.trajectory_dict(), "config": self.cfg.model_dump(mode="json")})
         if fit_ppots:  # fitted once on the main process, shared with all (and kept for a resume)
             path = self.run_dir / "ppots.json"
             shared = [None]
@@ -166,21 +202,23 @@ class Trainer:
             acc.load_state(str(ckpt))
             self.state = read_json(ckpt / "trainer_state.json")
             self.state["resumed_from"] = [*self.state.get("resumed_from", []), self.state["step"]]
-            if acc.is_main_process:
-                self._truncate_log(self.state["step"])
+        if acc.is_main_process:  # the steps after the checkpoint (or all: no checkpoint) are trained again
+            self._truncate_log(self.state["step"])
         acc.wait_for_everyone()
 
     def _check_run_dir(self) -> None:
-        """A run directory belongs to one configuration: resuming with another would mix trajectories."""
-        path = self.run_dir / "run_config.json"
-        mine = self.cfg.trajectory_dict()
-        saved = read_json(path)
-        if saved is not None and saved.get("trajectory") != mine:
-            diff = _first_difference(saved.get("trajectory"), mine)
-            raise ConfigError(str(self.run_dir), f"holds a run with a different configuration ({diff}); "
-                              "use another output_dir or delete it")
-        if saved is None and int(os.environ.get("RANK", "0")) == 0:
-            atomic_write_json(path, {"trajectory": mine, "config": self.cfg.model_dump(mode="json")})
+        """A run directory belongs to one configuration: resuming with another would mix trajectories, and a
+        finished one would be reported as this run. Also: the folder must be creatable and writable."""
+        why = stale_reason(self.run_dir, self.cfg)
+        if why:
+            raise ConfigError(str(self.run_dir), f"holds a run of another configuration ({why}); pass --rerun-stale "
+                              "to move it aside (kept as <folder>.stale-N), or use another output_dir")
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError("output_dir", f"{self.run_dir}: cannot create the run folder ({e.strerror})") from None
+        if not os.access(self.run_dir, os.W_OK):
+            raise ConfigError("output_dir", f"{self.run_dir}: the run folder is not writable")
 
     # ------------------------------------------------------------ checkpoints
 
@@ -208,10 +246,11 @@ class Trainer:
         acc.wait_for_everyone()
 
     def _truncate_log(self, step: int) -> None:
+        """Keep the log's first `step` lines (a kill may have cut the last line short)."""
         path = self.run_dir / LOG
         if path.is_file():
-            keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-            path.write_text("".join(line + "\n" for line in keep))
+            keep = path.read_text().splitlines(keepends=True)[:step]
+            atomic_write_text(path, "".join(keep))
 
     def _elapsed(self) -> float:
         return self.state["elapsed_s"] + time.perf_counter() - self._segment_start
@@ -309,11 +348,17 @@ class Trainer:
 
     def train(self) -> dict:
         """Train (or resume, or return the finished result). Returns result.json's content."""
-        done = read_json(self.run_dir / RESULT)
-        if done and done.get("status") == "done":
-            return done
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.setup()
+        created = not self.run_dir.exists()
+        try:
+            self._check_run_dir()
+            done = read_json(self.run_dir / RESULT)
+            if done and done.get("status") == "done":
+                return done
+            self.setup()
+        except BaseException:
+            if created and not (self.run_dir / "run_config.json").exists():  # a failed setup leaves no folder
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
         self._segment_start = time.perf_counter()
         acc, t = self.acc, self.cfg.training
         from tqdm.auto import tqdm
@@ -331,7 +376,7 @@ class Trainer:
                     log.flush()
                 bar.update(1)
                 bar.set_postfix(loss=f"{entry['loss']:.4f}", refresh=False)
-                if t.checkpoint_every and self.state["step"] % t.checkpoint_every == 0 and \
+                if self.checkpoint_every and self.state["step"] % self.checkpoint_every == 0 and \
                         self.state["step"] < self.total:
                     self.save_checkpoint()
         except TrainingFailed as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -60,6 +61,18 @@ def _sizes(p) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _writable_out(path: str) -> Path:
+    """--out is created and checked before any compute (results are written only at the end)."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError("--out", f"{out}: cannot create the folder ({e.strerror})") from None
+    if not os.access(out, os.W_OK):
+        raise ConfigError("--out", f"{out}: the folder is not writable")
+    return out
+
+
 def _setup(args, gradient: bool = False):
     from mdm.variance.estimator import check_sizes
     from mdm.variance.spec import load_spec
@@ -78,6 +91,7 @@ def _setup(args, gradient: bool = False):
                 ("gradient" if gradient else "pilot"))
     seed = spec.seed if args.seed is None else args.seed
     budget = args.token_budget or spec.pilot.token_budget
+    _writable_out(args.out)
     return spec, a, b, c, seed, budget
 
 
@@ -94,6 +108,13 @@ def cmd_variance(args) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         built = [build_method(n, f"--methods.{n}") for n in methods if n != ARM]  # fail before loading anything
+    if args.ppots_density:
+        from mdm.variance import fit as fitting
+
+        try:
+            fitting.load(args.ppots_density)
+        except ConfigError as e:
+            raise ConfigError("--ppots-density", str(e)) from None
     needs_fit = any(isinstance(m.t_sampler, PPOTS) and m.t_sampler.config.density == "auto" for m in built)
     if needs_fit and not args.ppots_density and len(t_grid(b, spec.pilot.grid)[0]) < MIN_GRID:
         raise ConfigError("pilot.b", f"grid too coarse to fit P-POTS: {b} t values; the EPR fit needs at least "

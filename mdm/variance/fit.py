@@ -109,8 +109,14 @@ def save(artifact: dict, path: str | Path) -> Path:
 
 
 def load(path: str | Path) -> dict:
-    artifact = json.loads(Path(path).read_text())
-    if "grid" not in artifact or "density" not in artifact:
+    try:
+        artifact = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise ConfigError(str(path), f"cannot read the P-POTS density ({e.strerror}; write one with mdm fit-ppots)") \
+            from None
+    except ValueError as e:
+        raise ConfigError(str(path), f"not valid JSON ({e})") from None
+    if not isinstance(artifact, dict) or "grid" not in artifact or "density" not in artifact:
         raise ConfigError(str(path), "not a P-POTS density: needs 'grid' and 'density' (write it with mdm fit-ppots)")
     return artifact
 
