@@ -1,4 +1,4 @@
-"""`mdm bench SPEC.yaml [--preset tiny|paper] [--set key=value ...] [--dry-run] [--only key=value,...] [--shard I/N] [--jobs N]`."""
+"""`mdm bench SPEC.yaml [--preset tiny|paper] [--set key=value ...] [--dry-run [--launch ACCELERATE.yaml]] [--only key=value,...] [--shard I/N] [--jobs N]`."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def cmd_bench(args) -> None:
     plan = expand(spec, args.preset, args.results)
     runs = select(plan, parse_only(args.only, plan), shard)
     if args.dry_run:
-        print_plan(spec, args.preset, plan, runs)
+        print_plan(spec, args.preset, plan, runs, launch_file=args.launch)
         return
     counts = run_plan(spec, runs, jobs=args.jobs, rerun_stale=args.rerun_stale)
     if counts["failed"]:
@@ -31,6 +31,9 @@ def register(sub) -> None:
                    help="override a value of the preset before validation, as in `mdm train --set`, e.g. "
                         "--set model.source=/path/to/llada --set training.max_steps=10")
     p.add_argument("--dry-run", action="store_true", help="print the plan and estimated compute; load nothing")
+    p.add_argument("--launch", default=None, metavar="ACCELERATE.yaml",
+                   help="--dry-run: estimate per-GPU memory under this accelerate config instead of the preset's "
+                        "launch.config_file (e.g. benchmarks/accelerate/fsdp.yaml)")
     p.add_argument("--only", default=None, metavar="KEY=VALUE,...",
                    help="filter runs by task, method, seed, family (mdm, arm, arm:<name>) or preset")
     p.add_argument("--shard", default=None, metavar="I/N", help="run the I-th of N deterministic shards (1-based)")

@@ -285,7 +285,8 @@ def duration(h: float | None) -> str:
     return f"{h * 3600:.0f}s" if h < 1 / 60 else f"{h * 60:.1f}min" if h < 1 else f"{h:.1f}h"
 
 
-def print_plan(spec: Spec, preset_name: str, all_runs: list[PlannedRun], runs: list[PlannedRun], echo=print) -> dict:
+def print_plan(spec: Spec, preset_name: str, all_runs: list[PlannedRun], runs: list[PlannedRun], echo=print,
+               launch_file: str | None = None) -> dict:
     preset = spec.bench.presets[preset_name]
     hw = preset.hardware
     hw_text = "no hardware given (time not estimated)" if hw is None else (
@@ -314,4 +315,52 @@ def print_plan(spec: Spec, preset_name: str, all_runs: list[PlannedRun], runs: l
     unknown = f" (+ {total['unknown']} runs of unknown cost)" if total["unknown"] else ""
     echo(f"to run: {total['runs']} runs, {human(total['token_passes'])} forward/backward token passes, "
          f"{human(total['flops'])}FLOP, {duration(total['hours'])}{unknown} on {hw_text}")
+    print_memory(preset, runs, launch_file, echo)
     return total
+
+
+def print_memory(preset, runs: list[PlannedRun], launch_file: str | None, echo=print) -> None:
+    """Per-GPU memory by component of each model of the plan under the launch config (mdm.bench.memory), the
+    fit on the preset's GPU, and the checkpoint disk per run. Nothing without a launch config (`--launch`)."""
+    from mdm.bench import memory
+    from mdm.objective import Method
+
+    path = launch_file or (preset.launch.config_file if preset.launch else None)
+    if path is None or not runs:
+        return
+    launch = memory.read_launch(path, None if launch_file else preset.launch.num_processes)
+    capacity = memory.device_gib(preset.hardware)
+    gpu = f"{preset.hardware.name}, {capacity:.1f} GiB" if capacity else "GPU memory unknown (hardware.memory_gib)"
+    echo(f"per-GPU memory ({launch.title}; {gpu}; worst case: micro-batches padded to max_length):")
+    groups: dict[str, list[PlannedRun]] = {}
+    for r in runs:
+        groups.setdefault(r.config.model.source, []).append(r)
+    warnings = []
+    for source, group in groups.items():
+        arch = memory.arch_of(group[0].config.model)
+        if arch is None:
+            echo(f"  {source}: shape unknown (not a known hub id); memory not estimated")
+            continue
+        columns: dict[tuple, memory.Column] = {}
+        for r in group:
+            views = 1 if r.arm is not None else memory.views_of(Method.build(r.config.method).cost)
+            c = memory.Column(r.task, r.config.data.max_length, r.config.training.micro_batch_size, views)
+            columns.setdefault((c.task, c.views), c)
+        t = group[0].config.training
+        echo(f"  {source} ({arch.params / 1e9:.2f}B params, {arch.layers} layers, hidden {arch.hidden}, mlp "
+             f"{arch.intermediate}, vocab {arch.vocab}); micro-batch {t.micro_batch_size} x max_length x views "
+             f"(x2: MIRROR's second view)")
+        lines, warn = memory.memory_table(arch, launch, list(columns.values()), t.gradient_checkpointing, capacity)
+        for line in lines:
+            echo(line)
+        warnings += [f"{w} with {source}" for w in warn]
+        steps = {r.task: estimate(r, preset)["steps"] for r in group}
+        if t.checkpoint_every:
+            size = memory.checkpoint_bytes(arch.params, launch)
+            writes = {task: (n - 1) // t.checkpoint_every for task, n in steps.items()}
+            echo(f"    checkpoints: {size / 1e9:.0f} GB each (model + optimizer), every {t.checkpoint_every} steps, "
+                 f"keep {t.keep_checkpoints} (disk up to {(t.keep_checkpoints + 1) * size / 1e9:.0f} GB while one "
+                 "is written); written per run: " + ", ".join(f"{task} {n} ({n * size / 1e12:.2f} TB)"
+                                                              for task, n in writes.items()))
+    for w in warnings:
+        echo(w)
