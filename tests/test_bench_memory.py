@@ -122,8 +122,9 @@ def test_paper_dry_run_prints_the_memory_table_offline(capsys, monkeypatch, tmp_
     assert table["activations, checkpointing on (layer inputs + 1 layer)"] == ["6.5", "13.0"]  # MIRROR: 2 views
     assert table["total, checkpointing on (this run)"] == ["57.9", "87.8"]
     assert table["fits 79.6 GiB (<= 90%)?"] == ["yes", "NO"]
-    ckpt = next(line for line in lines if line.strip().startswith("checkpoints:"))
-    assert "112 GB each" in ckpt
+    ckpt = next(line for line in lines if line.strip().startswith("checkpoints (model + optimizer"))
+    assert ckpt.strip() == "checkpoints (model + optimizer, 112 GB each; every 500 steps, keep 1): gsm8k 2 written " \
+        "(224 GB), disk 224 GB"
     assert lines[-1].startswith("WARNING: DeepSpeed ZeRO-2") and "gsm8k x2" in lines[-1]
 
 
@@ -135,3 +136,32 @@ def test_dry_run_launch_option_ddp_does_not_fit(capsys, tmp_path):
     two_views = 22 * LLADA.params + 2 * (6979321856 + 16384 * 1533952)
     assert total.split()[-2:] == [f"{one_view / 2**30:.1f}", f"{two_views / 2**30:.1f}"] == ["194.1", "224.0"]
     assert lines[-1].startswith("WARNING: DDP (") and "gsm8k x1, gsm8k x2" in lines[-1]
+
+
+def test_checkpoint_disk_by_hand():
+    # gsm8k paper run: 1055 steps; one checkpoint at steps 500 and 1000 (none at the last step), keep 1
+    d = memory.checkpoint_disk(LLADA.params, memory.LaunchPlan("zero2", 8), 1055, 500, 1)
+    assert d == {"size": 14 * 8015581184, "count": 2, "written": 2 * 14 * 8015581184, "peak": 2 * 14 * 8015581184}
+    assert memory.checkpoint_disk(1e9, memory.LaunchPlan("fsdp", 8), 1000, 100, 2) == \
+        {"size": 12e9, "count": 9, "written": 108e9, "peak": 36e9}  # 100..900; 3 on disk while one is written
+    assert memory.checkpoint_disk(1e9, memory.LaunchPlan("fsdp", 8), 1000, None, 2)["written"] == 0
+
+
+@pytest.mark.parametrize("name", ["table1", "table2"])
+def test_paper_presets_write_under_a_terabyte_of_checkpoints(name, capsys, tmp_path):
+    from mdm.cli import main
+
+    assert main(["bench", str(ROOT / "benchmarks" / f"{name}.yaml"), "--preset", "paper", "--dry-run", "--results",
+                 str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.strip().startswith("checkpoints (model + optimizer") for line in lines)
+    assert not [line for line in lines if line.startswith("WARNING: checkpoints")]
+
+
+def test_dry_run_warns_about_terabyte_checkpoints(capsys, tmp_path):
+    lines = _dry_run(capsys, tmp_path, "--set", "training.checkpoint_every=100")
+    ckpt = next(line for line in lines if line.strip().startswith("checkpoints (model + optimizer"))
+    assert ckpt.strip() == "checkpoints (model + optimizer, 112 GB each; every 100 steps, keep 1): gsm8k 10 written " \
+        "(1122 GB), disk 224 GB"
+    assert "WARNING: checkpoints write over 1 TB per run for gsm8k with GSAI-ML/LLaDA-8B-Instruct; raise " \
+        "training.checkpoint_every" in lines

@@ -259,3 +259,11 @@ def checkpoint_bytes(params: float, launch: LaunchPlan) -> float:
     """One full (resumable) checkpoint, all ranks together: model + optimizer states as accelerate saves them.
     DeepSpeed: the bf16 module (2 B/param) + fp32 master, m and v (12); otherwise fp32 weights (4) + m and v (8)."""
     return params * (14 if launch.backend == "zero2" else 12)
+
+
+def checkpoint_disk(params: float, launch: LaunchPlan, steps: int, every: int | None, keep: int) -> dict:
+    """Checkpoints of one run (mdm.train.trainer: one every `every` steps before the last, the newest `keep`
+    kept; the next is written before the oldest is removed): bytes each, how many, bytes written, peak disk."""
+    size = checkpoint_bytes(params, launch)
+    n = (steps - 1) // every if every else 0
+    return {"size": size, "count": n, "written": n * size, "peak": min(n, keep + 1) * size}

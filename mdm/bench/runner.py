@@ -25,6 +25,7 @@ from mdm.errors import ConfigError
 from mdm.train.trainer import RESULT, atomic_write_json, read_json
 
 REPO = Path(__file__).resolve().parents[2]
+CHECKPOINT_WARN_BYTES = 1e12  # --dry-run warns when one run's checkpoints write more than this
 
 
 def code_version() -> dict:
@@ -354,13 +355,17 @@ def print_memory(preset, runs: list[PlannedRun], launch_file: str | None, echo=p
         for line in lines:
             echo(line)
         warnings += [f"{w} with {source}" for w in warn]
-        steps = {r.task: estimate(r, preset)["steps"] for r in group}
         if t.checkpoint_every:
-            size = memory.checkpoint_bytes(arch.params, launch)
-            writes = {task: (n - 1) // t.checkpoint_every for task, n in steps.items()}
-            echo(f"    checkpoints: {size / 1e9:.0f} GB each (model + optimizer), every {t.checkpoint_every} steps, "
-                 f"keep {t.keep_checkpoints} (disk up to {(t.keep_checkpoints + 1) * size / 1e9:.0f} GB while one "
-                 "is written); written per run: " + ", ".join(f"{task} {n} ({n * size / 1e12:.2f} TB)"
-                                                              for task, n in writes.items()))
+            disk = {r.task: memory.checkpoint_disk(arch.params, launch, estimate(r, preset)["steps"],
+                                                   t.checkpoint_every, t.keep_checkpoints) for r in group}
+            size = next(iter(disk.values()))["size"]
+            echo(f"    checkpoints (model + optimizer, {size / 1e9:.0f} GB each; every {t.checkpoint_every} steps, "
+                 f"keep {t.keep_checkpoints}): " + ", ".join(
+                     f"{task} {d['count']} written ({d['written'] / 1e9:.0f} GB), disk {d['peak'] / 1e9:.0f} GB"
+                     for task, d in disk.items()))
+            heavy = [task for task, d in disk.items() if d["written"] > CHECKPOINT_WARN_BYTES]
+            if heavy:
+                warnings.append(f"WARNING: checkpoints write over {CHECKPOINT_WARN_BYTES / 1e12:g} TB per run for "
+                                f"{', '.join(heavy)} with {source}; raise training.checkpoint_every")
     for w in warnings:
         echo(w)
