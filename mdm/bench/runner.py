@@ -22,7 +22,7 @@ from pathlib import Path
 from mdm.bench.estimate import hours, human, model_params
 from mdm.bench.spec import PLANNED_TASKS, PlannedRun, Spec
 from mdm.errors import ConfigError
-from mdm.train.trainer import RESULT, atomic_write_json, read_json
+from mdm.train.trainer import RESULT, atomic_write_json, read_json, require_deepspeed
 
 REPO = Path(__file__).resolve().parents[2]
 CHECKPOINT_WARN_BYTES = 1e12  # --dry-run warns when one run's checkpoints write more than this
@@ -217,6 +217,11 @@ def set_aside_stale(runs: list[PlannedRun], rerun_stale: bool, echo=print) -> No
 
 def run_plan(spec: Spec, runs: list[PlannedRun], jobs: int = 1, echo=print, rerun_stale: bool = False) -> dict:
     preset = spec.bench.presets[runs[0].preset] if runs else None
+    if preset is not None and preset.launch is not None:  # a launch the environment cannot do fails before compute
+        from mdm.bench.memory import read_launch
+
+        if read_launch(preset.launch.config_file).backend == "zero2":
+            require_deepspeed(f"{spec.path}: presets.{runs[0].preset}.launch.config_file")
     set_aside_stale(runs, rerun_stale, echo)
     todo = [r for r in runs if record_status(r) != "done"]
     skipped = len(runs) - len(todo)
