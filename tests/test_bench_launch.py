@@ -105,3 +105,30 @@ def test_shipped_presets_name_their_launch_from_anywhere(tmp_path, monkeypatch, 
     assert main(["bench", str(ROOT / "benchmarks" / "table1.yaml"), "--preset", "paper", "--dry-run", "--results",
                  str(tmp_path), "--only", "task=gsm8k,method=standard,family=mdm"]) == 0
     assert f"DeepSpeed ZeRO-2 ({ZERO2})" in capsys.readouterr().out
+
+
+def test_pretrained_weights_load_in_bf16_only_inside_a_deepspeed_bf16_launch(tmp_path, monkeypatch):
+    import torch
+
+    from mdm.train.config import RunConfig
+    from mdm.train.model import build_model, load_dtype
+
+    size = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+            "head_dim": 16, "intermediate_size": 64}
+
+    def cfg(**model):
+        return RunConfig.model_validate({
+            "model": {"size": size, "tokenizer_examples": 50, "vocab_size": 128, "cache_dir": str(tmp_path / "c"),
+                      **model},
+            "data": {"task": "arith", "n_train": 64}, "training": {"bf16": True}, "output_dir": str(tmp_path / "r")})
+
+    model, tokenizer = build_model(cfg())  # a tiny model built from its size is float32 whatever the launch
+    model.save_pretrained(tmp_path / "saved")
+    tokenizer.save_pretrained(tmp_path / "saved")
+    from_base = cfg(base=str(tmp_path / "saved"))
+    assert load_dtype(from_base) == torch.float32 and \
+        {p.dtype for p in build_model(from_base)[0].parameters()} == {torch.float32}
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    assert {p.dtype for p in build_model(from_base)[0].parameters()} == {torch.bfloat16}
+    off = from_base.model_copy(update={"training": from_base.training.model_copy(update={"bf16": False})})
+    assert load_dtype(off) == torch.float32  # DeepSpeed without bf16 trains in fp32
