@@ -132,3 +132,12 @@ def test_pretrained_weights_load_in_bf16_only_inside_a_deepspeed_bf16_launch(tmp
     assert {p.dtype for p in build_model(from_base)[0].parameters()} == {torch.bfloat16}
     off = from_base.model_copy(update={"training": from_base.training.model_copy(update={"bf16": False})})
     assert load_dtype(off) == torch.float32  # DeepSpeed without bf16 trains in fp32
+
+
+def test_launch_option_is_for_dry_runs_only(tmp_path, capsys):
+    spec = _spec_folder(tmp_path)
+    assert main(["bench", str(spec), "--launch", "x.yaml"]) == 2
+    assert capsys.readouterr().err.strip() == "mdm bench: error: --launch: only estimates memory with --dry-run; a " \
+        "run launches with the preset's launch.config_file (change it with --set launch.config_file=PATH)"
+    assert main(["bench", str(spec), "--dry-run", "--launch", str(tmp_path / "no.yaml")]) == 2
+    assert capsys.readouterr().err.strip() == f"mdm bench: error: {tmp_path / 'no.yaml'}: no such file"

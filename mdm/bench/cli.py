@@ -9,10 +9,13 @@ def cmd_bench(args) -> None:
 
     spec = load_spec(args.spec, args.set, args.preset)  # every problem is one ConfigError line, before any compute
     shard = parse_shard(args.shard)
-    if args.jobs < 1:
-        from mdm.errors import ConfigError
+    from mdm.errors import ConfigError
 
+    if args.jobs < 1:
         raise ConfigError("--jobs", f"must be >= 1; got {args.jobs}")
+    if args.launch and not args.dry_run:
+        raise ConfigError("--launch", "only estimates memory with --dry-run; a run launches with the preset's "
+                          "launch.config_file (change it with --set launch.config_file=PATH)")
     plan = expand(spec, args.preset, args.results)
     runs = select(plan, parse_only(args.only, plan), shard)
     if args.dry_run:
