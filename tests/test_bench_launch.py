@@ -1,4 +1,5 @@
-"""The 8B launch before any compute: a DeepSpeed launch without DeepSpeed is one line (bench runner and trainer);
+"""The 8B launch before any compute: a DeepSpeed launch without DeepSpeed is one line (`mdm bench`; a direct
+`accelerate launch` is refused by accelerate's own launcher);
 a spec's accelerate config is found from the spec's folder, whatever the working directory."""
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mdm.bench.runner import DEEPSPEED_MISSING, require_deepspeed
 from mdm.bench.spec import resolve_launch
 from mdm.cli import main
 from mdm.errors import ConfigError
-from mdm.train.trainer import DEEPSPEED_MISSING, require_deepspeed
 
 ROOT = Path(__file__).resolve().parents[1]
 ZERO2 = ROOT / "benchmarks" / "accelerate" / "deepspeed_zero2.yaml"
@@ -59,20 +60,6 @@ def test_bench_deepspeed_launch_without_deepspeed_is_one_line_before_compute(tmp
     assert capsys.readouterr().err.strip() == \
         f"mdm bench: error: {spec}: presets.tiny.launch.config_file: {DEEPSPEED_MISSING}"
     assert not (tmp_path / "runs").exists()
-
-
-def test_trainer_under_a_deepspeed_launch_without_deepspeed_fails_before_loading(tmp_path, monkeypatch):
-    import mdm.train.model
-    from mdm.train.config import RunConfig
-    from mdm.train.trainer import Trainer
-
-    _no_deepspeed(monkeypatch)
-    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
-    monkeypatch.setattr(mdm.train.model, "build_model", lambda *a, **k: pytest.fail("a model was loaded"))
-    cfg = RunConfig.model_validate({"data": {"task": "arith", "n_train": 64}, "output_dir": str(tmp_path / "r")})
-    with pytest.raises(ConfigError) as e:
-        Trainer(cfg).train()
-    assert str(e.value) == f"accelerate launch: {DEEPSPEED_MISSING}"
 
 
 def test_launch_path_is_independent_of_the_working_directory(tmp_path, monkeypatch):

@@ -22,10 +22,20 @@ from pathlib import Path
 from mdm.bench.estimate import hours, human, model_params
 from mdm.bench.spec import PLANNED_TASKS, PlannedRun, Spec
 from mdm.errors import ConfigError
-from mdm.train.trainer import RESULT, atomic_write_json, read_json, require_deepspeed
+from mdm.train.trainer import RESULT, atomic_write_json, read_json
 
 REPO = Path(__file__).resolve().parents[2]
 CHECKPOINT_WARN_BYTES = 1e12  # --dry-run warns when one run's checkpoints write more than this
+DEEPSPEED_MISSING = ("DeepSpeed is not installed: pip install 'mdm[deepspeed]' (make setup GPU=1 does), or launch "
+                     "with benchmarks/accelerate/fsdp.yaml")
+
+
+def require_deepspeed(where: str) -> None:
+    """One ConfigError line, before any compute, when a DeepSpeed launch meets an environment without it."""
+    try:
+        import deepspeed  # noqa: F401
+    except ImportError:
+        raise ConfigError(where, DEEPSPEED_MISSING) from None
 
 
 def code_version() -> dict:

@@ -72,18 +72,6 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-DEEPSPEED_MISSING = ("DeepSpeed is not installed: pip install 'mdm[deepspeed]' (make setup GPU=1 does), or launch "
-                     "with benchmarks/accelerate/fsdp.yaml")
-
-
-def require_deepspeed(where: str) -> None:
-    """One ConfigError line, before any compute, when a DeepSpeed launch meets an environment without it."""
-    try:
-        import deepspeed  # noqa: F401
-    except ImportError:
-        raise ConfigError(where, DEEPSPEED_MISSING) from None
-
-
 def use_bf16(setting) -> bool:
     if setting == "auto":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
@@ -116,8 +104,6 @@ class Trainer:
         if fit_ppots and not (self.run_dir / "ppots.json").is_file():
             ppots.require_fitter()  # a ConfigError before any compute
         self._check_run_dir()
-        if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":  # set by accelerate launch
-            require_deepspeed("accelerate launch")
 
         model, tokenizer = build_model(cfg)  # before the Accelerator: a tiny base may be pretrained here
         world = int(os.environ.get("WORLD_SIZE", "1"))
