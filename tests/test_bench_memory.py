@@ -165,3 +165,13 @@ def test_dry_run_warns_about_terabyte_checkpoints(capsys, tmp_path):
         "(1122 GB), disk 224 GB"
     assert "WARNING: checkpoints write over 1 TB per run for gsm8k with GSAI-ML/LLaDA-8B-Instruct; raise " \
         "training.checkpoint_every" in lines
+
+
+def test_device_memory_of_the_named_gpu():
+    from mdm.bench.spec import Hardware
+
+    assert memory.device_gib(Hardware(name="H100")) == 81559 / 1024  # nvidia-smi's 81,559 MiB: 79.6 GiB
+    assert round(memory.device_gib(Hardware(name="H200")), 1) == 140.4
+    assert memory.device_gib(Hardware(name="MI300X")) is None
+    assert memory.device_gib(Hardware(name="MI300X", memory_gib=192)) == 192.0
+    assert memory.device_gib(None) is None
