@@ -27,8 +27,8 @@ time in backward: layers x 2h + A. Without: layers x A. Both add the output laye
 bf16 masked selection 2V, its fp32 copy 4V, the fp32 log-softmax cross-entropy keeps 4V: 12V per token with every
 token masked (the worst case, t near 1). Tokens per micro-batch = micro_batch_size x max_length (the worst case:
 a batch padded to the longest allowed row) x views (MIRROR: 2, every row goes through the model twice).
-Not counted: the DDP residual stream in fp32 (norm inputs at 4 bytes), allocator fragmentation, CUDA context and
-NCCL buffers; a run fits when the total is at most FIT_FRACTION of the device's memory.
+Not counted: the DDP residual stream in fp32 (norm inputs at 4 bytes), the 4-D attention bias of models padded
+through one (MMaDA's copy of LLaDA's code: B x L x L), allocator fragmentation, CUDA context and NCCL buffers; a run fits when the total is at most FIT_FRACTION of the device's memory.
 """
 
 from __future__ import annotations
