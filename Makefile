@@ -1,6 +1,6 @@
 # mdm: the two commands a new user runs are `make reproduce-table1` and `make test`.
 # CPU installs (default) use constraints-cpu.txt (CPU torch 2.13.0 + exact pins).
-# GPU machines: `make setup GPU=1` installs without constraints and keeps your CUDA torch.
+# GPU machines: `make setup GPU=1` installs without constraints, keeps your CUDA torch and adds DeepSpeed.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -20,7 +20,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints-cpu.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@if [ -n "$(GPU)" ]; then \
-	  $(PY) -m pip install -q -e '.[dev]'; \
+	  $(PY) -m pip install -q -e '.[dev,deepspeed]'; \
 	else \
 	  $(PY) -m pip install -q -c constraints-cpu.txt -e '.[dev]' && \
 	  cp mdm/compat/mdm_torchvision_shim.pth $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/; \

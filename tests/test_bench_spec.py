@@ -163,7 +163,9 @@ def test_paper_dry_run_prints_the_full_plan_offline(capsys, monkeypatch, tmp_pat
     for family in ("arm:qwen2.5-7b-instruct", "arm:qwen3-8b-base", "arm:llama3.1-8b-instruct"):
         assert sum(family in r for r in rows) == 9
     assert "?" not in "".join(rows)  # parameter counts of every hub model are known offline
-    assert lines[-1].startswith("to run: 102 runs") and lines[-1].endswith("on 8 x H100 at an assumed MFU of 35%")
+    to_run = next(line for line in lines if line.startswith("to run:"))
+    assert to_run.startswith("to run: 102 runs") and to_run.endswith("on 8 x H100 at an assumed MFU of 35%")
+    assert any(line.startswith("per-GPU memory (DeepSpeed ZeRO-2") for line in lines)  # tests/test_bench_memory.py
 
 
 @pytest.mark.parametrize("name", ["table1", "table2", "regression"])
@@ -173,7 +175,7 @@ def test_shipped_specs_validate_and_dry_run(name, preset, capsys, tmp_path, monk
     assert main(["bench", str(SPECS / f"{name}.yaml"), "--preset", preset, "--dry-run", "--results",
                  str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "to run:" in out and "?" not in out.splitlines()[-1]
+    assert "?" not in next(line for line in out.splitlines() if line.startswith("to run:"))
 
 
 def test_set_overrides_the_preset_before_validation(tmp_path, capsys):

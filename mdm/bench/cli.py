@@ -1,4 +1,4 @@
-"""`mdm bench SPEC.yaml [--preset tiny|paper] [--set key=value ...] [--dry-run] [--only key=value,...] [--shard I/N] [--jobs N]`."""
+"""`mdm bench SPEC.yaml [--preset tiny|paper] [--set key=value ...] [--dry-run [--launch ACCELERATE.yaml]] [--only key=value,...] [--shard I/N] [--jobs N]`."""
 
 from __future__ import annotations
 
@@ -9,14 +9,17 @@ def cmd_bench(args) -> None:
 
     spec = load_spec(args.spec, args.set, args.preset)  # every problem is one ConfigError line, before any compute
     shard = parse_shard(args.shard)
-    if args.jobs < 1:
-        from mdm.errors import ConfigError
+    from mdm.errors import ConfigError
 
+    if args.jobs < 1:
         raise ConfigError("--jobs", f"must be >= 1; got {args.jobs}")
+    if args.launch and not args.dry_run:
+        raise ConfigError("--launch", "only estimates memory with --dry-run; a run launches with the preset's "
+                          "launch.config_file (change it with --set launch.config_file=PATH)")
     plan = expand(spec, args.preset, args.results)
     runs = select(plan, parse_only(args.only, plan), shard)
     if args.dry_run:
-        print_plan(spec, args.preset, plan, runs)
+        print_plan(spec, args.preset, plan, runs, launch_file=args.launch)
         return
     counts = run_plan(spec, runs, jobs=args.jobs, rerun_stale=args.rerun_stale)
     if counts.get("stopped_by"):
@@ -37,6 +40,9 @@ def register(sub) -> None:
                    help="override a value of the preset before validation, as in `mdm train --set`, e.g. "
                         "--set model.source=/path/to/llada --set training.max_steps=10")
     p.add_argument("--dry-run", action="store_true", help="print the plan and estimated compute; load nothing")
+    p.add_argument("--launch", default=None, metavar="ACCELERATE.yaml",
+                   help="--dry-run: estimate per-GPU memory under this accelerate config instead of the preset's "
+                        "launch.config_file (e.g. benchmarks/accelerate/fsdp.yaml)")
     p.add_argument("--only", default=None, metavar="KEY=VALUE,...",
                    help="filter runs by task, method, seed, family (mdm, arm, arm:<name>) or preset")
     p.add_argument("--shard", default=None, metavar="I/N", help="run the I-th of N deterministic shards (1-based)")

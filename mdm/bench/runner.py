@@ -31,6 +31,17 @@ from mdm.errors import ConfigError
 from mdm.train.trainer import RESULT, atomic_write_json, read_json, set_aside, stale_reason
 
 REPO = Path(__file__).resolve().parents[2]
+CHECKPOINT_WARN_BYTES = 1e12  # --dry-run warns when one run's checkpoints write more than this
+DEEPSPEED_MISSING = ("DeepSpeed is not installed: pip install 'mdm[deepspeed]' (make setup GPU=1 does), or launch "
+                     "with benchmarks/accelerate/fsdp.yaml")
+
+
+def require_deepspeed(where: str) -> None:
+    """One ConfigError line, before any compute, when a DeepSpeed launch meets an environment without it."""
+    try:
+        import deepspeed  # noqa: F401
+    except ImportError:
+        raise ConfigError(where, DEEPSPEED_MISSING) from None
 
 
 def code_version() -> dict:
@@ -245,6 +256,11 @@ def set_aside_stale(runs: list[PlannedRun], rerun_stale: bool, echo=print) -> No
 
 def run_plan(spec: Spec, runs: list[PlannedRun], jobs: int = 1, echo=print, rerun_stale: bool = False) -> dict:
     preset = spec.bench.presets[runs[0].preset] if runs else None
+    if preset is not None and preset.launch is not None:  # a launch the environment cannot do fails before compute
+        from mdm.bench.memory import read_launch
+
+        if read_launch(preset.launch.config_file).backend == "zero2":
+            require_deepspeed(f"{spec.path}: presets.{runs[0].preset}.launch.config_file")
     set_aside_stale(runs, rerun_stale, echo)
     todo = [r for r in runs if record_status(r) != "done"]
     skipped = len(runs) - len(todo)
@@ -368,7 +384,8 @@ def duration(h: float | None) -> str:
     return f"{h * 3600:.0f}s" if h < 1 / 60 else f"{h * 60:.1f}min" if h < 1 else f"{h:.1f}h"
 
 
-def print_plan(spec: Spec, preset_name: str, all_runs: list[PlannedRun], runs: list[PlannedRun], echo=print) -> dict:
+def print_plan(spec: Spec, preset_name: str, all_runs: list[PlannedRun], runs: list[PlannedRun], echo=print,
+               launch_file: str | None = None) -> dict:
     preset = spec.bench.presets[preset_name]
     hw = preset.hardware
     hw_text = "no hardware given (time not estimated)" if hw is None else (
@@ -397,4 +414,56 @@ def print_plan(spec: Spec, preset_name: str, all_runs: list[PlannedRun], runs: l
     unknown = f" (+ {total['unknown']} runs of unknown cost)" if total["unknown"] else ""
     echo(f"to run: {total['runs']} runs, {human(total['token_passes'])} forward/backward token passes, "
          f"{human(total['flops'])}FLOP, {duration(total['hours'])}{unknown} on {hw_text}")
+    print_memory(preset, runs, launch_file, echo)
     return total
+
+
+def print_memory(preset, runs: list[PlannedRun], launch_file: str | None, echo=print) -> None:
+    """Per-GPU memory by component of each model of the plan under the launch config (mdm.bench.memory), the
+    fit on the preset's GPU, and the checkpoint disk per run. Nothing without a launch config (`--launch`)."""
+    from mdm.bench import memory
+    from mdm.objective import Method
+
+    path = launch_file or (preset.launch.config_file if preset.launch else None)
+    if path is None or not runs:
+        return
+    launch = memory.read_launch(path, None if launch_file else preset.launch.num_processes)
+    capacity = memory.device_gib(preset.hardware)
+    gpu = f"{preset.hardware.name}, {capacity:.1f} GiB" if capacity else "GPU memory unknown (hardware.memory_gib)"
+    echo(f"per-GPU memory ({launch.title}; {gpu}; worst case: micro-batches padded to max_length):")
+    groups: dict[str, list[PlannedRun]] = {}
+    for r in runs:
+        groups.setdefault(r.config.model.source, []).append(r)
+    warnings = []
+    for source, group in groups.items():
+        arch = memory.arch_of(group[0].config.model)
+        if arch is None:
+            echo(f"  {source}: shape unknown (not a known hub id); memory not estimated")
+            continue
+        columns: dict[tuple, memory.Column] = {}
+        for r in group:
+            views = 1 if r.arm is not None else memory.views_of(Method.build(r.config.method).cost)
+            c = memory.Column(r.task, r.config.data.max_length, r.config.training.micro_batch_size, views)
+            columns.setdefault((c.task, c.views), c)
+        t = group[0].config.training
+        echo(f"  {source} ({arch.params / 1e9:.2f}B params, {arch.layers} layers, hidden {arch.hidden}, mlp "
+             f"{arch.intermediate}, vocab {arch.vocab}); micro-batch {t.micro_batch_size} x max_length x views "
+             f"(x2: MIRROR's second view)")
+        lines, warn = memory.memory_table(arch, launch, list(columns.values()), t.gradient_checkpointing, capacity)
+        for line in lines:
+            echo(line)
+        warnings += [f"{w} with {source}" for w in warn]
+        if t.checkpoint_every:
+            disk = {r.task: memory.checkpoint_disk(arch.params, launch, estimate(r, preset)["steps"],
+                                                   t.checkpoint_every, t.keep_checkpoints) for r in group}
+            size = next(iter(disk.values()))["size"]
+            echo(f"    checkpoints (model + optimizer, {size / 1e9:.0f} GB each; every {t.checkpoint_every} steps, "
+                 f"keep {t.keep_checkpoints}): " + ", ".join(
+                     f"{task} {d['count']} written ({d['written'] / 1e9:.0f} GB), disk {d['peak'] / 1e9:.0f} GB"
+                     for task, d in disk.items()))
+            heavy = [task for task, d in disk.items() if d["written"] > CHECKPOINT_WARN_BYTES]
+            if heavy:
+                warnings.append(f"WARNING: checkpoints write over {CHECKPOINT_WARN_BYTES / 1e12:g} TB per run for "
+                                f"{', '.join(heavy)} with {source}; raise training.checkpoint_every")
+    for w in warnings:
+        echo(w)

@@ -73,6 +73,7 @@ class Hardware(Strict):
     mfu: float = Field(0.35, gt=0, le=1)
     peak_tflops: float | None = Field(None, gt=0)
     tokens_per_s: float | None = Field(None, gt=0, description="measured token passes per second (e.g. CPU)")
+    memory_gib: float | None = Field(None, gt=0, description="memory per GPU, for --dry-run (default: known GPUs)")
 
 
 class Launch(Strict):
@@ -196,13 +197,29 @@ def _check(spec: Spec) -> None:
                 if task not in preset.tasks:
                     raise ConfigError(f"{where}: {prefix}.arm[{j}].tasks", f"{task!r} is not a task of this preset; "
                                       f"allowed: {', '.join(preset.tasks)}")
-        if preset.launch is not None and not Path(preset.launch.config_file).is_file():
-            raise ConfigError(f"{where}: {prefix}.launch.config_file", f"no such file {preset.launch.config_file!r}")
+        if preset.launch is not None:
+            preset.launch.config_file = str(resolve_launch(preset.launch.config_file, where,
+                                                           f"{where}: {prefix}.launch.config_file"))
         for task in preset.tasks:  # every section of every run config, as it will be built
             for arm in [None, *preset.arm]:
                 cfg = build_run_config(spec, pname, task, arm, seed=spec.bench.seeds[0], run_dir="-")
                 _check_generated_size(cfg, f"{where}: {prefix}.tasks.{task}")
                 _check_accuracy_settings(cfg.eval.accuracy, task, f"{where}: {prefix}", preset, cfg)
+
+
+def resolve_launch(config_file: str, spec_path: str, where: str) -> Path:
+    """An accelerate config named by a spec, independent of the working directory: an absolute path, or relative
+    to the spec's folder or one of its parents (`benchmarks/accelerate/x.yaml` from `benchmarks/table1.yaml`)."""
+    path = Path(config_file)
+    if path.is_absolute():
+        if path.is_file():
+            return path
+        raise ConfigError(where, f"no such file {config_file!r}")
+    spec_dir = Path(spec_path).resolve().parent
+    for base in (spec_dir, *spec_dir.parents):
+        if (base / path).is_file():
+            return base / path
+    raise ConfigError(where, f"no such file {config_file!r} (relative paths are looked up from {spec_dir} upwards)")
 
 
 def _check_generated_options(task: str, settings: TaskSettings | None, where: str) -> None:

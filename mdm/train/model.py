@@ -54,16 +54,28 @@ def _generated(task: str) -> bool:
     return get_task(task).generated
 
 
-def build_model(cfg: RunConfig):
-    """(model, tokenizer) for a run, in float32 (mixed precision is the accelerator's job)."""
+def load_dtype(cfg: RunConfig):
+    """The dtype a pretrained model is loaded in: bfloat16 inside a DeepSpeed launch with bf16 (DeepSpeed casts the
+    module to bf16 and keeps its own fp32 master weights, so an fp32 load only doubles every rank's host RAM: 32 GB
+    for an 8B model), else float32 (DDP's autocast and FSDP's mixed precision keep fp32 weights in the module)."""
     import torch
 
+    from mdm.train.trainer import use_bf16
+
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"  # set by accelerate launch
+    return torch.bfloat16 if deepspeed and use_bf16(cfg.training.bf16) else torch.float32
+
+
+def build_model(cfg: RunConfig):
+    """(model, tokenizer) for a run: float32 (mixed precision is the accelerator's job), pretrained weights in
+    `load_dtype` (bf16 under DeepSpeed)."""
     _quiet_transformers()
     m = cfg.model
     causal = m.family == "arm"
+    dtype = load_dtype(cfg)
     if m.base:
         path = ensure_base(cfg) if m.base == "auto" else Path(m.base)
-        return load_pretrained(path, causal, torch.float32)
+        return load_pretrained(path, causal, dtype)
     if m.source == "tiny":
         from mdm.models import TinySize, build_tiny_model
 
@@ -72,7 +84,7 @@ def build_model(cfg: RunConfig):
         return model, tokenizer
     from mdm.models import load_hub_model
 
-    return load_hub_model(m.source, causal=causal, dtype=torch.float32)
+    return load_hub_model(m.source, causal=causal, dtype=dtype)
 
 
 def load_pretrained(path: Path, causal: bool, dtype):
