@@ -19,8 +19,8 @@ FLOAT32_UNIT_ROUNDOFF = 2.0**-24  # u: one rounding of a float32 operation is wi
 # The relative tolerance for one float32 scalar (a loss, a gradient norm, a held-out NLL) reduced in another
 # order. A sum of n float32 terms in any order is within (n - 1) u sum|x_i| of the exact sum; the losses here sum
 # 10^2-10^4 token terms (at most ~6e-5 relative in the worst case, ~sqrt(n) u ~ 1e-6 typically). Measured on the
-# suite's cases (layouts, 2 processes, ATEN_CPU_CAPABILITY=default, MKL_CBWR=COMPATIBLE): at most 7e-7.
-# 1e-5 is >10x that, and 100x below the smallest real change the pinned checks are shown to catch (1e-3).
+# suite's cases (layouts, 2 processes, ATEN_CPU_CAPABILITY=default, MKL_CBWR=COMPATIBLE): at most 1.5e-7.
+# 1e-5 is ~70x that, and 100x below the smallest real change the pinned checks are shown to catch (1e-3).
 REASSOCIATION_RTOL = 1e-5
 
 def approx(expected, rel: float = REASSOCIATION_RTOL):
