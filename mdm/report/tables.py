@@ -160,11 +160,8 @@ def paper_rows(benchmark: str) -> pd.DataFrame | None:
 
 def paper_reference(benchmark: str) -> pd.DataFrame | None:
     """The paper's mean per (model_family, method, task), when the reference CSV for this benchmark exists."""
-    name = {"table1": "paper_table1.csv", "table2": "paper_table2.csv"}.get(benchmark)
-    path = REFERENCE_DIR / name if name else None
-    if not path or not path.is_file():
-        return None
-    return pd.read_csv(path).groupby(["model_family", "method", "task"]).score.mean().rename("paper")
+    rows = paper_rows(benchmark)
+    return None if rows is None else rows.groupby(["model_family", "method", "task"]).score.mean().rename("paper")
 
 
 # A tiny task stands for a paper task (same format and scorer): the paper's effect is shown beside ours.
@@ -172,20 +169,21 @@ STANDS_FOR = {"arith": "gsm8k", "tables": "hitab"}
 COMPUTE = ("passes", "tokens", "wall_s")
 
 
-def outcome_table(g: pd.DataFrame) -> np.ndarray:
-    """A group's runs as a [seeds, prompts] outcome array when every run kept the same prompts, else the 1-D
-    per-seed scores (as fractions of 100, like the outcomes)."""
+def outcome_table(g: pd.DataFrame) -> tuple[np.ndarray, tuple | None]:
+    """A group's runs as ([seeds, prompts] outcome array, the prompt ids) when every run kept the same prompts,
+    else (the 1-D per-seed scores as fractions of 100, like the outcomes; None)."""
     if "outcomes" in g and g.outcomes.notna().all() and g.prompt_ids.nunique() == 1:
-        return np.stack(list(g.outcomes))
-    return g.score.to_numpy(float) / 100
+        return np.stack(list(g.outcomes)), g.prompt_ids.iloc[0]
+    return g.score.to_numpy(float) / 100, None
 
 
-def paired(groups: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The groups as paired tables when all are on the same prompts, else all as per-seed scores."""
-    tables = list(groups.values())
-    if all(t.ndim == 2 for t in tables) and len({t.shape[1] for t in tables}) == 1:
-        return groups
-    return {k: (t.mean(1) if t.ndim == 2 else t) for k, t in groups.items()}
+def paired(groups: dict[str, tuple[np.ndarray, tuple | None]]) -> dict[str, np.ndarray]:
+    """Outcome tables (`outcome_table`) as paired tables when all are on the same prompt ids, else all as
+    per-seed scores."""
+    ids = {prompt_ids for _, prompt_ids in groups.values()}
+    if len(ids) == 1 and None not in ids:
+        return {k: table for k, (table, _) in groups.items()}
+    return {k: (table.mean(1) if table.ndim == 2 else table) for k, (table, _) in groups.items()}
 
 
 def _interval_text(lo: float, hi: float) -> str:
@@ -202,7 +200,8 @@ def leaderboard(df: pd.DataFrame, paper: pd.Series | None = None) -> pd.DataFram
     rows, tables = [], {}
     for (family, method, task), g in done.groupby(["model_family", "method", "task"], sort=False):
         g = g.sort_values("seed")
-        table = tables[(family, method, task)] = outcome_table(g)
+        tables[(family, method, task)] = outcome_table(g)
+        table = tables[(family, method, task)][0]
         ci = bootstrap_interval({"m": table}, lambda m: 100 * m["m"]) if len(g) > 1 else None  # 1 seed: none
         metric = g.metric.dropna().iloc[0] if "metric" in g and g.metric.notna().any() else "score"
         row = {"model_family": family, "method": method, "task": task, "metric": metric, "n_seeds": len(g),
