@@ -306,6 +306,10 @@ def check_run(cfg: RunConfig, where: str) -> None:
     if base not in (None, "auto") and not (Path(base) / "config.json").is_file():
         raise ConfigError(f"{where}: model.base", f"{base}: not a saved model folder (no config.json); allowed: "
                           "'auto' (tiny), null (random init) or a folder written by save_pretrained")
+    source = cfg.model.source
+    if source != "tiny" and source.startswith(("/", "./", "../", "~")) and not Path(source).expanduser().is_dir():
+        raise ConfigError(f"{where}: model.source", f"{source}: no such model folder; allowed: 'tiny', a hub id "
+                          "('org/name') or a local folder written by save_pretrained")
     check_method(cfg, where)
 
 
