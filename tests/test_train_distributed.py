@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from mdm.train import read_log
-from tests.numerics import assert_same_trajectory
+from tests.numerics import approx, assert_same_trajectory
 from tests.test_train import tiny_run, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,8 @@ def test_two_processes_match_one_process(tmp_path):
     # the EMA with c = 1: a control variate whose offsets can be compared to a float tolerance (tests/numerics.py)
     method = {"preset": "strats+mirror+ema", "t_sampler": {"k": 3}, "control_variate": {"optimal": False}}
     over = dict(method=method, data={"task": "arith", "n_train": 30, "max_length": 128},
-                training__micro_batch_size=2, training__max_steps=5)
+                training__micro_batch_size=2, training__max_steps=5,
+                eval__batch_size=1)  # 3 held-out batches: rank 0 evaluates 2, rank 1 one and a weight-0 repeat
     one_result, one = train(tiny_run(tmp_path / "one", tmp_path / "cache", **over))
     cfg = tiny_run(tmp_path / "two", tmp_path / "cache", **over)
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
@@ -52,3 +53,7 @@ def test_two_processes_match_one_process(tmp_path):
 
     result = json.loads((tmp_path / "two" / "result.json").read_text())
     assert result["num_processes"] == 2 and result["accumulation_steps"] == 2
+    # the held-out loss is sharded over the 2 ranks (masks keyed by example): the 1-process value up to float sums
+    assert one_result["n_heldout"] == result["n_heldout"] == 3
+    assert result["metrics"]["heldout_loss"] == approx(one_result["metrics"]["heldout_loss"])
+    assert result["metrics"]["heldout_examples"] == 3
