@@ -184,19 +184,17 @@ class Trainer:
         if acc.is_main_process and not (self.run_dir / "run_config.json").is_file():  # set up: the folder is ours
             atomic_write_json(self.run_dir / "run_config.json",
                               {"trajectory": self.cfg.trajectory_dict(), "config": self.cfg.model_dump(mode="json")})
-        if fit_ppots:  # fitted once on the main process, shared with all (and kept for a resume)
+        if fit_ppots:  # fitted once (the pilot's forwards sharded over all ranks) and kept for a resume
             path = self.run_dir / "ppots.json"
-            shared = [None]
-            if acc.is_main_process:
-                if path.is_file():
-                    shared = [read_json(path)]
-                else:
-                    shared = [ppots.fit_density(
-                        model=acc.unwrap_model(self.model), items=self.data.train, collate=self.collate,
-                        mask_token_id=self.mask_token_id, pilot=cfg.ppots_pilot, device=acc.device,
-                        meta={"run": cfg.name, "task": cfg.data.task}, cache_dir=cache_root(cfg.model) / "ppots")]
-                    atomic_write_json(path, shared[0])
+            shared = [read_json(path) if acc.is_main_process and path.is_file() else None]
             broadcast_object_list(shared, from_process=0)
+            if shared[0] is None:
+                shared[0] = ppots.fit_density(
+                    model=self.model, items=self.data.train, collate=self.collate, mask_token_id=self.mask_token_id,
+                    pilot=cfg.ppots_pilot, device=acc.device, meta={"run": cfg.name, "task": cfg.data.task},
+                    cache_dir=cache_root(cfg.model) / "ppots", accelerator=acc)
+                if acc.is_main_process:
+                    atomic_write_json(path, shared[0])
             ppots.install(method.t_sampler, shared[0])
 
         self.state = {"step": 0, "tokens_seen": 0, "passes": 0, "token_passes": 0, "elapsed_s": 0.0}
