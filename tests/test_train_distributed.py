@@ -86,3 +86,30 @@ def test_the_ppots_pilot_is_sharded_over_two_processes(tmp_path):
         assert b["target"][key] == [approx(x) for x in a["target"][key]]
     assert b["density"] == [approx(x, rel=1e-4) for x in a["density"]]
     assert_same_trajectory(read_log(tmp_path / "two"), one)
+
+
+@pytest.mark.slow
+def test_a_causal_model_is_refused_on_every_rank_of_a_launch(tmp_path):
+    """In a launch the main process probes (other ranks may hold meta tensors under FSDP's RAM-efficient loading)
+    and broadcasts its verdict: both ranks stop with the refusal, none hangs and none trains."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tests.llada_fixture import llada_tokenizer
+    from tests.test_llada import run_yaml
+
+    tok = llada_tokenizer()
+    tok.add_special_tokens({"mask_token": "<|mdm_mask|>"})
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, mask_token_id=tok.mask_token_id,
+                         pad_token_id=tok.pad_token_id)
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "llama")
+    tok.save_pretrained(tmp_path / "llama")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                           str(ROOT / "benchmarks" / "accelerate" / "cpu_2proc.yaml"), "--main_process_port",
+                           str(free_port()), "-m", "mdm.cli", "train", run_yaml(tmp_path, tmp_path / "llama")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    refusals = [line for line in proc.stderr.splitlines() if line.startswith("mdm train: error: model: LlamaForCausalLM")]
+    assert proc.returncode != 0 and len(refusals) == 2, proc.stderr[-3000:]
+    assert all("refusing to train or decode it" in line for line in refusals)
+    assert not (tmp_path / "run" / "train_log.jsonl").exists()

@@ -119,13 +119,13 @@ class Trainer:
         from accelerate import Accelerator
         from accelerate.utils import broadcast_object_list
 
-        from mdm.adapters import checked
+        from mdm.adapters import checked_on_main
         from mdm.cache import writable_cache
         from mdm.data import Collator, mask_token_id_of
         from mdm.objective import ARMObjective, MDMObjective, Method
         from mdm.train import ppots
         from mdm.train.data import load_examples
-        from mdm.train.model import build_model, cache_root
+        from mdm.train.model import build_model, cache_root, ensure_base
 
         cfg, t = self.cfg, self.cfg.training
         if t.threads:
@@ -140,11 +140,15 @@ class Trainer:
 
         if cfg.model.source == "tiny" or cfg.model.base == "auto" or fit_ppots:
             writable_cache(cfg.model.cache_dir)  # before any compute: tokenizers, bases and pilots are cached
-        model, tokenizer = build_model(cfg)  # before the Accelerator: a tiny base may be pretrained here
+        if cfg.model.base == "auto":
+            ensure_base(cfg)  # the tiny base is pretrained (a separate process inside a launch) before the Accelerator
         world = int(os.environ.get("WORLD_SIZE", "1"))
         self.accum = accumulation_steps(t.global_batch_size, t.micro_batch_size, world)
         self.acc = acc = Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=self.accum,
                                      mixed_precision="bf16" if use_bf16(t.bf16) else "no")
+        # loaded after the Accelerator: with the process group up, FSDP's RAM-efficient loading (fsdp.yaml) reads the
+        # weights on rank 0 only (meta tensors elsewhere, filled by prepare), and DeepSpeed ranks load bf16
+        model, tokenizer = build_model(cfg)
         if acc.num_processes != world:  # e.g. launched without torchrun
             self.accum = accumulation_steps(t.global_batch_size, t.micro_batch_size, acc.num_processes)
             acc.gradient_accumulation_steps = self.accum
@@ -152,7 +156,7 @@ class Trainer:
             ds = acc.state.deepspeed_plugin.deepspeed_config
             ds.update(train_micro_batch_size_per_gpu=t.micro_batch_size, gradient_accumulation_steps=self.accum,
                       gradient_clipping=t.grad_clip or 0.0)
-        self.adapter = checked(model, causal=not self.is_mdm)  # one probe forward: refuses wrong attention
+        self.adapter = checked_on_main(model, not self.is_mdm, acc)  # one probe forward: refuses wrong attention
         if t.gradient_checkpointing:
             self.adapter.enable_checkpointing(model)
         self.tokenizer = tokenizer
