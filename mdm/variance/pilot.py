@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from mdm.errors import ConfigError
 from mdm.objective import ARMObjective, MDMBatch, MDMObjective, Method
@@ -127,6 +126,13 @@ class PilotRun:
     forward_tokens: int  # real (unpadded) tokens through the model
 
 
+def bar_of(total: int, progress: bool | str, name: str):
+    """A tqdm bar on a terminal, a few plain lines elsewhere (`progress`: False, True or the label)."""
+    from mdm.progress import progress as bar
+
+    return bar(total, progress if isinstance(progress, str) else name, enabled=bool(progress), unit="row")
+
+
 def _device_of(model) -> torch.device:
     return next(model.parameters()).device
 
@@ -153,8 +159,7 @@ def run_mdm(model, x0: MDMBatch, method: Method, t: np.ndarray, c: int, *, mask_
     was_training = model.training
     model.eval()
     spent_rows = spent_tokens = 0
-    bar = tqdm(total=n, desc=progress if isinstance(progress, str) else method.name, unit="row",
-               disable=not progress, leave=False)
+    bar = bar_of(n, progress, method.name)
     try:
         for rows in chunks(lengths, b * c, views, token_budget):
             batch = select_rows(x0, rows, b * c).to(device)
@@ -197,8 +202,9 @@ def run_arm(model, x0: MDMBatch, b: int, c: int, *, token_budget: int, probe: Li
     was_training = model.training
     model.eval()
     try:
-        for rows in tqdm(list(chunks(lengths, 1, 1, token_budget)), desc=progress if isinstance(progress, str)
-                         else "arm", disable=not progress, leave=False):
+        parts = list(chunks(lengths, 1, 1, token_budget))
+        bar = bar_of(a, progress, "arm")
+        for rows in parts:
             batch = select_rows(x0, rows, 1).to(device)
             if probe is None:
                 with torch.no_grad():
@@ -209,6 +215,8 @@ def run_arm(model, x0: MDMBatch, b: int, c: int, *, token_budget: int, probe: Li
                     (out.loss * len(rows)).backward()
                     grads[rows] = probe.per_row().cpu().numpy()
             losses[rows] = out.row_losses.double().cpu().numpy()
+            bar.update(len(rows))
+        bar.close()
     finally:
         model.train(was_training)
     table = np.broadcast_to(losses[:, None, None], (a, b, c)).copy()
