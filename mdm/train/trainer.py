@@ -159,6 +159,8 @@ class Trainer:
         if t.peft is not None:  # LoRA injected into `model`; the PeftModel is kept to save and merge the adapter
             from mdm.train.lora import apply_lora
 
+            # the adapters' init and LoRA dropout use torch's global generator: seeded here, saved in checkpoints
+            torch.manual_seed(t.seed)
             self.peft = apply_lora(model, t.peft.lora, self.adapter)
         self.tokenizer = tokenizer
         self.data = build_data(cfg.data, tokenizer, eos_pad=cfg.model.family == "mdm", examples=examples, echo=echo)
