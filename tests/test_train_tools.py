@@ -169,7 +169,9 @@ def test_variance_gradient_mode_on_the_lora_factors(lora_run, tmp_path, monkeypa
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     assert main(["variance", "--config", str(path), "--methods", "standard,mirror", "--gradient", "--out",
-                 str(tmp_path / "out"), "--no-progress"]) == 0
+                 str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err  # stderr is not a terminal here: plain lines, no bars
+    assert "\r" not in err and "pilot standard: row 12/12 (100%)" in err and "pilot mirror: row 12/12" in err
     result = json.loads((tmp_path / "out" / "variance.json").read_text())
     modules = result["gradient"]["modules"]
     assert result["mode"] == "gradient" and modules and all(".lora_" in m for m in modules)
@@ -181,3 +183,26 @@ def test_variance_gradient_mode_on_the_lora_factors(lora_run, tmp_path, monkeypa
     assert main(["variance", "--config", str(path), "--methods", "standard", "--gradient", "--out", str(tmp_path / "o2"),
                  "--no-progress"]) == 2
     assert "gradient.params: 'lora' profiles a LoRA run" in capsys.readouterr().err
+
+
+def test_plain_progress_prints_about_ten_lines_and_wandb_goes_offline_without_a_key(tmp_path, monkeypatch):
+    import io
+
+    from mdm.progress import PlainProgress, progress
+    from mdm.train.trackers import init_kwargs
+
+    out = io.StringIO()
+    bar = progress(95, "pilot", unit="row", file=out)
+    assert isinstance(bar, PlainProgress)
+    for _ in range(19):
+        bar.update(5)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 10 and lines[-1].startswith("pilot: row 95/95 (100%), elapsed ")
+    assert not isinstance(progress(10, "x", enabled=False, file=out), PlainProgress)
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert init_kwargs(["wandb"], tmp_path) == {"wandb": {"dir": str(tmp_path / "trackers")}}
+    import os
+
+    assert os.environ["WANDB_MODE"] == "offline"

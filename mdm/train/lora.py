@@ -24,7 +24,7 @@ def linear_names(model) -> list[str]:
 
 def output_layer(model) -> str | None:
     """The module name of the output layer (never adapted: it is often tied to the input embedding)."""
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    head = getattr(model, "get_output_embeddings", lambda: None)()
     return next((n for n, m in model.named_modules() if m is head), None) if head is not None else None
 
 
@@ -37,6 +37,22 @@ def targets(model, lora, adapter) -> list[str]:
         raise ConfigError(WHERE, f"{', '.join(map(repr, missing))} match no Linear layer of {type(model).__name__}; "
                           f"its Linear layers: {', '.join(have)}")
     return names
+
+
+def check_tiny(cfg) -> None:
+    """A tiny run's targets checked on its architecture (meta device: no weights, no compute), before its base model
+    may be pretrained."""
+    from transformers import Gemma3ForCausalLM
+
+    from mdm.adapters.gemma3 import Gemma3
+    from mdm.models import TinySize, tiny_config
+    from mdm.train.model import tiny_tokenizer
+
+    m = cfg.model
+    tokenizer = tiny_tokenizer(m, cfg.data.task, cfg.data.options)
+    with torch.device("meta"):
+        skeleton = Gemma3ForCausalLM(tiny_config(tokenizer, size=TinySize(**m.size.model_dump())))
+    targets(skeleton, cfg.training.peft.lora, Gemma3())
 
 
 def apply_lora(model, lora, adapter):

@@ -32,7 +32,7 @@ import torch
 from mdm.errors import ConfigError
 from mdm.train.config import RunConfig
 from mdm.train.data import accumulation_steps, build_data, global_batch, micro_ranges, total_steps
-from mdm.train.trackers import tracker_dir
+from mdm.train.trackers import check_trackers, tracker_dir
 
 LOG = "train_log.jsonl"
 RESULT = "result.json"
@@ -131,6 +131,7 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.training
         if t.threads:
             torch.set_num_threads(t.threads)
+        check_trackers(t.report_to)  # also for a config not read by load_run_config (check_run)
         method = Method.build(cfg.method) if self.is_mdm else None
         fit_ppots = method is not None and ppots.needs_fit(method)
         if fit_ppots and not (self.run_dir / "ppots.json").is_file():
@@ -139,12 +140,17 @@ class Trainer:
         echo = (lambda line: print(f"{cfg.name or self.run_dir.name}: {line}", file=sys.stderr)) \
             if int(os.environ.get("RANK", "0")) == 0 else None
 
+        if t.peft is not None and cfg.model.source == "tiny":
+            from mdm.train.lora import check_tiny
+
+            check_tiny(cfg)  # LoRA targets: before a tiny base is pretrained (other models: once loaded)
         model, tokenizer = build_model(cfg)  # before the Accelerator: a tiny base may be pretrained here
         world = int(os.environ.get("WORLD_SIZE", "1"))
         self.accum = accumulation_steps(t.global_batch_size, t.micro_batch_size, world)
         self.acc = acc = Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=self.accum,
                                      mixed_precision="bf16" if use_bf16(t.bf16) else "no",
-                                     log_with=t.report_to or None, project_dir=str(tracker_dir(self.run_dir)))
+                                     log_with=t.report_to or None,
+                                     project_dir=str(tracker_dir(self.run_dir)) if t.report_to else None)
         if acc.num_processes != world:  # e.g. launched without torchrun
             self.accum = accumulation_steps(t.global_batch_size, t.micro_batch_size, acc.num_processes)
             acc.gradient_accumulation_steps = self.accum
