@@ -68,3 +68,9 @@ STEP_KEYS = ("loss", "loss_raw", "grad_norm", "lr", "tokens_seen", "passes_seen"
 def step_values(entry: dict) -> dict:
     """What a tracker gets of one train_log.jsonl line (scalars only)."""
     return {f"train/{k}": entry[k] for k in STEP_KEYS if entry.get(k) is not None}
+
+
+def finish(acc) -> None:
+    """Close the trackers' files (not `Accelerator.end_training`: that also ends the process group)."""
+    for tracker in acc.trackers:
+        tracker.finish()

@@ -408,7 +408,7 @@ class Trainer:
             return self._finish("failed", str(e))
         except BaseException:  # killed or crashed: close the trackers' files (a rerun resumes)
             if t.report_to:
-                acc.end_training()
+                trackers.finish(acc)
             raise
         finally:
             bar.close()
@@ -443,9 +443,11 @@ class Trainer:
             "metrics": metrics,
         }
         if cfg.training.report_to:
+            from mdm.train import trackers
+
             acc.log({f"final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))} |
                     {"final/failed": int(status != "done")}, step=self.state["step"])
-            acc.end_training()
+            trackers.finish(acc)
         if acc.is_main_process:
             atomic_write_json(self.run_dir / RESULT, result)
             if status == "done":
