@@ -142,9 +142,16 @@ def test_unknown_tracker_missing_package_and_unmatched_lora_targets_are_one_line
     with pytest.raises(ConfigError, match=r"training.report_to: tracker 'wandb' needs .*pip install wandb"):
         load_run_config(run_yaml(training__report_to=["wandb"]))
     bad = RunConfig.model_validate(tiny_run(tmp_path / "run", cache, training__peft={"lora": {"target_modules": ["q_proj", "qkv"]}}))
-    with pytest.raises(ConfigError, match=r"training.peft.lora.target_modules: 'qkv' match no Linear layer .*q_proj, k_proj"):
+    with pytest.raises(ConfigError, match=r"training.peft.lora.target_modules: 'qkv' matches no Linear layer .*q_proj, k_proj"):
         Trainer(bad).train()
     assert not (tmp_path / "run").exists()  # nothing trained, no folder left
+
+    def trajectory_of(**over):
+        return RunConfig.model_validate(tiny_run(tmp_path / "run", cache, **over)).trajectory_dict()
+
+    assert trajectory_of(training__report_to=["tensorboard"], training__log_every=3) == trajectory_of()
+    assert "peft" not in trajectory_of()["training"]  # old run folders (no peft key) still match a full fine-tune
+    assert trajectory_of(training__peft=LORA)["training"]["peft"]["lora"]["r"] == 4
 
 
 def test_mdm_train_off_a_terminal_prints_plain_progress_lines(tmp_path, cache):
