@@ -34,8 +34,8 @@ def targets(model, lora, adapter) -> list[str]:
     have = linear_names(model)
     missing = [n for n in names if n not in have]
     if missing:
-        raise ConfigError(WHERE, f"{', '.join(map(repr, missing))} match{'es' if len(missing) == 1 else ''} no Linear layer of "
-                          f"{type(model).__name__}; "
+        verb = "matches" if len(missing) == 1 else "match"
+        raise ConfigError(WHERE, f"{', '.join(map(repr, missing))} {verb} no Linear layer of {type(model).__name__}; "
                           f"its Linear layers: {', '.join(have)}")
     return names
 
