@@ -11,6 +11,7 @@ import yaml
 
 from mdm.errors import ConfigError
 from mdm.train import RunConfig, Trainer, load_run_config, read_log
+from tests.test_cli_methods import _imports_of
 from tests.test_train import tiny_run, trajectory
 from tests.test_train_cli import mdm
 
@@ -137,6 +138,8 @@ def test_unknown_tracker_missing_package_and_unmatched_lora_targets_are_one_line
 
     with pytest.raises(ConfigError, match=r"training.report_to: unknown tracker 'tensorbord'; allowed: tensorboard, wandb"):
         load_run_config(run_yaml(training__report_to=["tensorbord"]))
+    heavy, rc, err = _imports_of("train", str(run_yaml(training__report_to=["tensorbord"])))  # the CLI: one line
+    assert rc == "2" and heavy == [] and len(err.strip().splitlines()) == 1 and "unknown tracker" in err, err
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
     with pytest.raises(ConfigError, match=r"training.report_to: tracker 'wandb' needs .*pip install wandb"):

@@ -122,6 +122,7 @@ class Trainer:
         from accelerate.utils import broadcast_object_list
 
         from mdm.adapters import checked
+        from mdm.cache import writable_cache
         from mdm.data import Collator, mask_token_id_of
         from mdm.objective import ARMObjective, MDMObjective, Method
         from mdm.train import ppots
@@ -140,6 +141,8 @@ class Trainer:
         echo = (lambda line: print(f"{cfg.name or self.run_dir.name}: {line}", file=sys.stderr)) \
             if int(os.environ.get("RANK", "0")) == 0 else None
 
+        if cfg.model.source == "tiny" or cfg.model.base == "auto" or fit_ppots:
+            writable_cache(cfg.model.cache_dir)  # before any compute: tokenizers, bases and pilots are cached
         if t.peft is not None and cfg.model.source == "tiny":
             from mdm.train.lora import check_tiny
 
