@@ -13,7 +13,6 @@ from mdm.errors import ConfigError
 from mdm.train import RunConfig, Trainer, load_run_config, read_log
 from tests.test_cli_methods import _imports_of
 from tests.test_train import tiny_run, trajectory
-from tests.test_train_cli import mdm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -157,15 +156,17 @@ def test_unknown_tracker_missing_package_and_unmatched_lora_targets_are_one_line
     assert trajectory_of(training__peft=LORA)["training"]["peft"]["lora"]["r"] == 4
 
 
-def test_mdm_train_off_a_terminal_prints_plain_progress_lines(tmp_path, cache):
+def test_mdm_train_off_a_terminal_prints_plain_progress_lines(tmp_path, cache, capsys):
+    from mdm.cli import main
+
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(tiny_run(tmp_path / "run", cache, training__progress=True,
                                             training__log_every=2)))
-    out = mdm("train", path)
-    assert out.returncode == 0, out.stderr
-    assert "\r" not in out.stderr
-    lines = [line for line in out.stderr.splitlines() if line.startswith("run: step ")]
-    assert [line.split()[2] for line in lines] == ["2/4", "4/4"], out.stderr
+    assert main(["train", str(path)]) == 0  # the CLI in-process: stderr is pytest's capture, not a terminal
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = [line for line in err.splitlines() if line.startswith("run: step ")]
+    assert [line.split()[2] for line in lines] == ["2/4", "4/4"], err
     assert all(", loss " in line and ", elapsed " in line and ", eta " in line for line in lines)
 
 
