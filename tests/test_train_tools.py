@@ -143,10 +143,12 @@ def test_unknown_tracker_missing_package_and_unmatched_lora_targets_are_one_line
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
     with pytest.raises(ConfigError, match=r"training.report_to: tracker 'wandb' needs .*pip install wandb"):
         load_run_config(run_yaml(training__report_to=["wandb"]))
-    bad = RunConfig.model_validate(tiny_run(tmp_path / "run", cache, training__peft={"lora": {"target_modules": ["q_proj", "qkv"]}}))
-    with pytest.raises(ConfigError, match=r"training.peft.lora.target_modules: 'qkv' matches no Linear layer .*q_proj, k_proj"):
-        Trainer(bad).train()
-    assert not (tmp_path / "run").exists()  # nothing trained, no folder left
+    for names, bad in ((["q_proj", "qkv"], "'qkv' matches"), (["lm_head"], "'lm_head' matches")):
+        cfg = RunConfig.model_validate(tiny_run(tmp_path / "run", cache, training__peft={"lora": {"target_modules": names}}))
+        with pytest.raises(ConfigError, match=rf"training.peft.lora.target_modules: {bad} no Linear layer of "
+                           r"Gemma3ForCausalLM \(the output layer is never adapted\); its Linear layers: q_proj, k_proj"):
+            Trainer(cfg).train()
+        assert not (tmp_path / "run").exists()  # nothing trained, no folder left
 
     def trajectory_of(**over):
         return RunConfig.model_validate(tiny_run(tmp_path / "run", cache, **over)).trajectory_dict()

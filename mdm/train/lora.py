@@ -17,15 +17,17 @@ from mdm.errors import ConfigError
 WHERE = "training.peft.lora.target_modules"
 
 
-def linear_names(model) -> list[str]:
-    """Distinct last name parts of the Linear layers, in order (what a target_modules entry matches)."""
-    return list(dict.fromkeys(n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)))
-
-
 def output_layer(model) -> str | None:
     """The module name of the output layer (never adapted: it is often tied to the input embedding)."""
     head = getattr(model, "get_output_embeddings", lambda: None)()
     return next((n for n, m in model.named_modules() if m is head), None) if head is not None else None
+
+
+def linear_names(model) -> list[str]:
+    """Distinct last name parts of the Linear layers but the output layer, in order (what target_modules match)."""
+    head = output_layer(model)
+    return list(dict.fromkeys(n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                              if isinstance(m, torch.nn.Linear) and n != head))
 
 
 def targets(model, lora, adapter) -> list[str]:
@@ -35,8 +37,8 @@ def targets(model, lora, adapter) -> list[str]:
     missing = [n for n in names if n not in have]
     if missing:
         verb = "matches" if len(missing) == 1 else "match"
-        raise ConfigError(WHERE, f"{', '.join(map(repr, missing))} {verb} no Linear layer of {type(model).__name__}; "
-                          f"its Linear layers: {', '.join(have)}")
+        raise ConfigError(WHERE, f"{', '.join(map(repr, missing))} {verb} no Linear layer of {type(model).__name__} "
+                          f"(the output layer is never adapted); its Linear layers: {', '.join(have)}")
     return names
 
 
