@@ -184,10 +184,6 @@ def _load_checkpoint(path: str, dtype):
 
     if not Path(path).is_dir():
         raise ConfigError("model.checkpoint", f"no such folder {path!r} (a save_pretrained directory)")
-    if not sys.stderr.isatty():  # no loading bar ('\r' lines) in logs
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
     return load_model(path, causal=None, dtype=dtype)  # as saved, by its family's adapter (LLaDA: remote code)
 
 
@@ -221,6 +217,10 @@ def load(spec: Spec, *, arm: bool = False, progress: bool = True, lora: bool = F
     from mdm.models import load_hub_model
 
     m, data = spec.model, spec.data
+    if not sys.stderr.isatty():  # no weight-loading bars ('\r' lines) in logs
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     dtype = getattr(torch, m.dtype)
     device = device_of(m.device)
     examples = load_examples(data)
