@@ -202,19 +202,17 @@ class Trainer:
         if acc.is_main_process and not (self.run_dir / "run_config.json").is_file():  # set up: the folder is ours
             atomic_write_json(self.run_dir / "run_config.json",
                               {"trajectory": self.cfg.trajectory_dict(), "config": self.cfg.model_dump(mode="json")})
-        if fit_ppots:  # fitted once on the main process, shared with all (and kept for a resume)
+        if fit_ppots:  # fitted once (the pilot's forwards sharded over all ranks) and kept for a resume
             path = self.run_dir / "ppots.json"
-            shared = [None]
-            if acc.is_main_process:
-                if path.is_file():
-                    shared = [read_json(path)]
-                else:
-                    shared = [ppots.fit_density(
-                        model=acc.unwrap_model(self.model), items=self.data.train, collate=self.collate,
-                        mask_token_id=self.mask_token_id, pilot=cfg.ppots_pilot, device=acc.device,
-                        meta={"run": cfg.name, "task": cfg.data.task}, cache_dir=cache_root(cfg.model) / "ppots")]
-                    atomic_write_json(path, shared[0])
+            shared = [read_json(path) if acc.is_main_process and path.is_file() else None]
             broadcast_object_list(shared, from_process=0)
+            if shared[0] is None:
+                shared[0] = ppots.fit_density(
+                    model=self.model, items=self.data.train, collate=self.collate, mask_token_id=self.mask_token_id,
+                    pilot=cfg.ppots_pilot, device=acc.device, meta={"run": cfg.name, "task": cfg.data.task},
+                    cache_dir=cache_root(cfg.model) / "ppots", accelerator=acc)
+                if acc.is_main_process:
+                    atomic_write_json(path, shared[0])
             ppots.install(method.t_sampler, shared[0])
 
         self.state = {"step": 0, "tokens_seen": 0, "passes": 0, "token_passes": 0, "elapsed_s": 0.0}
@@ -432,7 +430,7 @@ class Trainer:
                 model = acc.unwrap_model(self.model)
                 model.save_pretrained(self.run_dir / "model", state_dict=state_dict)
                 self.tokenizer.save_pretrained(self.run_dir / "model")
-                metrics = self._metrics(model)
+            metrics = self._metrics()  # every rank: the held-out loss is sharded over them
         result = {
             "status": status, "reason": reason, "name": cfg.name, "family": cfg.model.family,
             "task": cfg.data.task, "seed": cfg.training.seed, "steps": self.state["step"], "total_steps": self.total,
@@ -458,20 +456,24 @@ class Trainer:
         acc.wait_for_everyone()
         return result
 
-    def _metrics(self, model) -> dict:
+    def _metrics(self) -> dict:
+        """Train-loss summaries (main process: it wrote the log) and the held-out loss of the wrapped model, sharded
+        over all ranks under autocast (mdm.train.evaluate)."""
         from mdm.train.evaluate import heldout_loss
 
-        losses = [e["loss_raw"] for e in read_log(self.run_dir)]
-        tail = losses[-max(1, len(losses) // 10):]
-        metrics = {"train_loss_final": losses[-1] if losses else None,
-                   "train_loss_last10pct": sum(tail) / len(tail) if tail else None}
+        metrics: dict = {}
+        if self.acc.is_main_process:
+            losses = [e["loss_raw"] for e in read_log(self.run_dir)]
+            tail = losses[-max(1, len(losses) // 10):]
+            metrics = {"train_loss_final": losses[-1] if losses else None,
+                       "train_loss_last10pct": sum(tail) / len(tail) if tail else None}
         e = self.cfg.eval
         if e.heldout and self.data.heldout:
             items = self.data.heldout[: e.max_examples]
             metrics["heldout_loss"] = heldout_loss(
-                model, self.tokenizer, items, self.cfg.data.task, self.cfg.data.max_length,
+                self.model, self.tokenizer, items, self.cfg.data.task, self.cfg.data.max_length,
                 family=self.cfg.model.family, mask_token_id=self.mask_token_id, t_grid=e.t_grid,
-                batch_size=e.batch_size, seed=e.seed, device=self.acc.device)
+                batch_size=e.batch_size, seed=e.seed, device=self.acc.device, accelerator=self.acc)
             metrics["heldout_metric"] = "mdm_neg_elbo_per_token" if self.is_mdm else "arm_nll_per_token"
             metrics["heldout_examples"] = len(items)
         return metrics
