@@ -10,7 +10,8 @@ One optimizer step s:
   4. the rows' (t, loss) are gathered in position order: the logged loss, and the EMA control variate's
      update, are those of the global batch (every micro-batch sees the control variate's pre-step state);
   5. clip, AdamW step, scheduler step; one JSONL line; a checkpoint every `checkpoint_every` steps.
-A run directory holds run_config.json, train_log.jsonl, checkpoints/, model/ (final) and result.json.
+A run directory holds run_config.json, train_log.jsonl, checkpoints/, model/ (final) and result.json; with
+`training.peft` also adapter/ (model/ then holds the merged weights), with `training.report_to` trackers/.
 `Trainer(cfg).train()` on a directory with a checkpoint resumes and reproduces the uninterrupted run; without
 one it restarts from step 0 with an empty log. A directory belongs to the configuration that wrote its
 run_config.json (after setup succeeded); another configuration is refused, finished or not (`set_aside`).
@@ -31,6 +32,7 @@ import torch
 from mdm.errors import ConfigError
 from mdm.train.config import RunConfig
 from mdm.train.data import accumulation_steps, build_data, global_batch, micro_ranges, total_steps
+from mdm.train.trackers import check_trackers, tracker_dir
 
 LOG = "train_log.jsonl"
 RESULT = "result.json"
@@ -130,6 +132,7 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.training
         if t.threads:
             torch.set_num_threads(t.threads)
+        check_trackers(t.report_to)  # also for a config not read by load_run_config (check_run)
         method = Method.build(cfg.method) if self.is_mdm else None
         fit_ppots = method is not None and ppots.needs_fit(method)
         if fit_ppots and not (self.run_dir / "ppots.json").is_file():
@@ -140,12 +143,18 @@ class Trainer:
 
         if cfg.model.source == "tiny" or cfg.model.base == "auto" or fit_ppots:
             writable_cache(cfg.model.cache_dir)  # before any compute: tokenizers, bases and pilots are cached
+        if t.peft is not None and cfg.model.source == "tiny":
+            from mdm.train.lora import check_tiny
+
+            check_tiny(cfg)  # LoRA targets: before a tiny base is pretrained (other models: once loaded)
         if cfg.model.base == "auto":
             ensure_base(cfg)  # the tiny base is pretrained (a separate process inside a launch) before the Accelerator
         world = int(os.environ.get("WORLD_SIZE", "1"))
         self.accum = accumulation_steps(t.global_batch_size, t.micro_batch_size, world)
         self.acc = acc = Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=self.accum,
-                                     mixed_precision="bf16" if use_bf16(t.bf16) else "no")
+                                     mixed_precision="bf16" if use_bf16(t.bf16) else "no",
+                                     log_with=t.report_to or None,
+                                     project_dir=str(tracker_dir(self.run_dir)) if t.report_to else None)
         # loaded after the Accelerator: with the process group up, FSDP's RAM-efficient loading (fsdp.yaml) reads the
         # weights on rank 0 only (meta tensors elsewhere, filled by prepare), and DeepSpeed ranks load bf16
         model, tokenizer = build_model(cfg)
@@ -159,6 +168,13 @@ class Trainer:
         self.adapter = checked_on_main(model, not self.is_mdm, acc)  # one probe forward: refuses wrong attention
         if t.gradient_checkpointing:
             self.adapter.enable_checkpointing(model)
+        self.peft = None
+        if t.peft is not None:  # LoRA injected into `model`; the PeftModel is kept to save and merge the adapter
+            from mdm.train.lora import apply_lora
+
+            # the adapters' init and LoRA dropout use torch's global generator: seeded here, saved in checkpoints
+            torch.manual_seed(t.seed)
+            self.peft = apply_lora(model, t.peft.lora, self.adapter)
         self.tokenizer = tokenizer
         self.data = build_data(cfg.data, tokenizer, eos_pad=cfg.model.family == "mdm", examples=examples, echo=echo)
         self.collate = Collator(tokenizer, cfg.data.task, cfg.data.max_length, pad_carries_loss=not self.adapter.can_pad)
@@ -166,10 +182,12 @@ class Trainer:
         self.objective = MDMObjective(method, self.mask_token_id) if self.is_mdm else ARMObjective()
         self.total = total_steps(len(self.data.train), t.global_batch_size, t.epochs, t.max_steps)
         self.n_params = sum(p.numel() for p in model.parameters())
+        self.n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         self.checkpoint_every = checkpoint_interval(t.checkpoint_every, self.total)
 
-        decay = [p for p in model.parameters() if p.ndim >= 2]
-        no_decay = [p for p in model.parameters() if p.ndim < 2]
+        params = [p for p in model.parameters() if p.requires_grad]  # all of them, unless LoRA froze the backbone
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
                                        {"params": no_decay, "weight_decay": 0.0}],
                                       lr=t.lr, betas=t.adam_betas, eps=t.adam_eps)
@@ -366,11 +384,16 @@ class Trainer:
             raise
         self._segment_start = time.perf_counter()
         acc, t = self.acc, self.cfg.training
-        from tqdm.auto import tqdm
+        from mdm.progress import progress
+        from mdm.train import trackers
 
-        bar = tqdm(total=self.total, initial=self.state["step"], desc=self.cfg.name or self.run_dir.name,
-                   disable=not (acc.is_main_process and t.progress and sys.stderr.isatty()), leave=False, dynamic_ncols=True,
-                   file=sys.stderr, mininterval=1.0)
+        every = max(1, math.ceil(self.total / 10)) if t.log_every == "auto" else t.log_every
+        bar = progress(self.total, self.cfg.name or self.run_dir.name, initial=self.state["step"], every=every,
+                       enabled=acc.is_main_process and t.progress)
+        if t.report_to:
+            acc.init_trackers(self.cfg.name or self.run_dir.name,
+                              config=trackers.flat_config(self.cfg.model_dump(mode="json")),
+                              init_kwargs=trackers.init_kwargs(t.report_to, self.run_dir))
         log = open(self.run_dir / LOG, "a") if acc.is_main_process else None
         try:
             while self.state["step"] < self.total:
@@ -379,13 +402,19 @@ class Trainer:
                 if log:
                     log.write(json.dumps(entry) + "\n")
                     log.flush()
-                bar.update(1)
+                if t.report_to:
+                    acc.log(trackers.step_values(entry), step=entry["step"])
                 bar.set_postfix(loss=f"{entry['loss']:.4f}", refresh=False)
+                bar.update(1)
                 if self.checkpoint_every and self.state["step"] % self.checkpoint_every == 0 and \
                         self.state["step"] < self.total:
                     self.save_checkpoint()
         except TrainingFailed as e:
             return self._finish("failed", str(e))
+        except BaseException:  # killed or crashed: close the trackers' files (a rerun resumes)
+            if t.report_to:
+                trackers.finish(acc)
+            raise
         finally:
             bar.close()
             if log:
@@ -396,6 +425,10 @@ class Trainer:
         acc, cfg = self.acc, self.cfg
         metrics: dict = {}
         if status == "done":
+            if self.peft is not None:  # the adapter, then the merged weights as the run's model
+                if acc.is_main_process:
+                    self.peft.save_pretrained(self.run_dir / "adapter")
+                self.peft.merge_and_unload()
             state_dict = acc.get_state_dict(self.model)
             if acc.is_main_process:
                 model = acc.unwrap_model(self.model)
@@ -410,9 +443,16 @@ class Trainer:
             "resumed_from": self.state.get("resumed_from", []),
             "num_processes": acc.num_processes, "accumulation_steps": self.accum,
             "n_train": len(self.data.train), "n_heldout": len(self.data.heldout), "dropped": self.data.dropped,
-            "model_params": self.n_params, "mixed_precision": acc.mixed_precision, "adapter": repr(self.adapter),
+            "model_params": self.n_params, "trainable_params": self.n_trainable,
+            "peft": None if self.peft is None else "lora", "mixed_precision": acc.mixed_precision, "adapter": repr(self.adapter),
             "metrics": metrics,
         }
+        if cfg.training.report_to:
+            from mdm.train import trackers
+
+            acc.log({f"final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))} |
+                    {"final/failed": int(status != "done")}, step=self.state["step"])
+            trackers.finish(acc)
         if acc.is_main_process:
             atomic_write_json(self.run_dir / RESULT, result)
             if status == "done":

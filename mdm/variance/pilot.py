@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from mdm.errors import ConfigError
 from mdm.objective import ARMObjective, MDMBatch, MDMObjective, Method
@@ -128,6 +127,13 @@ class PilotRun:
     forward_tokens: int  # real (unpadded) tokens through the model
 
 
+def bar_of(total: int, progress: bool | str, name: str):
+    """A tqdm bar on a terminal, a few plain lines elsewhere (`progress`: False, True or the label)."""
+    from mdm.progress import progress as bar
+
+    return bar(total, progress if isinstance(progress, str) else name, enabled=bool(progress), unit="row")
+
+
 def _device_of(model) -> torch.device:
     return next(model.parameters()).device
 
@@ -170,8 +176,7 @@ def run_mdm(model, x0: MDMBatch, method: Method, t: np.ndarray, c: int, *, mask_
         if probe is not None:
             raise ValueError("a sharded pilot fills loss tables only (the gradient profiler runs in one process)")
         todo = shard_chunks([rows for rows, _ in todo], accelerator.process_index, accelerator.num_processes)
-    bar = tqdm(total=n, desc=progress if isinstance(progress, str) else method.name, unit="row",
-               disable=not progress, leave=False)
+    bar = bar_of(n, progress, method.name)
     autocast = accelerator.autocast if accelerator is not None else contextlib.nullcontext
     try:
         for rows, keep in todo:
@@ -221,8 +226,9 @@ def run_arm(model, x0: MDMBatch, b: int, c: int, *, token_budget: int, probe: Li
     was_training = model.training
     model.eval()
     try:
-        for rows in tqdm(list(chunks(lengths, 1, 1, token_budget)), desc=progress if isinstance(progress, str)
-                         else "arm", disable=not progress, leave=False):
+        parts = list(chunks(lengths, 1, 1, token_budget))
+        bar = bar_of(a, progress, "arm")
+        for rows in parts:
             batch = select_rows(x0, rows, 1).to(device)
             if probe is None:
                 with torch.no_grad():
@@ -233,6 +239,8 @@ def run_arm(model, x0: MDMBatch, b: int, c: int, *, token_budget: int, probe: Li
                     (out.loss * len(rows)).backward()
                     grads[rows] = probe.per_row().cpu().numpy()
             losses[rows] = out.row_losses.double().cpu().numpy()
+            bar.update(len(rows))
+        bar.close()
     finally:
         model.train(was_training)
     table = np.broadcast_to(losses[:, None, None], (a, b, c)).copy()
