@@ -429,3 +429,22 @@ def test_heldout_loss_shards_over_ranks_with_equal_forwards(tmp_path, family):
     grid = 2 if family == "mdm" else 1  # sums run over (sequence, grid point)
     assert float(s0[1]) == 3 * grid and float(s1[1]) == 2 * grid  # [0,1],[4] on rank 0; [2,3] + a repeat on 1
     assert float(s0[0] + s1[0]) / float(s0[1] + s1[1]) == approx(one)
+
+
+def test_model_only_snapshots_are_kept_without_changing_the_trajectory(tmp_path):
+    """training.save_model_every: weights + tokenizer (no optimizer) under models/step_N, the latest keep_models kept;
+    the log is the run's without snapshots, bit for bit, and a snapshot loads as a model folder."""
+    from mdm.train.model import load_pretrained
+
+    plain, plain_log = train(tiny_run(tmp_path / "plain", tmp_path / "cache"))
+    snap, snap_log = train(tiny_run(tmp_path / "snap", tmp_path / "cache", training__save_model_every=1,
+                                    training__keep_models=2))
+    assert trajectory(snap_log) == trajectory(plain_log)
+    models = tmp_path / "snap" / "models"
+    assert sorted(p.name for p in models.iterdir()) == ["step_00000002", "step_00000003"]  # step 4 is <run>/model
+    assert not (models / "step_00000003" / "optimizer.bin").exists()
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in (models / "step_00000003").iterdir()}
+    model, _ = load_pretrained(models / "step_00000003", causal=False, dtype=torch.float32)
+    final, _ = load_pretrained(tmp_path / "snap" / "model", causal=False, dtype=torch.float32)
+    w3, w4 = (dict(m.named_parameters())["model.embed_tokens.weight"] for m in (model, final))
+    assert not torch.equal(w3, w4)

@@ -135,6 +135,10 @@ class TrainingConfig(Strict):
     checkpoint_every: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
         "auto", description="optimizer steps between checkpoints")
     keep_checkpoints: int = Field(1, ge=1)
+    # model-only snapshots (weights + tokenizer, no optimizer: an 8B model in bf16 is 16 GB, a full ZeRO-2 checkpoint
+    # 112 GB) under <run>/models/step_N, for evaluating a run along the way; null: none. LoRA runs save the adapter.
+    save_model_every: int | None = Field(None, ge=1, description="optimizer steps between model-only snapshots")
+    keep_models: int | None = Field(None, ge=1, description="model-only snapshots kept (the latest); null: all")
     threads: int | None = Field(None, ge=1, description="torch CPU threads per process")
     progress: bool = True
     # stderr not a terminal: a plain progress line every N steps (auto: about 10 per run)
@@ -180,7 +184,8 @@ class RunConfig(Strict):
         d = self.model_dump(mode="json")
         for key in ("output_dir", "name"):
             d.pop(key)
-        for key in ("checkpoint_every", "keep_checkpoints", "threads", "progress", "log_every", "report_to"):
+        for key in ("checkpoint_every", "keep_checkpoints", "save_model_every", "keep_models", "threads", "progress",
+                    "log_every", "report_to"):
             d["training"].pop(key)
         if d["training"]["peft"] is None:  # full fine-tune: as before the key existed (old run folders still match)
             d["training"].pop("peft")

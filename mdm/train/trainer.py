@@ -268,6 +268,27 @@ class Trainer:
                 shutil.rmtree(p, ignore_errors=True)
         acc.wait_for_everyone()
 
+    def save_model_snapshot(self) -> None:
+        """Weights and tokenizer only (a LoRA run: its adapter) under models/step_N: written to a temporary folder,
+        then renamed; the oldest beyond `keep_models` are removed. A resumed run rewrites a step it saved before."""
+        acc, root = self.acc, self.run_dir / "models"
+        name = f"step_{self.state['step']:08d}"
+        state_dict = acc.get_state_dict(self.model) if self.peft is None else None  # a collective under FSDP
+        if acc.is_main_process:
+            tmp = root / f".tmp-{name}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            if self.peft is not None:
+                self.peft.save_pretrained(tmp)
+            else:
+                acc.unwrap_model(self.model).save_pretrained(tmp, state_dict=state_dict)
+            self.tokenizer.save_pretrained(tmp)
+            shutil.rmtree(root / name, ignore_errors=True)
+            os.replace(tmp, root / name)
+            keep = self.cfg.training.keep_models
+            for old in sorted(root.glob("step_*"))[: -keep] if keep else []:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+
     def _truncate_log(self, step: int) -> None:
         """Keep the log's first `step` lines (a kill may have cut the last line short)."""
         path = self.run_dir / LOG
@@ -409,6 +430,9 @@ class Trainer:
                 if self.checkpoint_every and self.state["step"] % self.checkpoint_every == 0 and \
                         self.state["step"] < self.total:
                     self.save_checkpoint()
+                if t.save_model_every and self.state["step"] % t.save_model_every == 0 and \
+                        self.state["step"] < self.total:  # the last step's model is <run>/model
+                    self.save_model_snapshot()
         except TrainingFailed as e:
             return self._finish("failed", str(e))
         except BaseException:  # killed or crashed: close the trackers' files (a rerun resumes)
