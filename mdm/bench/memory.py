@@ -274,4 +274,4 @@ def snapshot_disk(params: float, launch: LaunchPlan, steps: int, every: int | No
     (bf16 under DeepSpeed, which loads in bf16; fp32 otherwise), one every `every` steps before the last."""
     size = params * (2 if launch.backend == "zero2" else 4)
     n = (steps - 1) // every if every else 0
-    return {"size": size, "count": n, "written": n * size, "peak": min(n, keep or n) * size}
+    return {"size": size, "count": n, "written": n * size, "peak": min(n, keep + 1 if keep else n) * size}
