@@ -30,7 +30,7 @@ import torch
 
 from mdm.errors import ConfigError
 from mdm.train.config import RunConfig
-from mdm.train.data import accumulation_steps, build_data, global_batch, micro_ranges, total_steps
+from mdm.train.data import accumulation_steps, build_data, global_batch, micro_ranges, task_spec, total_steps
 
 LOG = "train_log.jsonl"
 RESULT = "result.json"
@@ -154,7 +154,8 @@ class Trainer:
             self.adapter.enable_checkpointing(model)
         self.tokenizer = tokenizer
         self.data = build_data(cfg.data, tokenizer, eos_pad=cfg.model.family == "mdm", examples=examples, echo=echo)
-        self.collate = Collator(tokenizer, cfg.data.task, cfg.data.max_length, pad_carries_loss=not self.adapter.can_pad)
+        self.collate = Collator(tokenizer, task_spec(cfg.data), cfg.data.max_length,
+                                pad_carries_loss=not self.adapter.can_pad)
         self.mask_token_id = mask_token_id_of(tokenizer, model.config) if self.is_mdm else None
         self.objective = MDMObjective(method, self.mask_token_id) if self.is_mdm else ARMObjective()
         self.total = total_steps(len(self.data.train), t.global_batch_size, t.epochs, t.max_steps)
@@ -426,7 +427,7 @@ class Trainer:
         if e.heldout and self.data.heldout:
             items = self.data.heldout[: e.max_examples]
             metrics["heldout_loss"] = heldout_loss(
-                model, self.tokenizer, items, self.cfg.data.task, self.cfg.data.max_length,
+                model, self.tokenizer, items, self.collate.task, self.cfg.data.max_length,
                 family=self.cfg.model.family, mask_token_id=self.mask_token_id, t_grid=e.t_grid,
                 batch_size=e.batch_size, seed=e.seed, device=self.acc.device)
             metrics["heldout_metric"] = "mdm_neg_elbo_per_token" if self.is_mdm else "arm_nll_per_token"
