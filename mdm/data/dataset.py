@@ -164,7 +164,7 @@ def _columns(rows) -> list[str]:
     if names is not None:
         return list(names)
     if isinstance(rows, list):
-        return sorted({k for r in rows[:100] for k in r})
+        return list(dict.fromkeys(k for r in rows[:100] for k in r))  # in the file's order
     return []
 
 

@@ -44,7 +44,11 @@ def run_defaults(path: Path | None) -> tuple[dict, str | None, str]:
 
 
 def load(target: str, kind: str, device, dtype):
+    from transformers.utils import logging as hf_logging
+
     from mdm.eval.api import load_model, resolve_device, resolve_dtype
+
+    hf_logging.disable_progress_bar()  # stdout / stderr carry the answers and the prompt marker only
 
     if kind == "local":
         model, tokenizer, _ = load_model(target, device, dtype)
