@@ -237,3 +237,39 @@ def test_the_committed_example_is_valid_and_in_messages_format(monkeypatch):
     rows = make_task("dataset", "train", **cfg.data.options)
     assert len(rows) >= 200 and rows[0]["messages"][0]["role"] == "user"
     assert make_task("dataset", "test", **cfg.data.options)
+
+
+def test_bench_spec_task_and_variance_profiler_on_the_users_data(tmp_path, capsys, monkeypatch):
+    from tests.test_variance_cli import SPEC
+
+    monkeypatch.setenv("MDM_CACHE", str(tmp_path / "cache"))
+    train = str(write_jsonl(tmp_path / "train.jsonl", chat_rows("train", 40)))
+    test = str(write_jsonl(tmp_path / "test.jsonl", chat_rows("test", 2)))
+    options = {"path": train, "test_path": test, "scorer": "gsm8k", "syntax_patterns": ["apples"]}
+    bench = {"name": "own", "seeds": [1], "methods": ["ppots+mirror"], "presets": {"tiny": {
+        "tasks": {"dataset": {"n_train": 40, "max_length": 128, "options": options}},
+        "model": {"size": TINY_SIZE, "tokenizer_examples": 40},
+        "training": {"max_steps": 2, "global_batch_size": 8, "micro_batch_size": 8, "threads": 1, "progress": False},
+        "eval": {"t_grid": 2, "accuracy": {"n": 2, "gen_length": 8, "steps": 8, "block_length": 8,
+                                           "likelihood": False}},
+        "ppots_pilot": {"a": 4, "b": 10, "c": 2, "restarts": 1}}}}
+    spec = tmp_path / "own.yaml"
+    spec.write_text(yaml.safe_dump(bench))
+    assert main(["bench", str(spec), "--results", str(tmp_path / "runs")]) == 0, capsys.readouterr().err
+    (record,) = (tmp_path / "runs").rglob("record.json")
+    record = json.loads(record.read_text())
+    assert record["status"] == "done" and record["eval"]["dataset"]["n"] == 2, record.get("reason")
+    bad = json.loads(json.dumps(bench))
+    bad["presets"]["tiny"]["tasks"]["dataset"]["options"]["test_path"] = str(tmp_path / "nope.jsonl")
+    spec.write_text(yaml.safe_dump(bad))
+    assert main(["bench", str(spec), "--results", str(tmp_path / "runs2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "presets.tiny.tasks.dataset.options.test_path: " in err and "nope.jsonl: no such file" in err, err
+
+    variance = {**SPEC, "data": {"task": "dataset", "n": 40, "max_length": 96, "options": options}}
+    (tmp_path / "v.yaml").write_text(yaml.safe_dump(variance))
+    for command in ("variance", "fit-ppots"):
+        argv = [command, "--config", str(tmp_path / "v.yaml"), "--out", str(tmp_path / command), "--no-progress"]
+        assert main(argv + (["--methods", "standard,ppots+mirror"] if command == "variance" else [])) == 0
+    assert json.loads((tmp_path / "variance" / "variance.json").read_text())["data"].startswith("dataset/train")
+    assert (tmp_path / "fit-ppots" / "ppots.json").is_file()
