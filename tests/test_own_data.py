@@ -212,6 +212,12 @@ def test_save_to_disk_folder_with_a_tiny_base_then_eval_and_interactive_generate
     assert list((tmp_path / "cache" / "bases").glob("dataset-mdm-*/config.json"))  # pretrained on the user's data
     assert main(["eval", str(tmp_path / "disk"), "--t-grid", "2", "--no-likelihood"]) == 0
     assert "dataset (mdm, n=3): exact_match_strict=" in capsys.readouterr().out
+    from mdm.eval.api import evaluate_run
+
+    none = evaluate_run(tmp_path / "disk", {"task_options": options | {"scorer": "none"}, "t_grid": 2, "write": False})
+    r = none["tasks"]["dataset"]
+    assert r["scores"]["primary"] is None and r["generation"]["forward_passes"] == 0 and r["likelihood"]
+    assert "score" not in none["metrics"] and none["metrics"]["heldout_nll_per_token"] > 0
     monkeypatch.setattr("sys.stdin", io.StringIO("Ava has 2 apples.\n\nBen has 3 cards.\n"))
     assert main(["generate", str(tmp_path / "disk"), "--json"]) == 0
     assert [json.loads(x)["prompt"] for x in capsys.readouterr().out.splitlines()] == ["Ava has 2 apples.",

@@ -5,7 +5,7 @@ held-out likelihood, and write everything into the run record.
     result = evaluate_run("runs/table1/gsm8k/standard/seed42", {"tasks": ["gsm8k"], "n": 200})
 
 Settings (all optional; unknown keys are a ConfigError):
-    tasks           task name or list (arith, tables, gsm8k, hitab, openscience); default: record["task"] (an
+    tasks           task name or list (arith, tables, gsm8k, hitab, openscience, dataset); default: record["task"] (an
                     `mdm train` folder without a record: result.json's task, its config from run_config.json)
     n               examples per task (default: all for real data, 200 for generated tasks)
     split           default "test"
