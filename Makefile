@@ -27,14 +27,19 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	fi
 	@touch $(STAMP)
 
+# Test files run on TEST_JOBS processes (pytest-xdist; one file stays in one process, so its fixtures are built
+# once); the tiny models use one torch thread each. TEST_JOBS=0: one process.
+TEST_JOBS ?= 2
+XDIST = $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadfile)
+
 test: setup
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests $(XDIST) --durations=15 $(PYTEST_ARGS)
 
 # The numerics-sensitive tests (marker `numerics`) under other CPU kernels, as another machine would run them:
 # torch's generic (non-SIMD) kernels, then MKL's conditional-numerical-reproducibility path (tests/README.md).
 test-numerics: setup
-	ATEN_CPU_CAPABILITY=default $(PY) -m pytest tests -m numerics $(PYTEST_ARGS)
-	MKL_CBWR=COMPATIBLE $(PY) -m pytest tests -m numerics $(PYTEST_ARGS)
+	ATEN_CPU_CAPABILITY=default $(PY) -m pytest tests -m numerics $(XDIST) $(PYTEST_ARGS)
+	MKL_CBWR=COMPATIBLE $(PY) -m pytest tests -m numerics $(XDIST) $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check mdm evals tests benchmarks

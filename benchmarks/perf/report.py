@@ -37,6 +37,7 @@ SCRIPTS = {
                              "--block-length 32 --threads 1",
     "scaling": f"{PERF}/scaling.py --lengths 64,128,256 --batches 1,4,16 --repeats 5 --threads 1",
     "gpu_mfu": f"{PERF}/gpu_mfu.py --length 512 --batch 8 --skip-without-cuda",
+    "cli_startup": f"{PERF}/cli_startup.py --repeats 5",
 }
 JSON_FLAG = {"train_throughput": "--json-out"}
 
@@ -325,6 +326,16 @@ def build_rows(out: Path, mach: str) -> tuple[list, list]:
                 target, yes(ok), cmd)
         add("generation: batched outputs == one-at-a-time outputs", "—", str(gt["batched_equals_one_at_a_time"]),
             "True", yes(gt["batched_equals_one_at_a_time"]), cmd)
+    cs = load(out, "cli_startup")
+    if cs:
+        cmd = command("cli_startup", out)
+        torch_s = cs["rows"]["python -c 'import torch' (reference)"]["median_s"]
+        for name, r in cs["rows"].items():
+            if name.startswith("mdm"):
+                add(f"CLI answer time, `{name}` (median of {cs['repeats']} fresh processes)",
+                    "`python -c 'import torch'`, what every command paid before", f"{r['median_s']:.2f} s "
+                    f"({r['median_s'] / torch_s:.2f}x of {torch_s:.2f} s)", f"< {cs['target_s']:g} s",
+                    yes(r["median_s"] < cs["target_s"]), cmd)
     gm = load(out, "gpu_mfu")
     cmd = command("gpu_mfu", out)
     if gm and gm.get("measured"):

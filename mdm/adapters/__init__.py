@@ -42,7 +42,7 @@ def load_model(path, *, causal: bool | None, dtype):
     """(model, tokenizer) of a hub id or local folder, loaded by its family's adapter."""
     from transformers import AutoTokenizer
 
-    config = read_config(path)
+    config = read_config(path, "model.source")
     model = adapter_class(config, "model.source")().load(str(path), config, causal=causal, dtype=dtype)
     return model, AutoTokenizer.from_pretrained(str(path), trust_remote_code=True)
 

@@ -19,6 +19,7 @@ Which padding a model actually gets is decided by `mdm.adapters.probe`, never as
 from __future__ import annotations
 
 import inspect
+import os
 from pathlib import Path
 from typing import ClassVar
 
@@ -131,9 +132,25 @@ def forward_params(model) -> set[str]:
         return set()
 
 
-def read_config(path):
+def looks_like_path(source: str) -> bool:
+    """A local folder rather than a hub id ("org/name"): absolute, ./ ../ ~, or more than one slash."""
+    return source.startswith(("/", "./", "../", "~")) or source.count("/") > 1 or Path(source).exists()
+
+
+def read_config(path, where: str = "model"):
     from transformers import AutoConfig
 
+    if looks_like_path(str(path)) and not Path(path).expanduser().is_dir():
+        raise ConfigError(where, f"{path}: no such model folder (a local folder holds config.json and the weights "
+                          "written by save_pretrained; a hub id is 'org/name')")
     if not (Path(path) / "config.json").is_file() and Path(path).exists():
-        raise ConfigError("model", f"{path} is not a saved model folder (no config.json)")
-    return AutoConfig.from_pretrained(str(path), trust_remote_code=True)
+        raise ConfigError(where, f"{path} is not a saved model folder (no config.json)")
+    try:
+        return AutoConfig.from_pretrained(str(Path(path).expanduser()) if looks_like_path(str(path)) else str(path),
+                                          trust_remote_code=True)
+    except OSError as e:  # a hub id that is not in the local cache while offline, a typo, no internet
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        why = "HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache" if offline else \
+            str(e).splitlines()[0]
+        raise ConfigError(where, f"cannot load {path!r} from the hub: {why}; download it first "
+                          f"(huggingface-cli download {path}) or give a local model folder") from None

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 
 def cmd_bench(args) -> None:
-    from mdm.bench.runner import print_plan, run_plan
     from mdm.bench.spec import expand, load_spec, parse_only, parse_shard, select
 
     spec = load_spec(args.spec, args.set, args.preset)  # every problem is one ConfigError line, before any compute
+    from mdm.bench.runner import print_plan, run_plan  # imports torch: after the spec's errors
     shard = parse_shard(args.shard)
     from mdm.errors import ConfigError
 

@@ -263,6 +263,10 @@ def run_plan(spec: Spec, runs: list[PlannedRun], jobs: int = 1, echo=print, reru
             require_deepspeed(f"{spec.path}: presets.{runs[0].preset}.launch.config_file")
     set_aside_stale(runs, rerun_stale, echo)
     todo = [r for r in runs if record_status(r) != "done"]
+    from mdm.cache import writable_cache
+
+    for cache_dir in sorted({r.config.model.cache_dir or "" for r in todo}):  # every run would fail alike
+        writable_cache(cache_dir or None)
     skipped = len(runs) - len(todo)
     echo(f"{spec.name}: {len(runs)} runs selected, {skipped} already done, {len(todo)} to run")
     version = code_version()

@@ -1,19 +1,21 @@
-"""Data layer: tasks (generated and real), the tiny tokenizer, chat formatting and collation into MDMBatch."""
+"""Data layer: tasks (generated and real), the tiny tokenizer, chat formatting and collation into MDMBatch.
 
-from mdm.data.collate import Collator, format_chat, mark_spans, tokenize_examples
-from mdm.data.tasks import TASKS, TaskSpec, get_task, is_text_to_image, make_task
-from mdm.data.tokenizer import build_tokenizer, mask_token_id_of
+Imports are lazy, so that the task registry (`mdm.data.tasks`) is read without importing torch.
+"""
 
-__all__ = [
-    "TASKS",
-    "Collator",
-    "TaskSpec",
-    "build_tokenizer",
-    "format_chat",
-    "get_task",
-    "is_text_to_image",
-    "make_task",
-    "mark_spans",
-    "mask_token_id_of",
-    "tokenize_examples",
-]
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "Collator": "collate", "format_chat": "collate", "mark_spans": "collate", "tokenize_examples": "collate",
+    "TASKS": "tasks", "TaskSpec": "tasks", "get_task": "tasks", "is_text_to_image": "tasks", "make_task": "tasks",
+    "build_tokenizer": "tokenizer", "mask_token_id_of": "tokenizer",
+}  # fmt: skip
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"mdm.data.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'mdm.data' has no attribute {name!r}")

@@ -10,7 +10,6 @@ gets the identical vocabulary without retraining.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -31,7 +30,9 @@ _FORMAT_VERSION = "bpe-v1"  # bump when the recipe below changes, so stale cache
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("MDM_CACHE", Path.home() / ".cache" / "mdm")) / "tokenizers"
+    from mdm.cache import cache_root
+
+    return cache_root() / "tokenizers"
 
 
 def _key(texts: list[str], vocab_size: int, digit_space: bool = False) -> str:

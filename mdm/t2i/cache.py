@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from mdm.cache import cache_root as root
 from mdm.train.model import file_lock
 
 DONE = ".complete"
@@ -25,7 +26,7 @@ DONE = ".complete"
 def cache_root(cache_dir: str | Path | None = None) -> Path:
     if cache_dir is not None:
         return Path(cache_dir)
-    return Path(os.environ.get("MDM_CACHE", Path.home() / ".cache" / "mdm")) / "t2i"
+    return root() / "t2i"
 
 
 def config_hash(obj) -> str:

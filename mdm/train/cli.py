@@ -8,10 +8,11 @@ from pathlib import Path
 
 
 def cmd_train(args) -> None:
-    from mdm.train import load_run_config, train_run
-    from mdm.train.trainer import RESULT, read_json, set_aside, stale_reason
+    from mdm.train.config import load_run_config
 
-    cfg = load_run_config(args.config, args.set, args.output_dir)
+    cfg = load_run_config(args.config, args.set, args.output_dir)  # config errors come before torch is imported
+    from mdm.train.trainer import RESULT, read_json, set_aside, stale_reason, train_run
+
     main = int(os.environ.get("RANK", "0")) == 0
     if args.rerun_stale and main and (why := stale_reason(cfg.output_dir, cfg)):
         print(f"mdm train: {cfg.output_dir} holds another configuration ({why}); moved to "

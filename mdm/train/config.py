@@ -297,12 +297,12 @@ def check_method(cfg: RunConfig, where: str) -> None:
 
 
 def check_run(cfg: RunConfig, where: str) -> None:
-    check_method(cfg, where)
+    """Checks across keys, cheapest first (the method check is last: it imports torch)."""
     t = cfg.training
     if t.micro_batch_size > t.global_batch_size:
         raise ConfigError(f"{where}: training.micro_batch_size", f"{t.micro_batch_size} is larger than "
                           f"global_batch_size {t.global_batch_size}")
-    from mdm.data import TASKS
+    from mdm.data.tasks import TASKS
 
     if cfg.data.task not in TASKS:
         raise ConfigError(f"{where}: data.task", f"unknown task {cfg.data.task!r}; allowed: {', '.join(TASKS)}")
@@ -324,6 +324,11 @@ def check_run(cfg: RunConfig, where: str) -> None:
     if base not in (None, "auto") and not (Path(base) / "config.json").is_file():
         raise ConfigError(f"{where}: model.base", f"{base}: not a saved model folder (no config.json); allowed: "
                           "'auto' (tiny), null (random init) or a folder written by save_pretrained")
+    source = cfg.model.source
+    if source != "tiny" and source.startswith(("/", "./", "../", "~")) and not Path(source).expanduser().is_dir():
+        raise ConfigError(f"{where}: model.source", f"{source}: no such model folder; allowed: 'tiny', a hub id "
+                          "('org/name') or a local folder written by save_pretrained")
+    check_method(cfg, where)
 
 
 def load_run_config(path: str | Path, overrides: list[str] | None = None, output_dir: str | None = None) -> RunConfig:

@@ -23,9 +23,9 @@ BASE_FORMAT = "tiny-base-v1"  # bump when the recipe changes, so stale caches ar
 
 
 def cache_root(cfg: ModelConfig) -> Path:
-    if cfg.cache_dir:
-        return Path(cfg.cache_dir)
-    return Path(os.environ.get("MDM_CACHE", Path.home() / ".cache" / "mdm"))
+    from mdm.cache import cache_root as root
+
+    return root(cfg.cache_dir)
 
 
 def _quiet_transformers():

@@ -120,6 +120,7 @@ class Trainer:
         from accelerate.utils import broadcast_object_list
 
         from mdm.adapters import checked
+        from mdm.cache import writable_cache
         from mdm.data import Collator, mask_token_id_of
         from mdm.objective import ARMObjective, MDMObjective, Method
         from mdm.train import ppots
@@ -137,6 +138,8 @@ class Trainer:
         echo = (lambda line: print(f"{cfg.name or self.run_dir.name}: {line}", file=sys.stderr)) \
             if int(os.environ.get("RANK", "0")) == 0 else None
 
+        if cfg.model.source == "tiny" or cfg.model.base == "auto" or fit_ppots:
+            writable_cache(cfg.model.cache_dir)  # before any compute: tokenizers, bases and pilots are cached
         model, tokenizer = build_model(cfg)  # before the Accelerator: a tiny base may be pretrained here
         world = int(os.environ.get("WORLD_SIZE", "1"))
         self.accum = accumulation_steps(t.global_batch_size, t.micro_batch_size, world)

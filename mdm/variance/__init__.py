@@ -8,7 +8,6 @@
     spec       the YAML spec (model + data + pilot sizes), model loading and the cached warm-up
     profile    `mdm variance` / `mdm fit-ppots` end to end; cli registers both subcommands
 
-Importing this package registers the `ppots_adaptive` t-sampler (and nothing heavy).
+Importing this package imports nothing heavy; `mdm.objective.components` registers `ppots_adaptive`.
 """
 
-import mdm.variance.adaptive  # noqa: F401  (registers ppots_adaptive on T_SAMPLERS)

@@ -152,7 +152,9 @@ class Loaded:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("MDM_CACHE", Path.home() / ".cache" / "mdm")) / "variance"
+    from mdm.cache import writable_cache
+
+    return writable_cache() / "variance"
 
 
 def device_of(name: str) -> torch.device:
