@@ -279,3 +279,15 @@ def test_bench_spec_task_and_variance_profiler_on_the_users_data(tmp_path, capsy
         assert main(argv + (["--methods", "standard,ppots+mirror"] if command == "variance" else [])) == 0
     assert json.loads((tmp_path / "variance" / "variance.json").read_text())["data"].startswith("dataset/train")
     assert (tmp_path / "fit-ppots" / "ppots.json").is_file()
+
+
+def test_generate_help_and_data_option_errors_import_no_torch(tmp_path):
+    from tests.test_cli_methods import _imports_of
+
+    heavy, rc, _ = _imports_of("generate", "--help")
+    assert heavy == [] and rc == "0", heavy
+    bad = run_config(tmp_path, {"path": str(tmp_path / "nope.jsonl")}, "bad")
+    for argv, fragment in ((["train", str(bad)], "data.options.path: "),
+                           (["generate", str(tmp_path / "no-run"), "--prompt", "x"], "no such run or model folder")):
+        heavy, rc, err = _imports_of(*argv)
+        assert rc == "2" and fragment in err and heavy == [], (argv, heavy, err)

@@ -257,10 +257,9 @@ def _check_dataset(cfg, where: str) -> None:
     if cfg.data.task != "dataset":
         return
     from mdm.data.dataset import check_source
-    from mdm.train.data import task_spec
 
     try:
-        task_spec(cfg.data)
+        cfg.data.spec()
         check_source(cfg.data.options, accuracy=cfg.eval.accuracy is not None)
     except ConfigError as e:
         raise ConfigError(f"{where}.{e.where.removeprefix('data.')}", e.problem) from None

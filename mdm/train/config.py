@@ -105,6 +105,12 @@ class DataConfig(Strict):
             self.options = absolute_paths(self.options)
         return self
 
+    def spec(self):
+        """The run's TaskSpec (ISAD delimiters, SyRM syntax, scorer); a `dataset` run's is built from its options."""
+        from mdm.data.tasks import get_task
+
+        return get_task(self.task, self.options)
+
 
 class TrainingConfig(Strict):
     epochs: float = Field(1.0, gt=0)
@@ -306,10 +312,8 @@ def check_run(cfg: RunConfig, where: str) -> None:
 
     if cfg.data.task not in TASKS:
         raise ConfigError(f"{where}: data.task", f"unknown task {cfg.data.task!r}; allowed: {', '.join(TASKS)}")
-    from mdm.train.data import task_spec
-
     try:
-        task_spec(cfg.data)  # a task declared by its options (dataset): a bad scorer or option is named now
+        cfg.data.spec()  # a task declared by its options (dataset): a bad scorer or option is named now
         if cfg.data.task == "dataset":
             from mdm.data.dataset import check_source
 

@@ -18,16 +18,6 @@ from mdm.objective.rng import generator
 from mdm.train.config import DataConfig
 
 
-def task_spec(cfg: DataConfig):
-    """The run's TaskSpec (ISAD delimiters, SyRM syntax, scorer): a `dataset` run's comes from its options."""
-    from mdm.data import get_task
-
-    try:
-        return get_task(cfg.task, cfg.options)
-    except ConfigError as e:
-        raise ConfigError(_data_where(e.where), e.problem) from None
-
-
 def _data_where(where: str) -> str:
     return "data." + where.removeprefix("task.") if where.startswith("task.") else where
 
@@ -86,7 +76,7 @@ def build_data(cfg: DataConfig, tokenizer, eos_pad: bool = True, examples: list[
     rows are reported through `echo`; more than half of them dropped is a ConfigError."""
     examples = load_examples(cfg) if examples is None else examples
     train_ex, held_ex = split_heldout(examples, cfg.heldout_fraction, cfg.split_seed)
-    spec = task_spec(cfg)
+    spec = cfg.spec()
     train, d1 = tokenize_examples(tokenizer, train_ex, spec, cfg.max_length)
     held, d2 = tokenize_examples(tokenizer, held_ex, spec, cfg.max_length)
     dropped = f"{d1 + d2} of {len(examples)} examples are longer than max_length={cfg.max_length} tokens"

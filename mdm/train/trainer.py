@@ -30,7 +30,7 @@ import torch
 
 from mdm.errors import ConfigError
 from mdm.train.config import RunConfig
-from mdm.train.data import accumulation_steps, build_data, global_batch, micro_ranges, task_spec, total_steps
+from mdm.train.data import accumulation_steps, build_data, global_batch, micro_ranges, total_steps
 
 LOG = "train_log.jsonl"
 RESULT = "result.json"
@@ -157,7 +157,7 @@ class Trainer:
             self.adapter.enable_checkpointing(model)
         self.tokenizer = tokenizer
         self.data = build_data(cfg.data, tokenizer, eos_pad=cfg.model.family == "mdm", examples=examples, echo=echo)
-        self.collate = Collator(tokenizer, task_spec(cfg.data), cfg.data.max_length,
+        self.collate = Collator(tokenizer, cfg.data.spec(), cfg.data.max_length,
                                 pad_carries_loss=not self.adapter.can_pad)
         self.mask_token_id = mask_token_id_of(tokenizer, model.config) if self.is_mdm else None
         self.objective = MDMObjective(method, self.mask_token_id) if self.is_mdm else ARMObjective()
