@@ -132,12 +132,16 @@ def test_every_source_kind_reads_the_same_rows(tmp_path):
     ({"hub_id": "someone/no-such-data"}, "train", "data.options.hub_id", "cannot load hub dataset "
      "'someone/no-such-data' offline"),
     ({}, "train", "data.options", "needs a source: path"),
+    ({"path": "bad.jsonl"}, "train", "bad.jsonl:2", "not valid JSON"),
+    ({"path": "turns.jsonl"}, "train", "turns.jsonl: row 1", "no assistant message"),
 ])
 def test_data_problems_are_one_clear_error(tmp_path, monkeypatch, options, split, where, words):
     monkeypatch.chdir(tmp_path)
     write_jsonl(tmp_path / "d.jsonl", [{"question": "q", "answer": "a"}])
     (tmp_path / "empty.jsonl").write_text("\n")
     (tmp_path / "d.csv").write_text("question,answer\n")
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "p", "response": "r"}\n{"prompt": \n')
+    write_jsonl(tmp_path / "turns.jsonl", [{"messages": [{"role": "user", "content": "hi"}]}])
     with pytest.raises(ConfigError) as e:
         make_task("dataset", split, **options)
     assert e.value.where == where and words in e.value.problem, str(e.value)
