@@ -134,6 +134,7 @@ def test_every_source_kind_reads_the_same_rows(tmp_path):
     ({}, "train", "data.options", "needs a source: path"),
     ({"path": "bad.jsonl"}, "train", "bad.jsonl:2", "not valid JSON"),
     ({"path": "turns.jsonl"}, "train", "turns.jsonl: row 1", "no assistant message"),
+    ({"path": "ragged.jsonl"}, "train", "ragged.jsonl: row 2", "no 'response'; it has: prompt"),
 ])
 def test_data_problems_are_one_clear_error(tmp_path, monkeypatch, options, split, where, words):
     monkeypatch.chdir(tmp_path)
@@ -142,6 +143,7 @@ def test_data_problems_are_one_clear_error(tmp_path, monkeypatch, options, split
     (tmp_path / "d.csv").write_text("question,answer\n")
     (tmp_path / "bad.jsonl").write_text('{"prompt": "p", "response": "r"}\n{"prompt": \n')
     write_jsonl(tmp_path / "turns.jsonl", [{"messages": [{"role": "user", "content": "hi"}]}])
+    write_jsonl(tmp_path / "ragged.jsonl", [{"prompt": "p", "response": "r"}, {"prompt": "p"}])
     with pytest.raises(ConfigError) as e:
         make_task("dataset", split, **options)
     assert e.value.where == where and words in e.value.problem, str(e.value)

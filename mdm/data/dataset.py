@@ -263,6 +263,10 @@ def boxed_answers(text: str) -> list[str]:
 
 
 def to_example(row: dict, i: int, fmt: str, o: dict, split: str, source: str) -> dict:
+    keys = [o["messages_key"]] if fmt == "messages" else [o["prompt_key"], o["response_key"]]
+    missing = [k for k in keys + ([o["answer_key"]] if o.get("answer_key") else []) if k not in row]
+    if missing:
+        raise ConfigError(f"{source}: row {i + 1}", f"no {missing[0]!r}; it has: {', '.join(row)}")
     if fmt == "messages":
         turns, response = split_messages(row[o["messages_key"]], f"{source}: row {i + 1}")
         ex = {"prompt": "\n".join(m["content"] for m in turns), "messages": turns, "response": response}
@@ -294,23 +298,23 @@ def load_dataset_task(split: str, n: int | None = None, /, **options) -> list[di
             _require(o, fmt, list(row), source)
         out.append(to_example(row, i, fmt, o, split, source))
     if not out:
-        raise ConfigError(_where("test_path" if split == "test" else "path"), f"{source}: no rows")
+        key = ("test_path" if o.get("test_path") else "test_split") if split == "test" else \
+            ("path" if o.get("path") else "hub_id")
+        raise ConfigError(_where(key), f"{source}: no rows")
     return out
 
 
 def fingerprint(options: dict) -> str:
-    """What the data of a run is, beyond its options (a file's content, a folder's files): a base model trained
-    on it is cached under this, so an edited file gets a new base."""
+    """What the training data of a run is, beyond its options (the content of `path`: a file, or a folder's files;
+    a hub source is named by hub_id + revision): a base model trained on it is cached under this, so an edited
+    file gets a new base. Files over 256 MiB are named by size and modification time instead of content."""
     o = check_options(options)
     h = hashlib.sha256()
-    for key in ("path", "test_path"):
-        if not o.get(key):
-            continue
-        path = Path(o[key]).expanduser()
+    if o.get("path"):
+        path = Path(o["path"]).expanduser()
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for p in files:
-            if p.is_file():
-                h.update(f"{p.relative_to(path) if path.is_dir() else p.name}\0{p.stat().st_size}\0".encode())
-                h.update(hashlib.sha256(p.read_bytes()).digest() if p.stat().st_size < 1 << 28 else
-                         str(p.stat().st_mtime_ns).encode())
+        for p in (f for f in files if f.is_file()):
+            size = p.stat().st_size
+            h.update(f"{p.relative_to(path) if path.is_dir() else p.name}\0{size}\0".encode())
+            h.update(hashlib.sha256(p.read_bytes()).digest() if size < 1 << 28 else str(p.stat().st_mtime_ns).encode())
     return h.hexdigest()[:16]
