@@ -181,6 +181,7 @@ def test_a_base_model_is_keyed_by_the_content_of_the_file(tmp_path):
 
 
 def test_jsonl_messages_train_eval_generate_through_the_cli(tmp_path, capsys):
+    """`mdm train` in its own process; `mdm eval` and `mdm generate` through the same entry point in this one."""
     train = write_jsonl(tmp_path / "train.jsonl", chat_rows("train", 40))
     test = write_jsonl(tmp_path / "test.jsonl", chat_rows("test", 4))
     cfg = run_config(tmp_path, {"path": str(train), "test_path": str(test), "scorer": "gsm8k"}, "run")
@@ -194,9 +195,8 @@ def test_jsonl_messages_train_eval_generate_through_the_cli(tmp_path, capsys):
     assert "gen_length=8 steps=8 block_length=8" in shown  # the run's own eval.accuracy decoding
     record = json.loads((run / "record.json").read_text())
     assert record["eval"]["dataset"]["n"] == 4 and "score" in record["metrics"]
-    out = mdm("generate", run, "--prompt", "Ava has 2 apples.", "--prompt", "Ben has 3 cards.", "--json")
-    assert out.returncode == 0, out.stderr[-2000:]
-    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert main(["generate", str(run), "--prompt", "Ava has 2 apples.", "--prompt", "Ben has 3 cards.", "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [x["prompt"] for x in lines] == ["Ava has 2 apples.", "Ben has 3 cards."]
     assert all(isinstance(x["response"], str) for x in lines)
 
