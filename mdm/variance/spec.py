@@ -4,6 +4,7 @@
     seed: 0
     threads: 1                                             # optional: torch CPU threads
     data:  {task: gsm8k, split: train, n: 2000, max_length: 192}
+       or: {task: dataset, options: {path: my.jsonl}}       # your own data (README "Your own data")
     model: {vocab_size: 1024, warmup_steps: 150}          # tiny backbone, warmed up, cached
        or: {checkpoint: PATH}                              # a save_pretrained folder with its tokenizer
        or: {hub: GSAI-ML/LLaDA-8B-Instruct, dtype: bfloat16}
