@@ -175,3 +175,11 @@ def test_device_memory_of_the_named_gpu():
     assert memory.device_gib(Hardware(name="MI300X")) is None
     assert memory.device_gib(Hardware(name="MI300X", memory_gib=192)) == 192.0
     assert memory.device_gib(None) is None
+
+
+def test_snapshot_disk_by_hand():
+    """Model-only snapshots: 2 B/param under DeepSpeed (bf16 module), 4 otherwise; one every N steps before the last."""
+    d = memory.snapshot_disk(1e9, memory.LaunchPlan("zero2", 8), 1055, 500, 1)
+    assert d == {"size": 2e9, "count": 2, "written": 4e9, "peak": 4e9}  # keep 1: the next is written first
+    assert memory.snapshot_disk(1e9, memory.LaunchPlan("fsdp", 8), 1000, 100, None) == \
+        {"size": 4e9, "count": 9, "written": 36e9, "peak": 36e9}

@@ -335,3 +335,17 @@ def test_sampler_refuses_a_causal_model_before_decoding():
     arm = build_tiny_model(FakeTokenizer(), causal=True)
     with pytest.raises(ConfigError, match=r"does not have bidirectional attention .*\(mask: position 0 does not see"):
         generate(arm, [[2, 5, 6]], DecodeConfig(gen_length=4, steps=4, block_length=4), mask_token_id=1)
+
+
+def test_lora_on_llada_adapts_the_blocks_default_projections_not_the_output_layer(folders, tmp_path):
+    from safetensors import safe_open
+
+    assert main(["train", run_yaml(tmp_path, folders["llada"], training__peft={"lora": {"r": 2}})]) == 0
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["status"] == "done" and result["peft"] == "lora"
+    with safe_open(str(tmp_path / "run" / "adapter" / "adapter_model.safetensors"), "pt") as f:
+        adapted = {k.split(".lora_")[0].split("transformer.")[1] for k in f.keys()}
+    assert adapted == {f"blocks.{i}.{n}" for i in range(2) for n in
+                       ("q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out")}
+    model, _ = load(tmp_path / "run" / "model")  # the merged weights: LLaDA's own code, no peft
+    assert not any("lora" in n for n, _ in model.named_parameters())

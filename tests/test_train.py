@@ -378,3 +378,73 @@ def _tokenizer_for_rope():
 
     texts = [e["prompt"] + e["response"] for e in make_task("arith", n=50)]
     return build_tokenizer(texts, 256, cache_dir=tempfile.mkdtemp())
+
+
+@pytest.mark.parametrize("family", ["mdm", "arm"])
+def test_heldout_loss_shards_over_ranks_with_equal_forwards(tmp_path, family):
+    """Each of 2 ranks takes every other batch (a short rank repeats one with weight 0, so both run the same number
+    of forwards, as FSDP needs); the summed shards are the 1-process loss (masks are keyed by example index)."""
+    import contextlib
+
+    from mdm.adapters import checked
+    from mdm.data import build_tokenizer, make_task, tokenize_examples
+    from mdm.models import TinySize, build_tiny_model
+    from mdm.train.evaluate import heldout_loss
+    from tests.numerics import approx
+
+    examples = make_task("arith", n=40)
+    tok = build_tokenizer([e["prompt"] + e["response"] for e in examples], 512, cache_dir=tmp_path)
+    items, _ = tokenize_examples(tok, examples[:5], "arith", 256)
+    model = build_tiny_model(tok, causal=family == "arm", size=TinySize(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+        intermediate_size=64))
+    checked(model, causal=family == "arm")  # the one probe forward, before counting
+    forwards = []
+    model.register_forward_hook(lambda *_: forwards.append(1))
+
+    class Rank:  # what heldout_loss uses of an accelerate.Accelerator; reduce returns this rank's sums
+        num_processes, device = 2, "cpu"
+
+        def __init__(self, index):
+            self.process_index, self.sums = index, None
+
+        def autocast(self):
+            return contextlib.nullcontext()
+
+        def reduce(self, tensor, reduction):
+            self.sums = tensor
+            return tensor
+
+    kw = dict(family=family, mask_token_id=tok.mask_token_id, t_grid=2, batch_size=2, seed=0)
+    one = heldout_loss(model, tok, items, "arith", 256, **kw)
+    n_one, shards = len(forwards), []
+    for index in (0, 1):
+        forwards.clear()
+        rank = Rank(index)
+        heldout_loss(model, tok, items, "arith", 256, accelerator=rank, **kw)
+        shards.append((rank.sums, len(forwards)))
+    (s0, f0), (s1, f1) = shards
+    assert n_one == 3 * (2 if family == "mdm" else 1)  # 3 batches of 2, 2 grid points each (MDM)
+    assert f0 == f1 == 2 * n_one // 3  # the same number of forwards on both ranks
+    grid = 2 if family == "mdm" else 1  # sums run over (sequence, grid point)
+    assert float(s0[1]) == 3 * grid and float(s1[1]) == 2 * grid  # [0,1],[4] on rank 0; [2,3] + a repeat on 1
+    assert float(s0[0] + s1[0]) / float(s0[1] + s1[1]) == approx(one)
+
+
+def test_model_only_snapshots_are_kept_without_changing_the_trajectory(tmp_path):
+    """training.save_model_every: weights + tokenizer (no optimizer) under models/step_N, the latest keep_models kept;
+    the log is the run's without snapshots, bit for bit, and a snapshot loads as a model folder."""
+    from mdm.train.model import load_pretrained
+
+    plain, plain_log = train(tiny_run(tmp_path / "plain", tmp_path / "cache"))
+    snap, snap_log = train(tiny_run(tmp_path / "snap", tmp_path / "cache", training__save_model_every=1,
+                                    training__keep_models=2))
+    assert trajectory(snap_log) == trajectory(plain_log)
+    models = tmp_path / "snap" / "models"
+    assert sorted(p.name for p in models.iterdir()) == ["step_00000002", "step_00000003"]  # step 4 is <run>/model
+    assert not (models / "step_00000003" / "optimizer.bin").exists()
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in (models / "step_00000003").iterdir()}
+    model, _ = load_pretrained(models / "step_00000003", causal=False, dtype=torch.float32)
+    final, _ = load_pretrained(tmp_path / "snap" / "model", causal=False, dtype=torch.float32)
+    w3, w4 = (dict(m.named_parameters())["model.embed_tokens.weight"] for m in (model, final))
+    assert not torch.equal(w3, w4)

@@ -45,6 +45,44 @@ def test_table_does_not_depend_on_the_token_budget(model, x0):
     assert np.array_equal(big.losses, again.losses) and not np.allclose(big.losses, other.losses)
 
 
+def test_a_sharded_pilot_splits_the_rows_and_sums_to_the_one_process_table(model, x0):
+    """2 ranks (a stand-in for accelerate's Accelerator whose reduce keeps this rank's part): the ranks fill
+    disjoint rows with the same number of forwards each; their sum is the one-process table, bit for bit (the
+    same chunks, so the same batches)."""
+    import contextlib
+
+    class Rank:
+        num_processes, device = 2, "cpu"
+
+        def __init__(self, index):
+            self.process_index = index
+
+        def autocast(self):
+            return contextlib.nullcontext()
+
+        def reduce(self, tensor, reduction):
+            return tensor
+
+    t = np.array([0.2, 0.5, 0.9])
+    method = Method.build("mirror")
+    full = run_mdm(model, x0, method, t, 3, mask_token_id=MASK_ID, seed=1, token_budget=300)
+    calls = []
+    hook = model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        parts, forwards = [], []
+        for index in (0, 1):
+            calls.clear()
+            parts.append(run_mdm(model, x0, method, t, 3, mask_token_id=MASK_ID, seed=1, token_budget=300,
+                                 accelerator=Rank(index)))
+            forwards.append(len(calls))
+    finally:
+        hook.remove()
+    filled = [p.losses != 0 for p in parts]
+    assert forwards[0] == forwards[1] > 0 and not (filled[0] & filled[1]).any() and (filled[0] | filled[1]).all()
+    assert np.array_equal(parts[0].losses + parts[1].losses, full.losses)
+    assert parts[0].forward_rows + parts[1].forward_rows == full.forward_rows
+
+
 def test_a_cell_is_the_row_loss_the_method_backpropagates_at_that_t(model, x0):
     t = np.array([0.3, 0.7])
     run = run_mdm(model, x0, Method.build("multisample2"), t, 2, mask_token_id=MASK_ID, seed=5, token_budget=4096)

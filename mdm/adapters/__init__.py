@@ -84,6 +84,29 @@ def checked(model, causal: bool = False) -> Adapter:
                       f"project's padding ({'; '.join(verdicts)}); refusing to train or decode it")
 
 
+def checked_on_main(model, causal: bool, accelerator) -> Adapter:
+    """`checked` in a launch: the main process probes (under FSDP's RAM-efficient loading the other ranks hold
+    meta tensors until `prepare` broadcasts rank 0's weights) and its verdict, the padding or the refusal, is
+    broadcast, so every rank uses the same adapter or stops with the same line."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return checked(model, causal)
+    from accelerate.utils import broadcast_object_list
+
+    verdict: list = [None, None]
+    if accelerator.is_main_process:
+        try:
+            verdict = [checked(model, causal).padding, None]
+        except ConfigError as e:
+            verdict = [None, (e.where, e.problem)]
+    broadcast_object_list(verdict, from_process=0)
+    if verdict[1] is not None:
+        raise ConfigError(*verdict[1])
+    inner = getattr(model, "module", model)
+    cache = inner.__dict__.setdefault("_mdm_adapters", {})
+    cache[causal] = cache.get(causal) or adapter_class(config_of(model))(verdict[0])
+    return cache[causal]
+
+
 @torch.no_grad()
 def probe(model, adapter: Adapter, causal: bool) -> str | None:
     """One forward of 3 rows: x, x with its last real token changed, x with its pads changed. None when the model's

@@ -12,7 +12,8 @@ An adapter says, for one model family:
 - logits shift: none (logits at position i predict token i) for every adapter here; Dream, which predicts token
   i at position i - 1, is refused (`registry.REFUSED`);
 - how to turn on activation checkpointing (`enable_checkpointing`: an error when it cannot);
-- its vocabulary range: ids >= len(tokenizer) are padded embedding rows and are never sampled.
+- its vocabulary range: ids >= len(tokenizer) are padded embedding rows and are never sampled;
+- the Linear layers LoRA adapts by default (`lora_targets`: attention and MLP projections).
 Which padding a model actually gets is decided by `mdm.adapters.probe`, never assumed.
 """
 
@@ -34,6 +35,8 @@ class Adapter:
     name: ClassVar[str] = "transformers"
     paddings: ClassVar[tuple[str, ...]] = ("mask",)
     config_mask_default: ClassVar[int | None] = None  # the config class's own default (not a real mask token)
+    lora_targets: ClassVar[tuple[str, ...]] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                               "down_proj")  # Llama / Gemma / Qwen naming
 
     def __init__(self, padding: str | None = None):
         self.padding = padding or self.paddings[0]

@@ -8,6 +8,8 @@
 - Padding: a 2-D attention_mask with a 0 makes this code causal (OLMo heritage), so it is never passed. MMaDA's copy
   honours `attention_bias` ("bias"); the hub's code ignores every mask ("eos": LLaDA's SFT convention). The probe
   (`mdm.adapters.probe`) tells which.
+- LoRA (`lora_targets`): q/k/v_proj, attn_out, ff_proj, up_proj, ff_out of every block (the output layer, also
+  named ff_out, is excluded by the trainer).
 - No logits shift. Activation checkpointing: `model.model.set_activation_checkpointing(whole_layer)`.
 """
 
@@ -23,6 +25,8 @@ class LLaDA(Adapter):
     name = "llada"
     paddings = ("bias", "eos")
     config_mask_default = 50256
+    # the llama block of LLaDA-8B (MMaDA's and the hub's code): fused att_proj / ff_proj in other block types
+    lora_targets = ("q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out")
 
     def load(self, path, config, *, causal: bool, dtype):
         from transformers.dynamic_module_utils import get_class_from_dynamic_module

@@ -267,3 +267,11 @@ def checkpoint_disk(params: float, launch: LaunchPlan, steps: int, every: int | 
     size = checkpoint_bytes(params, launch)
     n = (steps - 1) // every if every else 0
     return {"size": size, "count": n, "written": n * size, "peak": min(n, keep + 1) * size}
+
+
+def snapshot_disk(params: float, launch: LaunchPlan, steps: int, every: int | None, keep: int | None) -> dict:
+    """Model-only snapshots of one run (`training.save_model_every`): the weights as the run's module holds them
+    (bf16 under DeepSpeed, which loads in bf16; fp32 otherwise), one every `every` steps before the last."""
+    size = params * (2 if launch.backend == "zero2" else 4)
+    n = (steps - 1) // every if every else 0
+    return {"size": size, "count": n, "written": n * size, "peak": min(n, keep + 1 if keep else n) * size}

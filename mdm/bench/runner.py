@@ -465,6 +465,12 @@ def print_memory(preset, runs: list[PlannedRun], launch_file: str | None, echo=p
                  f"keep {t.keep_checkpoints}): " + ", ".join(
                      f"{task} {d['count']} written ({d['written'] / 1e9:.0f} GB), disk {d['peak'] / 1e9:.0f} GB"
                      for task, d in disk.items()))
+            if t.save_model_every:
+                snaps = {r.task: memory.snapshot_disk(arch.params, launch, estimate(r, preset)["steps"],
+                                                      t.save_model_every, t.keep_models) for r in group}
+                echo(f"    model snapshots (weights only, {next(iter(snaps.values()))['size'] / 1e9:.0f} GB each; every "
+                     f"{t.save_model_every} steps, keep {t.keep_models or 'all'}): " + ", ".join(
+                         f"{task} {d['count']} written, disk {d['peak'] / 1e9:.0f} GB" for task, d in snaps.items()))
             heavy = [task for task, d in disk.items() if d["written"] > CHECKPOINT_WARN_BYTES]
             if heavy:
                 warnings.append(f"WARNING: checkpoints write over {CHECKPOINT_WARN_BYTES / 1e12:g} TB per run for "

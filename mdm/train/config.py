@@ -8,6 +8,7 @@ Every validation problem becomes one ConfigError: `run.yaml: training.lrr: unkno
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -112,6 +113,21 @@ class DataConfig(Strict):
         return get_task(self.task, self.options)
 
 
+class LoraConfig(Strict):
+    """LoRA adapters (peft) on the backbone's Linear layers; everything else is frozen."""
+
+    r: int = Field(8, ge=1, description="adapter rank")
+    alpha: float = Field(16.0, gt=0, description="scale alpha / r of the adapter's update")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    # null: the family's attention and MLP projections (mdm.adapters: Adapter.lora_targets); the output layer
+    # is never adapted
+    target_modules: list[str] | None = None
+
+
+class PeftConfig(Strict):
+    lora: LoraConfig
+
+
 class TrainingConfig(Strict):
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, ge=1, description="overrides epochs")
@@ -133,8 +149,16 @@ class TrainingConfig(Strict):
     checkpoint_every: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
         "auto", description="optimizer steps between checkpoints")
     keep_checkpoints: int = Field(1, ge=1)
+    # model-only snapshots (weights + tokenizer, no optimizer: an 8B model in bf16 is 16 GB, a full ZeRO-2 checkpoint
+    # 112 GB) under <run>/models/step_N, for evaluating a run along the way; null: none. LoRA runs save the adapter.
+    save_model_every: int | None = Field(None, ge=1, description="optimizer steps between model-only snapshots")
+    keep_models: int | None = Field(None, ge=1, description="model-only snapshots kept (the latest); null: all")
     threads: int | None = Field(None, ge=1, description="torch CPU threads per process")
     progress: bool = True
+    # stderr not a terminal: a plain progress line every N steps (auto: about 10 per run)
+    log_every: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    report_to: list[str] = Field([], description="accelerate trackers (tensorboard, wandb, ...): <output_dir>/trackers")
+    peft: PeftConfig | None = None  # null: full fine-tune
 
 
 class EvalConfig(Strict):
@@ -174,8 +198,11 @@ class RunConfig(Strict):
         d = self.model_dump(mode="json")
         for key in ("output_dir", "name"):
             d.pop(key)
-        for key in ("checkpoint_every", "keep_checkpoints", "threads", "progress"):
+        for key in ("checkpoint_every", "keep_checkpoints", "save_model_every", "keep_models", "threads", "progress",
+                    "log_every", "report_to"):
             d["training"].pop(key)
+        if d["training"]["peft"] is None:  # full fine-tune: as before the key existed (old run folders still match)
+            d["training"].pop("peft")
         d.pop("eval")
         return d
 
@@ -308,6 +335,12 @@ def check_run(cfg: RunConfig, where: str) -> None:
     if t.micro_batch_size > t.global_batch_size:
         raise ConfigError(f"{where}: training.micro_batch_size", f"{t.micro_batch_size} is larger than "
                           f"global_batch_size {t.global_batch_size}")
+    from mdm.train.trackers import check_trackers
+
+    check_trackers(t.report_to, where)
+    if t.peft is not None and importlib.util.find_spec("peft") is None:
+        raise ConfigError(f"{where}: training.peft", "LoRA needs the 'peft' package, which is not installed; "
+                          "pip install peft (or set training.peft: null for a full fine-tune)")
     from mdm.data.tasks import TASKS
 
     if cfg.data.task not in TASKS:

@@ -1,4 +1,4 @@
-"""P-POTS with density 'auto': fit p*(t) once before training, on the main process, and share it.
+"""P-POTS with density 'auto': fit p*(t) once before training (the pilot sharded over all ranks), and share it.
 
 The pilot and the EPR fit are `mdm.variance`'s (METHODS.md 3): a Standard pilot table l[a, b, c] on `a`
 training sequences chosen by the pilot seed, with the model about to be fine-tuned, then the KL fit of the
@@ -50,17 +50,23 @@ def require_fitter(where: str = "method.t_sampler.density"):
 PILOT_FORMAT = "ppots-pilot-v1"  # bump when the pilot or the fit changes numbers, so old cache entries are not reused
 
 
-def fit_density(*, model, items, collate, mask_token_id, pilot, device, meta=None, cache_dir=None) -> dict:
-    """Run the pilot and the fit (main process only), or reuse the identical pilot from `cache_dir`.
-    Returns the ppots.json artifact ({grid, density, ..., "pilot_cache": {key, reused}})."""
+def fit_density(*, model, items, collate, mask_token_id, pilot, device, meta=None, cache_dir=None,
+                accelerator=None) -> dict:
+    """Run the pilot and the fit, or reuse the identical pilot from `cache_dir`. Returns the ppots.json artifact
+    ({grid, density, ..., "pilot_cache": {key, reused}}). With `accelerator`, every rank calls this: the pilot's
+    forwards are sharded over the ranks (the wrapped model, its autocast), each rank fits the same summed table, and
+    the main process alone reads and writes the cache (holding its lock while the ranks compute)."""
+    import contextlib
+
     profile = require_fitter()
+    main = accelerator is None or accelerator.is_main_process
     a = min(pilot.a, len(items))
     rows = torch.randperm(len(items), generator=generator(pilot.seed, "ppots-pilot"))[:a].sort().values.tolist()
     x0 = collate([items[i] for i in rows]).to(device)
 
     def fit() -> dict:
         prof = profile.Profiler(model, x0, mask_token_id=mask_token_id, b=pilot.b, c=pilot.c, grid=pilot.grid,
-                                seed=pilot.seed, token_budget=pilot.token_budget)
+                                seed=pilot.seed, token_budget=pilot.token_budget, accelerator=accelerator)
         return prof.fit_ppots(restarts=pilot.restarts, seed=pilot.seed, full_second_moment=pilot.full_second_moment,
                               meta={"pilot_rows": rows, **(meta or {})})
 
@@ -69,14 +75,25 @@ def fit_density(*, model, items, collate, mask_token_id, pilot, device, meta=Non
     from mdm.train.model import file_lock
     from mdm.train.trainer import atomic_write_json, read_json
 
-    key = pilot_key(model, x0, mask_token_id, pilot, device)
-    path = Path(cache_dir) / f"{key}.json"
-    with file_lock(path.with_suffix(".lock")):  # parallel runs wait for the first one's pilot
-        cached = read_json(path)
+    key = path = cached = None
+    if main:
+        inner = accelerator.unwrap_model(model) if accelerator is not None else model
+        key = pilot_key(inner, x0, mask_token_id, pilot, device)
+        path = Path(cache_dir) / f"{key}.json"
+    with file_lock(path.with_suffix(".lock")) if main else contextlib.nullcontext():  # parallel runs wait
+        if main:
+            cached = read_json(path)
+        if accelerator is not None:
+            from accelerate.utils import broadcast_object_list
+
+            shared = [cached, key]
+            broadcast_object_list(shared, from_process=0)
+            cached, key = shared
         if cached is not None:
             return {**cached, "pilot_cache": {"key": key, "reused": True, "fitted_by": cached.get("run")}}
         artifact = fit()
-        atomic_write_json(path, artifact)
+        if main:
+            atomic_write_json(path, artifact)
     return {**artifact, "pilot_cache": {"key": key, "reused": False}}
 
 

@@ -10,7 +10,8 @@ One optimizer step s:
   4. the rows' (t, loss) are gathered in position order: the logged loss, and the EMA control variate's
      update, are those of the global batch (every micro-batch sees the control variate's pre-step state);
   5. clip, AdamW step, scheduler step; one JSONL line; a checkpoint every `checkpoint_every` steps.
-A run directory holds run_config.json, train_log.jsonl, checkpoints/, model/ (final) and result.json.
+A run directory holds run_config.json, train_log.jsonl, checkpoints/, model/ (final) and result.json; with
+`training.peft` also adapter/ (model/ then holds the merged weights), with `training.report_to` trackers/.
 `Trainer(cfg).train()` on a directory with a checkpoint resumes and reproduces the uninterrupted run; without
 one it restarts from step 0 with an empty log. A directory belongs to the configuration that wrote its
 run_config.json (after setup succeeded); another configuration is refused, finished or not (`set_aside`).
@@ -31,6 +32,7 @@ import torch
 from mdm.errors import ConfigError
 from mdm.train.config import RunConfig
 from mdm.train.data import accumulation_steps, build_data, global_batch, micro_ranges, total_steps
+from mdm.train.trackers import check_trackers, tracker_dir
 
 LOG = "train_log.jsonl"
 RESULT = "result.json"
@@ -119,17 +121,18 @@ class Trainer:
         from accelerate import Accelerator
         from accelerate.utils import broadcast_object_list
 
-        from mdm.adapters import checked
+        from mdm.adapters import checked_on_main
         from mdm.cache import writable_cache
         from mdm.data import Collator, mask_token_id_of
         from mdm.objective import ARMObjective, MDMObjective, Method
         from mdm.train import ppots
         from mdm.train.data import load_examples
-        from mdm.train.model import build_model, cache_root
+        from mdm.train.model import build_model, cache_root, ensure_base
 
         cfg, t = self.cfg, self.cfg.training
         if t.threads:
             torch.set_num_threads(t.threads)
+        check_trackers(t.report_to)  # also for a config not read by load_run_config (check_run)
         method = Method.build(cfg.method) if self.is_mdm else None
         fit_ppots = method is not None and ppots.needs_fit(method)
         if fit_ppots and not (self.run_dir / "ppots.json").is_file():
@@ -140,11 +143,21 @@ class Trainer:
 
         if cfg.model.source == "tiny" or cfg.model.base == "auto" or fit_ppots:
             writable_cache(cfg.model.cache_dir)  # before any compute: tokenizers, bases and pilots are cached
-        model, tokenizer = build_model(cfg)  # before the Accelerator: a tiny base may be pretrained here
+        if t.peft is not None and cfg.model.source == "tiny":
+            from mdm.train.lora import check_tiny
+
+            check_tiny(cfg)  # LoRA targets: before a tiny base is pretrained (other models: once loaded)
+        if cfg.model.base == "auto":
+            ensure_base(cfg)  # the tiny base is pretrained (a separate process inside a launch) before the Accelerator
         world = int(os.environ.get("WORLD_SIZE", "1"))
         self.accum = accumulation_steps(t.global_batch_size, t.micro_batch_size, world)
         self.acc = acc = Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=self.accum,
-                                     mixed_precision="bf16" if use_bf16(t.bf16) else "no")
+                                     mixed_precision="bf16" if use_bf16(t.bf16) else "no",
+                                     log_with=t.report_to or None,
+                                     project_dir=str(tracker_dir(self.run_dir)) if t.report_to else None)
+        # loaded after the Accelerator: with the process group up, FSDP's RAM-efficient loading (fsdp.yaml) reads the
+        # weights on rank 0 only (meta tensors elsewhere, filled by prepare), and DeepSpeed ranks load bf16
+        model, tokenizer = build_model(cfg)
         if acc.num_processes != world:  # e.g. launched without torchrun
             self.accum = accumulation_steps(t.global_batch_size, t.micro_batch_size, acc.num_processes)
             acc.gradient_accumulation_steps = self.accum
@@ -152,9 +165,16 @@ class Trainer:
             ds = acc.state.deepspeed_plugin.deepspeed_config
             ds.update(train_micro_batch_size_per_gpu=t.micro_batch_size, gradient_accumulation_steps=self.accum,
                       gradient_clipping=t.grad_clip or 0.0)
-        self.adapter = checked(model, causal=not self.is_mdm)  # one probe forward: refuses wrong attention
+        self.adapter = checked_on_main(model, not self.is_mdm, acc)  # one probe forward: refuses wrong attention
         if t.gradient_checkpointing:
             self.adapter.enable_checkpointing(model)
+        self.peft = None
+        if t.peft is not None:  # LoRA injected into `model`; the PeftModel is kept to save and merge the adapter
+            from mdm.train.lora import apply_lora
+
+            # the adapters' init and LoRA dropout use torch's global generator: seeded here, saved in checkpoints
+            torch.manual_seed(t.seed)
+            self.peft = apply_lora(model, t.peft.lora, self.adapter)
         self.tokenizer = tokenizer
         self.data = build_data(cfg.data, tokenizer, eos_pad=cfg.model.family == "mdm", examples=examples, echo=echo)
         self.collate = Collator(tokenizer, cfg.data.spec(), cfg.data.max_length,
@@ -163,10 +183,12 @@ class Trainer:
         self.objective = MDMObjective(method, self.mask_token_id) if self.is_mdm else ARMObjective()
         self.total = total_steps(len(self.data.train), t.global_batch_size, t.epochs, t.max_steps)
         self.n_params = sum(p.numel() for p in model.parameters())
+        self.n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         self.checkpoint_every = checkpoint_interval(t.checkpoint_every, self.total)
 
-        decay = [p for p in model.parameters() if p.ndim >= 2]
-        no_decay = [p for p in model.parameters() if p.ndim < 2]
+        params = [p for p in model.parameters() if p.requires_grad]  # all of them, unless LoRA froze the backbone
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
                                        {"params": no_decay, "weight_decay": 0.0}],
                                       lr=t.lr, betas=t.adam_betas, eps=t.adam_eps)
@@ -185,19 +207,17 @@ class Trainer:
         if acc.is_main_process and not (self.run_dir / "run_config.json").is_file():  # set up: the folder is ours
             atomic_write_json(self.run_dir / "run_config.json",
                               {"trajectory": self.cfg.trajectory_dict(), "config": self.cfg.model_dump(mode="json")})
-        if fit_ppots:  # fitted once on the main process, shared with all (and kept for a resume)
+        if fit_ppots:  # fitted once (the pilot's forwards sharded over all ranks) and kept for a resume
             path = self.run_dir / "ppots.json"
-            shared = [None]
-            if acc.is_main_process:
-                if path.is_file():
-                    shared = [read_json(path)]
-                else:
-                    shared = [ppots.fit_density(
-                        model=acc.unwrap_model(self.model), items=self.data.train, collate=self.collate,
-                        mask_token_id=self.mask_token_id, pilot=cfg.ppots_pilot, device=acc.device,
-                        meta={"run": cfg.name, "task": cfg.data.task}, cache_dir=cache_root(cfg.model) / "ppots")]
-                    atomic_write_json(path, shared[0])
+            shared = [read_json(path) if acc.is_main_process and path.is_file() else None]
             broadcast_object_list(shared, from_process=0)
+            if shared[0] is None:
+                shared[0] = ppots.fit_density(
+                    model=self.model, items=self.data.train, collate=self.collate, mask_token_id=self.mask_token_id,
+                    pilot=cfg.ppots_pilot, device=acc.device, meta={"run": cfg.name, "task": cfg.data.task},
+                    cache_dir=cache_root(cfg.model) / "ppots", accelerator=acc)
+                if acc.is_main_process:
+                    atomic_write_json(path, shared[0])
             ppots.install(method.t_sampler, shared[0])
 
         self.state = {"step": 0, "tokens_seen": 0, "passes": 0, "token_passes": 0, "elapsed_s": 0.0}
@@ -247,6 +267,27 @@ class Trainer:
             old = sorted(p for p in root.glob("step_*"))[: -self.cfg.training.keep_checkpoints]
             for p in old:
                 shutil.rmtree(p, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    def save_model_snapshot(self) -> None:
+        """Weights and tokenizer only (a LoRA run: its adapter) under models/step_N: written to a temporary folder,
+        then renamed; the oldest beyond `keep_models` are removed. A resumed run rewrites a step it saved before."""
+        acc, root = self.acc, self.run_dir / "models"
+        name = f"step_{self.state['step']:08d}"
+        state_dict = acc.get_state_dict(self.model) if self.peft is None else None  # a collective under FSDP
+        if acc.is_main_process:
+            tmp = root / f".tmp-{name}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            if self.peft is not None:
+                self.peft.save_pretrained(tmp)
+            else:
+                acc.unwrap_model(self.model).save_pretrained(tmp, state_dict=state_dict)
+            self.tokenizer.save_pretrained(tmp)
+            shutil.rmtree(root / name, ignore_errors=True)
+            os.replace(tmp, root / name)
+            keep = self.cfg.training.keep_models
+            for old in sorted(root.glob("step_*"))[: -keep] if keep else []:
+                shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
 
     def _truncate_log(self, step: int) -> None:
@@ -365,11 +406,16 @@ class Trainer:
             raise
         self._segment_start = time.perf_counter()
         acc, t = self.acc, self.cfg.training
-        from tqdm.auto import tqdm
+        from mdm.progress import progress
+        from mdm.train import trackers
 
-        bar = tqdm(total=self.total, initial=self.state["step"], desc=self.cfg.name or self.run_dir.name,
-                   disable=not (acc.is_main_process and t.progress and sys.stderr.isatty()), leave=False, dynamic_ncols=True,
-                   file=sys.stderr, mininterval=1.0)
+        every = max(1, math.ceil(self.total / 10)) if t.log_every == "auto" else t.log_every
+        bar = progress(self.total, self.cfg.name or self.run_dir.name, initial=self.state["step"], every=every,
+                       enabled=acc.is_main_process and t.progress)
+        if t.report_to:
+            acc.init_trackers(self.cfg.name or self.run_dir.name,
+                              config=trackers.flat_config(self.cfg.model_dump(mode="json")),
+                              init_kwargs=trackers.init_kwargs(t.report_to, self.run_dir))
         log = open(self.run_dir / LOG, "a") if acc.is_main_process else None
         try:
             while self.state["step"] < self.total:
@@ -378,13 +424,22 @@ class Trainer:
                 if log:
                     log.write(json.dumps(entry) + "\n")
                     log.flush()
-                bar.update(1)
+                if t.report_to:
+                    acc.log(trackers.step_values(entry), step=entry["step"])
                 bar.set_postfix(loss=f"{entry['loss']:.4f}", refresh=False)
+                bar.update(1)
                 if self.checkpoint_every and self.state["step"] % self.checkpoint_every == 0 and \
                         self.state["step"] < self.total:
                     self.save_checkpoint()
+                if t.save_model_every and self.state["step"] % t.save_model_every == 0 and \
+                        self.state["step"] < self.total:  # the last step's model is <run>/model
+                    self.save_model_snapshot()
         except TrainingFailed as e:
             return self._finish("failed", str(e))
+        except BaseException:  # killed or crashed: close the trackers' files (a rerun resumes)
+            if t.report_to:
+                trackers.finish(acc)
+            raise
         finally:
             bar.close()
             if log:
@@ -395,12 +450,16 @@ class Trainer:
         acc, cfg = self.acc, self.cfg
         metrics: dict = {}
         if status == "done":
+            if self.peft is not None:  # the adapter, then the merged weights as the run's model
+                if acc.is_main_process:
+                    self.peft.save_pretrained(self.run_dir / "adapter")
+                self.peft.merge_and_unload()
             state_dict = acc.get_state_dict(self.model)
             if acc.is_main_process:
                 model = acc.unwrap_model(self.model)
                 model.save_pretrained(self.run_dir / "model", state_dict=state_dict)
                 self.tokenizer.save_pretrained(self.run_dir / "model")
-                metrics = self._metrics(model)
+            metrics = self._metrics()  # every rank: the held-out loss is sharded over them
         result = {
             "status": status, "reason": reason, "name": cfg.name, "family": cfg.model.family,
             "task": cfg.data.task, "seed": cfg.training.seed, "steps": self.state["step"], "total_steps": self.total,
@@ -409,9 +468,16 @@ class Trainer:
             "resumed_from": self.state.get("resumed_from", []),
             "num_processes": acc.num_processes, "accumulation_steps": self.accum,
             "n_train": len(self.data.train), "n_heldout": len(self.data.heldout), "dropped": self.data.dropped,
-            "model_params": self.n_params, "mixed_precision": acc.mixed_precision, "adapter": repr(self.adapter),
+            "model_params": self.n_params, "trainable_params": self.n_trainable,
+            "peft": None if self.peft is None else "lora", "mixed_precision": acc.mixed_precision, "adapter": repr(self.adapter),
             "metrics": metrics,
         }
+        if cfg.training.report_to:
+            from mdm.train import trackers
+
+            acc.log({f"final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))} |
+                    {"final/failed": int(status != "done")}, step=self.state["step"])
+            trackers.finish(acc)
         if acc.is_main_process:
             atomic_write_json(self.run_dir / RESULT, result)
             if status == "done":
@@ -419,20 +485,24 @@ class Trainer:
         acc.wait_for_everyone()
         return result
 
-    def _metrics(self, model) -> dict:
+    def _metrics(self) -> dict:
+        """Train-loss summaries (main process: it wrote the log) and the held-out loss of the wrapped model, sharded
+        over all ranks under autocast (mdm.train.evaluate)."""
         from mdm.train.evaluate import heldout_loss
 
-        losses = [e["loss_raw"] for e in read_log(self.run_dir)]
-        tail = losses[-max(1, len(losses) // 10):]
-        metrics = {"train_loss_final": losses[-1] if losses else None,
-                   "train_loss_last10pct": sum(tail) / len(tail) if tail else None}
+        metrics: dict = {}
+        if self.acc.is_main_process:
+            losses = [e["loss_raw"] for e in read_log(self.run_dir)]
+            tail = losses[-max(1, len(losses) // 10):]
+            metrics = {"train_loss_final": losses[-1] if losses else None,
+                       "train_loss_last10pct": sum(tail) / len(tail) if tail else None}
         e = self.cfg.eval
         if e.heldout and self.data.heldout:
             items = self.data.heldout[: e.max_examples]
             metrics["heldout_loss"] = heldout_loss(
-                model, self.tokenizer, items, self.collate.task, self.cfg.data.max_length,
+                self.model, self.tokenizer, items, self.collate.task, self.cfg.data.max_length,
                 family=self.cfg.model.family, mask_token_id=self.mask_token_id, t_grid=e.t_grid,
-                batch_size=e.batch_size, seed=e.seed, device=self.acc.device)
+                batch_size=e.batch_size, seed=e.seed, device=self.acc.device, accelerator=self.acc)
             metrics["heldout_metric"] = "mdm_neg_elbo_per_token" if self.is_mdm else "arm_nll_per_token"
             metrics["heldout_examples"] = len(items)
         return metrics

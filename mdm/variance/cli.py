@@ -125,7 +125,7 @@ def cmd_variance(args) -> None:
     from mdm.variance.spec import load, pick_x0
 
     progress = not args.no_progress
-    loaded = load(spec, arm=ARM in methods, progress=progress)
+    loaded = load(spec, arm=ARM in methods, progress=progress, lora=args.gradient and spec.gradient.params == "lora")
     x0 = pick_x0(loaded.items, a, seed, loaded.tokenizer, spec.data.spec(), spec.data.max_length,
                  pad_carries_loss=not checked(loaded.model).can_pad)
     gradient = spec.gradient.model_dump() if args.gradient else None

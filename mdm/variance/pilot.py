@@ -14,12 +14,12 @@ The t-sampler is not run here: it only changes the law of t on the grid and the 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from mdm.errors import ConfigError
 from mdm.objective import ARMObjective, MDMBatch, MDMObjective, Method
@@ -127,13 +127,31 @@ class PilotRun:
     forward_tokens: int  # real (unpadded) tokens through the model
 
 
+def bar_of(total: int, progress: bool | str, name: str):
+    """A tqdm bar on a terminal, a few plain lines elsewhere (`progress`: False, True or the label)."""
+    from mdm.progress import progress as bar
+
+    return bar(total, progress if isinstance(progress, str) else name, enabled=bool(progress), unit="row")
+
+
 def _device_of(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def shard_chunks(chunks: list, rank: int, world: int) -> list[tuple]:
+    """(rows, keep) of this rank: every world-th chunk, then repeats of the first one (keep False) until every rank
+    has the same number of forwards (FSDP and ZeRO-3 gather parameters in each forward, on all ranks together)."""
+    mine = chunks[rank::world]
+    return [(rows, True) for rows in mine] + [(chunks[0], False)] * (-(-len(chunks) // world) - len(mine))
+
+
 def run_mdm(model, x0: MDMBatch, method: Method, t: np.ndarray, c: int, *, mask_token_id: int, seed: int,
-            token_budget: int, probe: LinearGradients | None = None, progress: bool | str = False) -> PilotRun:
-    """Fill l[a, b, c] (and the gradient table with a probe) for the method's masks at each fixed t_j."""
+            token_budget: int, probe: LinearGradients | None = None, progress: bool | str = False,
+            accelerator=None) -> PilotRun:
+    """Fill l[a, b, c] (and the gradient table with a probe) for the method's masks at each fixed t_j.
+
+    With `accelerator` (loss tables only) the row chunks are sharded over its ranks, run under its autocast and
+    summed back: draws are keyed by row id, so every rank ends with the one-process table."""
     a, b = x0.size, len(t)
     n = a * b * c
     row_t = torch.as_tensor(np.repeat(t, c), dtype=torch.float64).repeat(a)
@@ -153,15 +171,22 @@ def run_mdm(model, x0: MDMBatch, method: Method, t: np.ndarray, c: int, *, mask_
     was_training = model.training
     model.eval()
     spent_rows = spent_tokens = 0
-    bar = tqdm(total=n, desc=progress if isinstance(progress, str) else method.name, unit="row",
-               disable=not progress, leave=False)
+    todo = [(rows, True) for rows in chunks(lengths, b * c, views, token_budget)]
+    if accelerator is not None:
+        if probe is not None:
+            raise ValueError("a sharded pilot fills loss tables only (the gradient profiler runs in one process)")
+        todo = shard_chunks([rows for rows, _ in todo], accelerator.process_index, accelerator.num_processes)
+    bar = bar_of(n, progress, method.name)
+    autocast = accelerator.autocast if accelerator is not None else contextlib.nullcontext
     try:
-        for rows in chunks(lengths, b * c, views, token_budget):
+        for rows, keep in todo:
             batch = select_rows(x0, rows, b * c).to(device)
             draws = objective.draw(batch, seed=seed, step=0, global_batch_size=n)
             if probe is None:
-                with torch.no_grad():
+                with torch.no_grad(), autocast():
                     out = objective.loss(token_ce, batch, draws)
+                if not keep:  # a repeat that only keeps this rank in step with the others
+                    continue
             else:
                 with torch.enable_grad(), probe:
                     out = objective.loss(token_ce, batch, draws)
@@ -179,6 +204,10 @@ def run_mdm(model, x0: MDMBatch, method: Method, t: np.ndarray, c: int, *, mask_
     finally:
         bar.close()
         model.train(was_training)
+    if accelerator is not None:  # each rank filled its rows (the others are 0): sum the tables
+        summed = accelerator.reduce(torch.as_tensor(np.append(losses, [spent_rows, spent_tokens]),
+                                                    device=accelerator.device), reduction="sum").cpu().numpy()
+        losses, spent_rows, spent_tokens = summed[:-2], int(summed[-2]), int(summed[-1])
     shape = (a, b, c)
     return PilotRun(losses.reshape(shape), None if grads is None else grads.reshape(*shape, -1),
                     spent_rows, spent_tokens)
@@ -197,8 +226,9 @@ def run_arm(model, x0: MDMBatch, b: int, c: int, *, token_budget: int, probe: Li
     was_training = model.training
     model.eval()
     try:
-        for rows in tqdm(list(chunks(lengths, 1, 1, token_budget)), desc=progress if isinstance(progress, str)
-                         else "arm", disable=not progress, leave=False):
+        parts = list(chunks(lengths, 1, 1, token_budget))
+        bar = bar_of(a, progress, "arm")
+        for rows in parts:
             batch = select_rows(x0, rows, 1).to(device)
             if probe is None:
                 with torch.no_grad():
@@ -209,6 +239,8 @@ def run_arm(model, x0: MDMBatch, b: int, c: int, *, token_budget: int, probe: Li
                     (out.loss * len(rows)).backward()
                     grads[rows] = probe.per_row().cpu().numpy()
             losses[rows] = out.row_losses.double().cpu().numpy()
+            bar.update(len(rows))
+        bar.close()
     finally:
         model.train(was_training)
     table = np.broadcast_to(losses[:, None, None], (a, b, c)).copy()

@@ -55,12 +55,13 @@ class Profiler:
 
     def __init__(self, model, x0: MDMBatch, *, mask_token_id: int, b: int, c: int, grid: str = "midpoint",
                  seed: int = 0, token_budget: int = 16384, arm_model=None, gradient: dict | None = None,
-                 progress: bool = False):
+                 progress: bool = False, accelerator=None):
         check_sizes(x0.size, b, c)
         self.model, self.x0, self.mask_token_id = model, x0, mask_token_id
         self.t, self.pi = t_grid(b, grid)
         self.b, self.c, self.grid, self.seed, self.token_budget = len(self.t), c, grid, seed, token_budget
         self.arm_model, self.progress = arm_model, progress
+        self.accelerator = accelerator  # MDM loss tables sharded over its ranks (mdm.variance.pilot.run_mdm)
         self.probe = self.arm_probe = None
         if gradient is not None:
             self.probe = LinearGradients(model, gradient.get("params", "last"), gradient.get("projection", 128),
@@ -87,7 +88,7 @@ class Profiler:
             else:
                 run = run_mdm(self.model, self.x0, method, self.t, self.c, mask_token_id=self.mask_token_id,
                               seed=self.seed, token_budget=self.token_budget, probe=self.probe,
-                              progress=self.progress and label)
+                              progress=self.progress and label, accelerator=self.accelerator)
             self.tables[key] = run
             self.forward_rows += run.forward_rows
             self.forward_tokens += run.forward_tokens

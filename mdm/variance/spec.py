@@ -10,7 +10,7 @@
        or: {hub: GSAI-ML/LLaDA-8B-Instruct, dtype: bfloat16}
     pilot: {a: 12, b: 24, c: 12, grid: midpoint, token_budget: 16384, batch_size: 32, bootstrap: 500}
     fit:   {mix: 0.0, restarts: 20, full_second_moment: false}
-    gradient: {params: last, projection: 128, a: 8, b: 12, c: 6}
+    gradient: {params: last, projection: 128, a: 8, b: 12, c: 6}   # params: lora (a LoRA run's model/)
 
 The default model is the tiny bidirectional Gemma3 backbone (`mdm.models.build_tiny_model`) with a
 byte-level BPE trained on the task's text, warmed up by `model.warmup_steps` steps of Standard MDM
@@ -25,6 +25,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -92,7 +94,8 @@ class FitConfig(_Strict):
 
 
 class GradientConfig(_Strict):
-    params: str = Field("last", description="'last' (last transformer block) or a regex on Linear module names")
+    params: str = Field("last", description="'last' (last transformer block), 'lora' (the LoRA factors of a LoRA "
+                        "run's model/) or a regex on Linear module names")
     projection: int = Field(128, ge=0, description="random projection dimension; 0 = exact gradients")
     a: int = Field(8, ge=1)
     b: int = Field(12, ge=1)
@@ -192,21 +195,54 @@ def _load_checkpoint(path: str, dtype):
     return load_model(path, causal=None, dtype=dtype)  # as saved, by its family's adapter (LLaDA: remote code)
 
 
-def load(spec: Spec, *, arm: bool = False, progress: bool = True) -> Loaded:
-    """Data, tokenizer, model (and its ARM twin when `arm`), ready for the pilot."""
+def attach_lora(model, checkpoint: str):
+    """A LoRA run's model with its adapter attached unmerged: `<run>/model/` holds the merged weights W + s B A, so the
+    adapter (`<run>/adapter/`) is loaded and s B A taken off the base weights. The model computes the same function
+    and its LoRA factors are the trained ones, so their gradients are those of the end of the run."""
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+
+    adapter = Path(checkpoint).parent / "adapter"
+    if not (adapter / "adapter_config.json").is_file():
+        raise ConfigError("gradient.params", f"'lora' needs a LoRA run: {adapter} (next to model.checkpoint) has no "
+                          "adapter_config.json; set model.checkpoint to the model/ folder of a run with "
+                          "training.peft.lora")
+    with warnings.catch_warnings():  # peft reads transformers' deprecated is_gradient_checkpointing
+        warnings.simplefilter("ignore", FutureWarning)
+        peft_model = PeftModel.from_pretrained(model, str(adapter))
+    with torch.no_grad():
+        for layer in peft_model.modules():
+            if isinstance(layer, LoraLayer):
+                for name in layer.active_adapters:
+                    layer.get_base_layer().weight -= layer.get_delta_weight(name)
+    return peft_model.get_base_model()
+
+
+def load(spec: Spec, *, arm: bool = False, progress: bool = True, lora: bool = False) -> Loaded:
+    """Data, tokenizer, model (and its ARM twin when `arm`), ready for the pilot; `lora`: a LoRA run's model with
+    its adapter attached (`attach_lora`)."""
     from mdm.data import build_tokenizer, mask_token_id_of
     from mdm.models import load_hub_model
 
     m, data = spec.model, spec.data
+    if not sys.stderr.isatty():  # no weight-loading bars ('\r' lines) in logs
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     dtype = getattr(torch, m.dtype)
     device = device_of(m.device)
     examples = load_examples(data)
     warm = None
     if m.checkpoint and m.hub:
         raise ConfigError("model", "give either checkpoint or hub, not both")
+    if lora and not m.checkpoint:
+        raise ConfigError("gradient.params", "'lora' profiles a LoRA run: set model.checkpoint to its model/ folder")
     if m.checkpoint:
         model, tokenizer = _load_checkpoint(m.checkpoint, dtype)
         model_id = m.checkpoint
+        if lora:
+            model = attach_lora(model, m.checkpoint)
+            model_id += " + adapter (LoRA)"
     elif m.hub:
         model, tokenizer = load_hub_model(m.hub, causal=False, dtype=dtype)
         model_id = m.hub
@@ -271,10 +307,9 @@ def tiny_model(spec: Spec, tokenizer, items: list[dict], *, causal: bool, progre
 
 def warm_up(model, tokenizer, items: list[dict], spec: Spec, *, causal: bool, progress: bool = True) -> float:
     """Standard MDM (or ARM) training on the pilot's data: AdamW, 10-step linear warm-up, grad clip 1."""
-    from tqdm.auto import tqdm
-
     from mdm.data import Collator, mask_token_id_of
     from mdm.objective import ARMObjective, MDMObjective
+    from mdm.progress import progress as progress_bar
 
     m = spec.model
     device = device_of(m.device)
@@ -285,9 +320,8 @@ def warm_up(model, tokenizer, items: list[dict], spec: Spec, *, causal: bool, pr
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 10))
     rng = np.random.default_rng([spec.seed, 7])
     order, pos, recent = rng.permutation(len(items)), 0, []
-    bar = tqdm(range(m.warmup_steps), desc=f"warm-up ({'arm' if causal else 'mdm'})", disable=not progress,
-               leave=False)
-    for step in bar:
+    bar = progress_bar(m.warmup_steps, f"warm-up ({'arm' if causal else 'mdm'})", enabled=progress)
+    for step in range(m.warmup_steps):
         if pos + m.warmup_batch > len(order):
             order, pos = rng.permutation(len(items)), 0
         rows = order[pos: pos + m.warmup_batch]
@@ -301,6 +335,8 @@ def warm_up(model, tokenizer, items: list[dict], spec: Spec, *, causal: bool, pr
         sched.step()
         recent = (recent + [out.loss.item()])[-20:]
         bar.set_postfix(loss=f"{np.mean(recent):.3f}")
+        bar.update(1)
+    bar.close()
     model.eval()
     return float(np.mean(recent))
 
