@@ -1,7 +1,8 @@
 """The generic adapter (transformers-native models) and what every adapter states.
 
 An adapter says, for one model family:
-- how it loads (`load`: dtype, trust_remote_code, compatibility shims);
+- how it loads (`read_config`: where its code is found, e.g. MMaDA's `model.code_dir`; `load`: dtype,
+  trust_remote_code, compatibility shims);
 - its mask token id (`mask_token_id`: the config's and the tokenizer's, checked against each other);
 - how a padded batch is shown to it (`paddings`, in order of preference):
     "mask": a 2-D attention_mask (transformers models that honour it);
