@@ -117,7 +117,8 @@ def test_activation_checkpointing_checkpoints_whole_blocks_with_identical_gradie
 def test_mdm_train_on_mmada(folder, tmp_path, method):
     from mdm.cli import main
 
-    assert main(["train", run_yaml(tmp_path, folder, method=method, model__code_dir=str(MMADA_CODE))]) == 0
+    args = ["--set", f"model.source={folder}", "--set", f"model.code_dir={MMADA_CODE}"]
+    assert main(["train", run_yaml(tmp_path, "unset", method=method), *args]) == 0
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["status"] == "done" and result["steps"] == 2 and result["adapter"] == "mmada(padding=bias)"
     assert result["metrics"]["heldout_loss"] > 0
