@@ -19,6 +19,10 @@ HiTab (loose multi-answer matching)
 
 OpenScience
   boxed_match: last `\\boxed{...}` of prediction and gold, equal after stripping whitespace.
+
+Your own data (task `dataset`, scorer `exact`)
+  exact_match: the whole response equals the gold (answer column, else the reference response), whitespace
+  trimmed and collapsed.
 """
 
 from __future__ import annotations
@@ -185,3 +189,11 @@ def hitab_aggregate(scores: Iterable[dict]) -> dict:
 def boxed_match(pred: str, gold: str) -> bool:
     p, g = last_boxed(pred), last_boxed(gold)
     return p is not None and g is not None and p.strip() == g.strip()
+
+
+# ---------------------------------------------------------------- your own data (task `dataset`, scorer exact)
+
+
+def exact_match(pred: str, gold) -> bool:
+    """The whole decoded response equals the gold text, after trimming and collapsing whitespace."""
+    return " ".join(str(pred).split()) == " ".join(str(gold).split())

@@ -46,10 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _subcommand_modules():
-    """Later subsystems (variance, train, bench, eval, report) add their own subcommands here."""
+    """Later subsystems (variance, train, bench, eval, generate, report) add their own subcommands here."""
     import importlib
 
-    for module in ("mdm.variance.cli", "mdm.train.cli", "mdm.bench.cli", "mdm.eval.cli", "mdm.report.cli"):
+    for module in ("mdm.variance.cli", "mdm.train.cli", "mdm.bench.cli", "mdm.eval.cli", "mdm.generate.cli",
+                   "mdm.report.cli"):
         try:
             yield importlib.import_module(module).register
         except ModuleNotFoundError as e:

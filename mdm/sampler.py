@@ -360,12 +360,12 @@ def generate(
 # ---------------------------------------------------------------- prompts and text
 
 
-def chat_prompt_ids(tokenizer, prompt: str) -> list[int]:
-    """The generation prompt in the training format (`mdm.data.format_chat`): the user turn plus the assistant
-    header (chat template), or `<|bos|><|user|>prompt<|assistant|>` (tiny tokenizer)."""
+def chat_prompt_ids(tokenizer, prompt: str, messages: list[dict] | None = None) -> list[int]:
+    """The generation prompt in the training format (`mdm.data.format_chat`): the user turn (or the conversation
+    `messages`) plus the assistant header (chat template), or `<|bos|><|user|>prompt<|assistant|>` (tiny tokenizer)."""
     from mdm.data.collate import format_chat
 
-    ids, _ = format_chat(tokenizer, prompt, "")
+    ids, _ = format_chat(tokenizer, prompt, "", messages)
     return ids[:-1]  # drop the EOS that closes the (empty) response
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -219,7 +220,9 @@ def test_ctrl_c_and_sigterm_of_mdm_bench_stop_at_once_record_interrupted_and_a_r
     code, err, took = interrupt_when_training(path, results, runs / "arith" / fresh, "--only", f"method={fresh}",
                                               group=False, sig=signal.SIGTERM)  # --jobs 1, to the main process
     assert code == 130 and took < 10 and "Traceback" not in err, (code, took, err[-3000:])
-    assert len(err.strip().splitlines()) == 1 and err.startswith("mdm bench: interrupted by SIGTERM: "), err
+    *progress, last = err.strip().splitlines()  # off a TTY the running run prints plain progress lines (mdm.progress)
+    assert last.startswith("mdm bench: interrupted by SIGTERM: "), err
+    assert all(re.match(rf"killtest/arith/{fresh}/seed3: step \d+/60 ", line) for line in progress), err
     assert records()[fresh]["status"] == "interrupted" and "SIGTERM" in records()[fresh]["reason"]
 
     rerun = bench(path, results, "--jobs", "2")

@@ -204,6 +204,7 @@ def _check(spec: Spec) -> None:
             for arm in [None, *preset.arm]:
                 cfg = build_run_config(spec, pname, task, arm, seed=spec.bench.seeds[0], run_dir="-")
                 _check_generated_size(cfg, f"{where}: {prefix}.tasks.{task}")
+                _check_dataset(cfg, f"{where}: {prefix}.tasks.{task}")
                 _check_accuracy_settings(cfg.eval.accuracy, task, f"{where}: {prefix}", preset, cfg)
 
 
@@ -249,6 +250,19 @@ def _check_generated_size(cfg, where: str) -> None:
     except ConfigError as e:
         raise ConfigError(where, f"{e.problem} (n_train, model.pretrain.n_examples and model.tokenizer_examples "
                           "draw from it)") from None
+
+
+def _check_dataset(cfg, where: str) -> None:
+    """A `dataset` task (the user's data): its options, its files and a test source for accuracy, before compute."""
+    if cfg.data.task != "dataset":
+        return
+    from mdm.data.dataset import check_source
+
+    try:
+        cfg.data.spec()
+        check_source(cfg.data.options, accuracy=cfg.eval.accuracy is not None)
+    except ConfigError as e:
+        raise ConfigError(f"{where}.{e.where.removeprefix('data.')}", e.problem) from None
 
 
 def _check_accuracy_settings(settings: dict | None, task: str, where: str, preset: Preset, cfg) -> None:

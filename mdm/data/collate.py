@@ -24,21 +24,24 @@ def _ids(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def format_chat(tokenizer, prompt: str, response: str) -> tuple[list[int], int]:
+def format_chat(tokenizer, prompt: str, response: str, messages: list[dict] | None = None) -> tuple[list[int], int]:
     """Token ids of one chat turn and the prompt length.
 
     With a chat template (hub models, e.g. LLaDA) the prompt is the rendered user turn and the response is
     the assistant header + response + EOS (the authors' convention: header tokens belong to the response).
     Without one (the tiny BPE): `<|bos|><|user|>prompt<|assistant|>` + `response<|eos|>`.
+    `messages` (a conversation: earlier turns and the last user turn, {role, content}) replaces `prompt`; without a
+    template each turn is `<|user|>text` (user, system) or `<|assistant|>text`.
     """
+    turns = messages if messages is not None else [{"role": "user", "content": prompt}]
     if getattr(tokenizer, "chat_template", None):
-        user = [{"role": "user", "content": prompt}]
-        prompt_text = tokenizer.apply_chat_template(user, add_generation_prompt=False, tokenize=False)
-        with_header = tokenizer.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
+        prompt_text = tokenizer.apply_chat_template(turns, add_generation_prompt=False, tokenize=False)
+        with_header = tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=False)
         header = with_header[len(prompt_text) :] if with_header.startswith(prompt_text) else ""
         prompt_ids, response_ids = _ids(tokenizer, prompt_text), _ids(tokenizer, header + response)
     else:
-        prompt_ids = _ids(tokenizer, BOS + USER + prompt + ASSISTANT)
+        text = "".join((ASSISTANT if m["role"] == "assistant" else USER) + m["content"] for m in turns)
+        prompt_ids = _ids(tokenizer, BOS + text + ASSISTANT)
         response_ids = _ids(tokenizer, response)
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no eos_token; set tokenizer.eos_token")
@@ -112,7 +115,7 @@ def mark_spans(
 
 def tokenize_example(tokenizer, example: dict, task: str | TaskSpec) -> dict:
     spec = get_task(task)
-    ids, p0 = format_chat(tokenizer, example["prompt"], example["response"])
+    ids, p0 = format_chat(tokenizer, example["prompt"], example["response"], example.get("messages"))
     return {
         "id": example.get("id"),
         "input_ids": ids,
@@ -126,10 +129,11 @@ def tokenize_example(tokenizer, example: dict, task: str | TaskSpec) -> dict:
 
 def tokenize_examples(tokenizer, examples, task: str | TaskSpec, max_length: int) -> tuple[list[dict], int]:
     """Tokenized examples no longer than `max_length` tokens, and how many were dropped (the paper drops,
-    never truncates, long sequences)."""
-    kept, dropped = [], 0
+    never truncates, long sequences). `task`: a name, or the TaskSpec of a task declared by its options
+    (`get_task("dataset", options)`)."""
+    kept, dropped, spec = [], 0, get_task(task)
     for ex in examples:
-        item = tokenize_example(tokenizer, ex, task)
+        item = tokenize_example(tokenizer, ex, spec)
         if len(item["input_ids"]) > max_length:
             dropped += 1
         else:

@@ -9,6 +9,10 @@ variance reducers need from the data layer: its ISAD answer delimiters and its S
     make_task("gsm8k", "test")                       # ../shared/data/gsm8k, else the hub
     make_task("hitab", "test", root="/data/HiTab")   # a HiTab checkout (or env MDM_HITAB_DIR)
     make_task("openscience", "train", tokenizer=tok) # nvidia/OpenScienceReasoning-2 (needs internet)
+    make_task("dataset", "train", path="my.jsonl")  # the user's own data (mdm.data.dataset)
+
+A task whose spec depends on its options (`dataset`: scorer, delimiters, syntax patterns) builds it with
+`get_task(name, options)`; pass that TaskSpec to `tokenize_examples` / `Collator`.
 
 Generated tasks put a prompt in the test split iff a hash of the prompt says so, so train and test are
 disjoint for every seed, and examples are deduplicated by prompt within a split. Their one option, `level`,
@@ -27,7 +31,7 @@ import math
 import os
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mdm.errors import ConfigError
@@ -94,8 +98,10 @@ class TaskSpec:
     splits: tuple[str, ...]
     delimiters: tuple[str, ...]  # ISAD answer delimiters (response part)
     syntax_patterns: tuple[str, ...]  # SyRM syntax tokens (prompt part)
-    metric: str  # evals.scorers rule: "gsm8k" | "hitab" | "boxed"; "clip": mdm.t2i scores it
+    metric: str  # evals.scorers rule: "gsm8k" | "hitab" | "boxed" | "exact" | "none"; "clip": mdm.t2i scores it
     generated: bool = False
+    # options -> the TaskSpec of a task whose declarations are options (`dataset`); None: fixed declarations
+    from_options: Callable[[dict], TaskSpec] | None = field(default=None, compare=False, repr=False)
 
     def delimiter_spans(self, text: str) -> list[Span]:
         if self.delimiters == BOXED_DELIMITERS:
@@ -106,6 +112,12 @@ class TaskSpec:
         return find_all(text, self.syntax_patterns)
 
 
+def _dataset_spec(options: dict) -> TaskSpec:
+    from mdm.data.dataset import dataset_spec
+
+    return dataset_spec(options)
+
+
 TASKS: dict[str, TaskSpec] = {
     "arith": TaskSpec("arith", ("train", "test"), GSM8K_DELIMITERS, (), "gsm8k", generated=True),
     "tables": TaskSpec("tables", ("train", "test"), BOXED_DELIMITERS, HTML_SYNTAX, "hitab", generated=True),
@@ -114,6 +126,8 @@ TASKS: dict[str, TaskSpec] = {
     "openscience": TaskSpec("openscience", ("train", "test"), BOXED_DELIMITERS, (), "boxed"),
     # tiny scenes: caption prompt -> image-code response (mdm.t2i); scored by CLIP score + attribute accuracy
     "text-to-image": TaskSpec("text-to-image", ("train", "test"), (), (), "clip", generated=True),
+    # the user's own data: a file, a save_to_disk folder or a hub id; scorer and delimiters are options
+    "dataset": TaskSpec("dataset", ("train", "test"), (), (), "exact", from_options=_dataset_spec),
 }
 
 
@@ -122,24 +136,30 @@ def is_text_to_image(task: str) -> bool:
     return task in TASKS and TASKS[task].metric == "clip"
 
 
-def get_task(task: str | TaskSpec) -> TaskSpec:
+def get_task(task: str | TaskSpec, options: dict | None = None) -> TaskSpec:
+    """The TaskSpec of a task name; `options` (the run's data.options) matter only for tasks declared by them."""
     if isinstance(task, TaskSpec):
         return task
     if task not in TASKS:
         raise ConfigError("task", f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
-    return TASKS[task]
+    spec = TASKS[task]
+    return spec.from_options(options or {}) if spec.from_options else spec
 
 
-def make_task(name: str, split: str = "train", n: int | None = None, seed: int = 0, **options) -> list[dict]:
+def make_task(name: str, split: str = "train", /, n: int | None = None, seed: int = 0, **options) -> list[dict]:
     """Examples of task `name`. Generated tasks: `n` (default 1000) examples drawn with `seed`.
     Real data: the first `n` examples of the split (all when n is None); `seed` is unused.
     `options` go to the loader (generated: level; hitab: root; openscience: tokenizer, max_tokens, n_train, n_eval,
-    dataset)."""
+    dataset; task dataset: mdm.data.dataset.OPTIONS, whose `split` is the source's split, not `split` here)."""
     spec = get_task(name)
     if split not in spec.splits:
         raise ConfigError(
             "task.split", f"task {name!r} has no split {split!r}; allowed: {', '.join(spec.splits)}"
         )
+    if name == "dataset":
+        from mdm.data.dataset import load_dataset_task
+
+        return load_dataset_task(split, n, **options)
     if name == "text-to-image":
         from mdm.t2i.bench import chat_examples
 

@@ -5,7 +5,7 @@ held-out likelihood, and write everything into the run record.
     result = evaluate_run("runs/table1/gsm8k/standard/seed42", {"tasks": ["gsm8k"], "n": 200})
 
 Settings (all optional; unknown keys are a ConfigError):
-    tasks           task name or list (arith, tables, gsm8k, hitab, openscience); default: record["task"] (an
+    tasks           task name or list (arith, tables, gsm8k, hitab, openscience, dataset); default: record["task"] (an
                     `mdm train` folder without a record: result.json's task, its config from run_config.json)
     n               examples per task (default: all for real data, 200 for generated tasks)
     split           default "test"
@@ -13,7 +13,8 @@ Settings (all optional; unknown keys are a ConfigError):
     task_options    dict passed to make_task (hitab: {"root": ...}; generated: {"level": 1}); default: the
                     run's own data.options when it is evaluated on its own task
     decoding        {gen_length, steps, block_length, temperature, remasking, early_stop, seed}; the same keys
-                    are also accepted at the top level. Defaults: PAPER.md settings per task (mdm.sampler.TASK_DECODING)
+                    are also accepted at the top level. Defaults: the run's own eval.accuracy decoding, else
+                    PAPER.md settings per task (mdm.sampler.TASK_DECODING)
     batch_size      prompts decoded together (default 16)
     likelihood      compute the held-out metric (default True): MDM ELBO on a fixed t-grid, or ARM NLL
     likelihood_n    sequences for it (default: the evaluated examples, at most 256)
@@ -49,7 +50,7 @@ SETTINGS = {
 }  # fmt: skip
 DECODING_KEYS = {"gen_length", "steps", "block_length", "temperature", "remasking", "early_stop", "seed"}
 GENERATED_DEFAULT_N = 200
-PRIMARY = {"gsm8k": "exact_match_strict", "hitab": "accuracy", "boxed": "accuracy"}
+PRIMARY = {"gsm8k": "exact_match_strict", "hitab": "accuracy", "boxed": "accuracy", "exact": "exact_match"}
 
 
 # ---------------------------------------------------------------- locating and loading the model
@@ -166,9 +167,18 @@ def _task_options(settings: dict, record: dict | None, tasks: list[str]) -> dict
     return dict(data.get("options") or {}) if tasks == [data.get("task")] else {}
 
 
+def run_decoding(record: dict | None) -> dict:
+    """The decoding knobs a run's config sets for its accuracy eval (eval.accuracy.decoding, or its top-level
+    decoding keys); {} when none."""
+    accuracy = (((record or {}).get("config") or {}).get("eval") or {}).get("accuracy") or {}
+    if not isinstance(accuracy, dict):
+        return {}
+    return dict(accuracy.get("decoding") or {}) | {k: v for k, v in accuracy.items() if k in DECODING_KEYS}
+
+
 def normalize_settings(settings: dict | None, record: dict | None = None) -> dict:
     settings = dict(settings or {})
-    decoding = dict(settings.pop("decoding", None) or {})
+    decoding = run_decoding(record) | dict(settings.pop("decoding", None) or {})
     for key in list(settings):
         if key in DECODING_KEYS:
             decoding[key] = settings.pop(key)
@@ -220,14 +230,19 @@ def _safe(fn, *args):
         return None, f"{type(e).__name__}: {e}"
 
 
-def score_predictions(task: str, predictions: list[str], examples: list[dict]) -> tuple[dict, list[dict]]:
-    """(aggregate scores, per-sample score dicts) under the task's rule (PAPER.md "Scoring")."""
+def score_predictions(task, predictions: list[str], examples: list[dict]) -> tuple[dict, list[dict]]:
+    """(aggregate scores, per-sample score dicts) under the task's rule (PAPER.md "Scoring"); `task`: a name or a
+    TaskSpec (a `dataset` run's, built from its options)."""
     from evals import scorers
     from mdm.data.tasks import get_task
 
     metric = get_task(task).metric
     per = []
-    if metric == "gsm8k":
+    if metric == "exact":
+        for pred, ex in zip(predictions, examples):
+            per.append({"correct": scorers.exact_match(pred, ex.get("answer", ex.get("response", "")))})
+        agg = {"exact_match": sum(r["correct"] for r in per) / max(len(per), 1)}
+    elif metric == "gsm8k":
         for pred, ex in zip(predictions, examples):
             gold = gsm8k_gold(ex)
             row = {}
@@ -406,8 +421,10 @@ def evaluate_run(run_dir: str | Path, settings: dict | None = None, *, model=Non
     main_task = own if own in results else (cfg["tasks"][0] if not own and len(cfg["tasks"]) == 1 else None)
     if main_task:
         r = results[main_task]
-        score = 100.0 * r["scores"][r["scores"]["primary"]]
-        metrics = {"score": score, "accuracy": score, "eval_task": main_task}
+        metrics = {"eval_task": main_task}
+        if r["scores"].get("primary"):  # scorer none: held-out likelihood only
+            score = 100.0 * r["scores"][r["scores"]["primary"]]
+            metrics |= {"score": score, "accuracy": score}
         if r.get("likelihood"):
             metrics["heldout_nll_per_token"] = r["likelihood"]["nll_per_token"]
     if cfg["write"]:
@@ -423,9 +440,9 @@ def _evaluate_task(task, cfg, decoding, model, tokenizer, causal, mask_id, out_d
     from mdm.eval.likelihood import arm_nll, heldout_elbo
     from mdm.sampler import autoregressive_generate, chat_prompt_ids, decode_text, generate
 
-    spec = get_task(task)
-    n = cfg["n"] if cfg["n"] is not None else (GENERATED_DEFAULT_N if spec.generated else None)
     opts = dict(cfg["task_options"])
+    spec = get_task(task, opts)
+    n = cfg["n"] if cfg["n"] is not None else (GENERATED_DEFAULT_N if spec.generated else None)
     if task == "openscience":
         opts.setdefault("tokenizer", tokenizer)
     try:
@@ -436,10 +453,14 @@ def _evaluate_task(task, cfg, decoding, model, tokenizer, causal, mask_id, out_d
         raise ConfigError(f"eval.{task}", f"cannot load the {cfg['split']} data: {type(e).__name__}: {e}") from None
     if not examples:
         raise ConfigError(f"eval.{task}", f"no {cfg['split']} examples")
-    prompts = [chat_prompt_ids(tokenizer, ex["prompt"]) for ex in examples]
+    prompts = [chat_prompt_ids(tokenizer, ex["prompt"], ex.get("messages")) for ex in examples]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     t0 = time.perf_counter()
-    if causal:
+    if spec.metric == "none":  # no scorer: the held-out likelihood only
+        from mdm.sampler import GenerationOutput
+
+        out = GenerationOutput([[] for _ in examples], [0] * len(examples), config={"sampler": "none"})
+    elif causal:
         out = autoregressive_generate(model, prompts, decoding, eos_token_id=tokenizer.eos_token_id,
                                       pad_token_id=pad, batch_size=cfg["batch_size"])  # fmt: skip
     else:
@@ -450,13 +471,16 @@ def _evaluate_task(task, cfg, decoding, model, tokenizer, causal, mask_id, out_d
     for toks in out.tokens:
         text, err = _safe(decode_text, tokenizer, toks)
         predictions.append(text if text is not None else "")
-    scores, per = score_predictions(task, predictions, examples)
+    if spec.metric == "none":
+        scores, per = {"primary": None, "n": len(examples)}, [{} for _ in examples]
+    else:
+        scores, per = score_predictions(spec, predictions, examples)
 
     likelihood, per_seq = None, {}
     if cfg["likelihood"]:
         t1 = time.perf_counter()
         k = cfg["likelihood_n"] if cfg["likelihood_n"] is not None else min(len(examples), 256)
-        items, _ = tokenize_examples(tokenizer, examples[:k], task, max_length=1 << 30)
+        items, _ = tokenize_examples(tokenizer, examples[:k], spec, max_length=1 << 30)
         items = [it for it in items if len(it["input_ids"]) > it["prompt_length"]]
         if causal:
             likelihood = arm_nll(model, items, batch_size=cfg["batch_size"], pad_token_id=pad)

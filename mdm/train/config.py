@@ -99,7 +99,21 @@ class DataConfig(Strict):
     # longer than its answer with EOS. N: every MDM response (+ its EOS) is padded to N tokens (use the
     # decoding canvas, gen_length); longer responses stay as they are. Not applied to ARM runs.
     eos_pad: int | None = Field(None, ge=1)
-    options: dict[str, Any] = {}  # loader options (hitab: root; openscience: n_eval, ...)
+    options: dict[str, Any] = {}  # loader options (hitab: root; openscience: n_eval, ...; dataset: path, ...)
+
+    @model_validator(mode="after")
+    def _dataset_paths(self):
+        if self.task == "dataset":  # the record names the user's files absolutely (mdm eval from anywhere)
+            from mdm.data.dataset import absolute_paths
+
+            self.options = absolute_paths(self.options)
+        return self
+
+    def spec(self):
+        """The run's TaskSpec (ISAD delimiters, SyRM syntax, scorer); a `dataset` run's is built from its options."""
+        from mdm.data.tasks import get_task
+
+        return get_task(self.task, self.options)
 
 
 class LoraConfig(Strict):
@@ -335,6 +349,14 @@ def check_run(cfg: RunConfig, where: str) -> None:
 
     if cfg.data.task not in TASKS:
         raise ConfigError(f"{where}: data.task", f"unknown task {cfg.data.task!r}; allowed: {', '.join(TASKS)}")
+    try:
+        cfg.data.spec()  # a task declared by its options (dataset): a bad scorer or option is named now
+        if cfg.data.task == "dataset":
+            from mdm.data.dataset import check_source
+
+            check_source(cfg.data.options, accuracy=cfg.eval.accuracy is not None)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e.where}", e.problem) from None
     d = cfg.data
     if d.eos_pad and cfg.model.family == "mdm" and d.eos_pad >= d.max_length:
         raise ConfigError(f"{where}: data.eos_pad", f"{d.eos_pad} leaves no room for a prompt within max_length "

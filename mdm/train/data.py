@@ -18,6 +18,10 @@ from mdm.objective.rng import generator
 from mdm.train.config import DataConfig
 
 
+def _data_where(where: str) -> str:
+    return "data." + where.removeprefix("task.") if where.startswith("task.") else where
+
+
 def load_examples(cfg: DataConfig) -> list[dict]:
     """The task's training examples; a problem with the data (a missing file, a bad row, an unknown option, no
     rows) is one ConfigError naming the key or file."""
@@ -30,7 +34,7 @@ def load_examples(cfg: DataConfig) -> list[dict]:
         else:
             examples = make_task(cfg.task, "train", n=cfg.n_train, **cfg.options)
     except ConfigError as e:
-        raise ConfigError(e.where.replace("task.", "data.", 1), e.problem) from None
+        raise ConfigError(_data_where(e.where), e.problem) from None
     except (OSError, ValueError, TypeError) as e:  # e.g. `path:line: not valid JSON`, a hub id offline
         raise ConfigError("data", f"cannot load the training data of task {cfg.task!r}: {e}") from None
     if not examples:
@@ -72,8 +76,9 @@ def build_data(cfg: DataConfig, tokenizer, eos_pad: bool = True, examples: list[
     rows are reported through `echo`; more than half of them dropped is a ConfigError."""
     examples = load_examples(cfg) if examples is None else examples
     train_ex, held_ex = split_heldout(examples, cfg.heldout_fraction, cfg.split_seed)
-    train, d1 = tokenize_examples(tokenizer, train_ex, cfg.task, cfg.max_length)
-    held, d2 = tokenize_examples(tokenizer, held_ex, cfg.task, cfg.max_length)
+    spec = cfg.spec()
+    train, d1 = tokenize_examples(tokenizer, train_ex, spec, cfg.max_length)
+    held, d2 = tokenize_examples(tokenizer, held_ex, spec, cfg.max_length)
     dropped = f"{d1 + d2} of {len(examples)} examples are longer than max_length={cfg.max_length} tokens"
     if 2 * (d1 + d2) > len(examples):
         raise ConfigError("data.max_length", f"{dropped} and would be dropped; raise max_length")

@@ -24,7 +24,7 @@ from mdm.objective.rng import generator
 
 
 @torch.no_grad()
-def heldout_loss(model, tokenizer, items: list[dict], task: str, max_length: int, *, family: str,
+def heldout_loss(model, tokenizer, items: list[dict], task, max_length: int, *, family: str,
                  mask_token_id: int | None, t_grid: int = 8, batch_size: int = 32, seed: int = 0,
                  device="cpu", accelerator=None) -> float:
     if not items:

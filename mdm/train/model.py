@@ -122,7 +122,12 @@ def base_run_config(cfg: RunConfig, output_dir: str) -> RunConfig:
 def base_key(cfg: RunConfig) -> str:
     probe = base_run_config(cfg, "-").trajectory_dict()
     probe["model"].pop("cache_dir", None)
-    return f"{cfg.data.task}-{cfg.model.family}-{config_hash([BASE_FORMAT, probe])}"
+    what = [BASE_FORMAT, probe]
+    if cfg.data.task == "dataset":  # the user's file may change under the same options: key on its content too
+        from mdm.data.dataset import fingerprint
+
+        what.append(fingerprint(cfg.data.options))
+    return f"{cfg.data.task}-{cfg.model.family}-{config_hash(what)}"
 
 
 def base_dir(cfg: RunConfig) -> Path:

@@ -177,7 +177,8 @@ class Trainer:
             self.peft = apply_lora(model, t.peft.lora, self.adapter)
         self.tokenizer = tokenizer
         self.data = build_data(cfg.data, tokenizer, eos_pad=cfg.model.family == "mdm", examples=examples, echo=echo)
-        self.collate = Collator(tokenizer, cfg.data.task, cfg.data.max_length, pad_carries_loss=not self.adapter.can_pad)
+        self.collate = Collator(tokenizer, cfg.data.spec(), cfg.data.max_length,
+                                pad_carries_loss=not self.adapter.can_pad)
         self.mask_token_id = mask_token_id_of(tokenizer, model.config) if self.is_mdm else None
         self.objective = MDMObjective(method, self.mask_token_id) if self.is_mdm else ARMObjective()
         self.total = total_steps(len(self.data.train), t.global_batch_size, t.epochs, t.max_steps)
@@ -499,7 +500,7 @@ class Trainer:
         if e.heldout and self.data.heldout:
             items = self.data.heldout[: e.max_examples]
             metrics["heldout_loss"] = heldout_loss(
-                self.model, self.tokenizer, items, self.cfg.data.task, self.cfg.data.max_length,
+                self.model, self.tokenizer, items, self.collate.task, self.cfg.data.max_length,
                 family=self.cfg.model.family, mask_token_id=self.mask_token_id, t_grid=e.t_grid,
                 batch_size=e.batch_size, seed=e.seed, device=self.acc.device, accelerator=self.acc)
             metrics["heldout_metric"] = "mdm_neg_elbo_per_token" if self.is_mdm else "arm_nll_per_token"

@@ -126,7 +126,7 @@ def cmd_variance(args) -> None:
 
     progress = not args.no_progress
     loaded = load(spec, arm=ARM in methods, progress=progress, lora=args.gradient and spec.gradient.params == "lora")
-    x0 = pick_x0(loaded.items, a, seed, loaded.tokenizer, spec.data.task, spec.data.max_length,
+    x0 = pick_x0(loaded.items, a, seed, loaded.tokenizer, spec.data.spec(), spec.data.max_length,
                  pad_carries_loss=not checked(loaded.model).can_pad)
     gradient = spec.gradient.model_dump() if args.gradient else None
     profiler = Profiler(loaded.model, x0, mask_token_id=loaded.mask_token_id, b=b, c=c, grid=spec.pilot.grid,
@@ -184,7 +184,7 @@ def cmd_fit_ppots(args) -> None:
         raise ConfigError("--mix", f"must be in [0, 1) (got {options['mix']})")
     progress = not args.no_progress
     loaded = load(spec, progress=progress)
-    x0 = pick_x0(loaded.items, a, seed, loaded.tokenizer, spec.data.task, spec.data.max_length,
+    x0 = pick_x0(loaded.items, a, seed, loaded.tokenizer, spec.data.spec(), spec.data.max_length,
                  pad_carries_loss=not checked(loaded.model).can_pad)
     profiler = Profiler(loaded.model, x0, mask_token_id=loaded.mask_token_id, b=b, c=c, grid=spec.pilot.grid,
                         seed=seed, token_budget=budget, progress=progress)

@@ -4,6 +4,7 @@
     seed: 0
     threads: 1                                             # optional: torch CPU threads
     data:  {task: gsm8k, split: train, n: 2000, max_length: 192}
+       or: {task: dataset, options: {path: my.jsonl}}       # your own data (README "Your own data")
     model: {vocab_size: 1024, warmup_steps: 150}          # tiny backbone, warmed up, cached
        or: {checkpoint: PATH}                              # a save_pretrained folder with its tokenizer
        or: {hub: GSAI-ML/LLaDA-8B-Instruct, dtype: bfloat16}
@@ -50,6 +51,13 @@ class DataConfig(_Strict):
     max_length: int = Field(192, ge=4, description="longer sequences are dropped, never truncated")
     root: str | None = Field(None, description="data folder for gsm8k / hitab (default: their loaders')")
     seed: int = 0
+    options: dict[str, Any] = Field(default_factory=dict, description="loader options (task dataset: path, ...)")
+
+    def spec(self):
+        """The TaskSpec (a `dataset` task's is built from its options)."""
+        from mdm.data import get_task
+
+        return get_task(self.task, self.options)
 
 
 class ModelConfig(_Strict):
@@ -162,7 +170,7 @@ def device_of(name: str) -> torch.device:
 def load_examples(data: DataConfig) -> list[dict]:
     from mdm.data import make_task
 
-    options = {"root": data.root} if data.root else {}
+    options = ({"root": data.root} if data.root else {}) | data.options
     examples = make_task(data.task, data.split, n=data.n, seed=data.seed, **options)
     if not examples:
         raise ConfigError("data", f"task {data.task!r} split {data.split!r} has no examples")
@@ -172,7 +180,7 @@ def load_examples(data: DataConfig) -> list[dict]:
 def tokenize(tokenizer, examples: list[dict], data: DataConfig) -> list[dict]:
     from mdm.data import tokenize_examples
 
-    items, dropped = tokenize_examples(tokenizer, examples, data.task, data.max_length)
+    items, dropped = tokenize_examples(tokenizer, examples, data.spec(), data.max_length)
     if not items:
         raise ConfigError("data.max_length", f"all {dropped} examples are longer than max_length="
                           f"{data.max_length} tokens; raise it")
@@ -277,10 +285,13 @@ def tiny_model(spec: Spec, tokenizer, items: list[dict], *, causal: bool, progre
     info = {"id": ident, "steps": m.warmup_steps, "cached": False, "final_loss": None}
     if m.warmup_steps == 0:
         return model, info
-    key = hashlib.sha256(json.dumps({
-        "v": WARMUP_VERSION, "causal": causal, "size": vars(size), "model": m.model_dump(exclude={"device"}),
-        "data": spec.data.model_dump(), "seed": spec.seed, "vocab": tokenizer.get_vocab(),
-    }, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    what = {"v": WARMUP_VERSION, "causal": causal, "size": vars(size), "model": m.model_dump(exclude={"device"}),
+            "data": spec.data.model_dump(), "seed": spec.seed, "vocab": tokenizer.get_vocab()}
+    if spec.data.task == "dataset":  # the user's file may change under the same options
+        from mdm.data.dataset import fingerprint
+
+        what["data_content"] = fingerprint(spec.data.options)
+    key = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:20]
     path = cache_dir() / f"{kind}-{key}.pt"
     if path.exists():
         saved = torch.load(path, map_location="cpu", weights_only=True)
@@ -303,7 +314,7 @@ def warm_up(model, tokenizer, items: list[dict], spec: Spec, *, causal: bool, pr
     m = spec.model
     device = device_of(m.device)
     model.to(device).train()
-    collator = Collator(tokenizer, spec.data.task, spec.data.max_length)
+    collator = Collator(tokenizer, spec.data.spec(), spec.data.max_length)
     objective = ARMObjective() if causal else MDMObjective("standard", mask_token_id_of(tokenizer, model.config))
     opt = torch.optim.AdamW(model.parameters(), lr=m.warmup_lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 10))
@@ -330,7 +341,7 @@ def warm_up(model, tokenizer, items: list[dict], spec: Spec, *, causal: bool, pr
     return float(np.mean(recent))
 
 
-def pick_x0(items: list[dict], a: int, seed: int, tokenizer, task: str, max_length: int,
+def pick_x0(items: list[dict], a: int, seed: int, tokenizer, task, max_length: int,
             pad_carries_loss: bool = False):
     """`a` clean sequences drawn without replacement with the seed, collated into one MDMBatch (`pad_carries_loss`:
     models that cannot be shown padding, `mdm.data.Collator`)."""
