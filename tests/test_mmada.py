@@ -151,6 +151,15 @@ def test_missing_code_is_one_line(folder, tmp_path):
         "https://github.com/Gen-Verse/MMaDA and set model.code_dir=<clone>/models")
 
 
+def test_a_wrong_code_dir_is_refused_without_importing_torch(folder, tmp_path):
+    from tests.test_cli_methods import _imports_of
+
+    heavy, rc, err = _imports_of("train", run_yaml(tmp_path, folder, model__code_dir=str(tmp_path / "nope")))
+    assert rc == "2" and heavy == [], (heavy, err)
+    assert err.strip().endswith(f"model.code_dir: {tmp_path / 'nope'}: no such folder; git clone "
+                                "https://github.com/Gen-Verse/MMaDA and set model.code_dir=<clone>/models"), err
+
+
 def test_mask_id_mismatch_is_one_line(tmp_path):
     from tests.llada_fixture import llada_tokenizer
 

@@ -33,14 +33,10 @@ import importlib.util
 import io
 import os
 import sys
-from pathlib import Path
 
 from mdm.adapters.llada import LLaDA, patch_for_transformers5
 from mdm.errors import ConfigError
-
-ENV = "MDM_MMADA_CODE"
-CLONE = "git clone https://github.com/Gen-Verse/MMaDA"
-LLM_FILES = ("modeling_mmada.py", "modeling_llada.py", "configuration_llada.py", "sampling.py")
+from mdm.remote_code import CLONE, ENV, check_code_dir
 
 
 class MMaDA(LLaDA):
@@ -86,19 +82,6 @@ class MMaDA(LLaDA):
                               f"{llm_vocab}: text ids from {llm_vocab} on are MMaDA's image codes; use MMaDA's "
                               "(LLaDA's) text tokenizer")
         return mask_id
-
-
-def check_code_dir(code_dir, where: str = "model.code_dir") -> Path:
-    """`code_dir` as a folder holding MMaDA's LLM modules (the `models/` package of MMaDA's repository)."""
-    folder = Path(code_dir).expanduser()
-    if not folder.is_dir():
-        raise ConfigError(where, f"{code_dir}: no such folder; {CLONE} and set model.code_dir=<clone>/models")
-    missing = [f for f in LLM_FILES if not (folder / f).is_file()]
-    if missing:
-        hint = f"; it is {folder / 'models'}" if (folder / "models" / LLM_FILES[0]).is_file() else ""
-        raise ConfigError(where, f"{code_dir} is not MMaDA's models/ package folder (no {', '.join(missing)}){hint}; "
-                          f"{CLONE} and set model.code_dir=<clone>/models")
-    return folder.resolve()
 
 
 def import_llm(code_dir):

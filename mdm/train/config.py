@@ -370,7 +370,7 @@ def check_run(cfg: RunConfig, where: str) -> None:
         raise ConfigError(f"{where}: model.source", f"{source}: no such model folder; allowed: 'tiny', a hub id "
                           "('org/name') or a local folder written by save_pretrained")
     if cfg.model.code_dir is not None:
-        from mdm.adapters.mmada import check_code_dir
+        from mdm.remote_code import check_code_dir
 
         try:
             check_code_dir(cfg.model.code_dir)
