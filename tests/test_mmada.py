@@ -114,7 +114,7 @@ def test_activation_checkpointing_checkpoints_whole_blocks_with_identical_gradie
 
 
 @pytest.mark.parametrize("method", ["standard", "mirror"])
-def test_mdm_train_on_mmada(folder, tmp_path, method):
+def test_mdm_train_on_mmada(folder, tmp_path, capsys, method):
     from mdm.cli import main
 
     args = ["--set", f"model.source={folder}", "--set", f"model.code_dir={MMADA_CODE}"]
@@ -129,6 +129,11 @@ def test_mdm_train_on_mmada(folder, tmp_path, method):
     if method == "standard":  # the saved run loads again with its own code: no code_dir needed
         reloaded, _ = load(saved, code_dir=None)
         assert type(reloaded).__module__.startswith("transformers_modules.") and checked(reloaded).padding == "bias"
+        capsys.readouterr()
+        assert main(["eval", str(tmp_path / "run"), "--task", "arith", "--n", "2", "--gen-length", "4", "--steps",
+                     "4", "--block-length", "4", "--t-grid", "2", "--json"]) == 0
+        task = json.loads(capsys.readouterr().out)["tasks"]["arith"]  # stdout is the JSON alone
+        assert task["model_kind"] == "mdm" and task["likelihood"]["nll_per_token"] > 0
 
 
 def one_line_error(tmp_path, folder, **over) -> str:
