@@ -96,8 +96,9 @@ def import_llm(code_dir):
     try:
         return importlib.import_module(f"{name}.modeling_mmada")
     except ImportError as e:
-        raise ConfigError("model.code_dir", f"{folder}: MMaDA's LLM code does not import ({e}); pip install "
-                          f"{e.name or 'the missing package'}") from None
+        fix = f"pip install {e.name}" if isinstance(e, ModuleNotFoundError) and e.name else \
+            "use MMaDA's code at a commit that matches the installed transformers"
+        raise ConfigError("model.code_dir", f"{folder}: MMaDA's LLM code does not import ({e}); {fix}") from None
 
 
 @contextlib.contextmanager
