@@ -64,12 +64,12 @@ def build_tiny_model(tokenizer, causal: bool = False, seed: int = 0, size: TinyS
     return model
 
 
-def load_hub_model(model_id: str, causal: bool | None = None, dtype=torch.bfloat16):
+def load_hub_model(model_id: str, causal: bool | None = None, dtype=torch.bfloat16, code_dir=None):
     """Load a hub model (or local folder) and its tokenizer with its family's adapter (`mdm.adapters`)."""
     from mdm.adapters import load_model
 
     causal = model_id not in HUB_MDMS if causal is None else causal
-    return load_model(model_id, causal=causal, dtype=dtype)
+    return load_model(model_id, causal=causal, dtype=dtype, code_dir=code_dir)
 
 
 def num_parameters(model) -> int:

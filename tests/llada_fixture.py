@@ -4,6 +4,11 @@
 `auto_map`, the two .py files copied unmodified, `model.safetensors` of a randomly initialised model, and a
 tokenizer shaped like LLaDA's (`<|mdm_mask|>` in the vocabulary but no `mask_token`, EOS = pad). Variants:
 "llada" (MMaDA's copy: honours `attention_bias`) and "llada_hub" (the hub's code: ignores every mask).
+
+`mmada_folder(dest)` writes what `Gen-Verse/MMaDA-8B-*` holds, at tiny size: config.json with `model_type: mmada`
+and no `auto_map` (the code is MMaDA's repository's `models/` package: `MMADA_CODE`, passed as model.code_dir),
+`model.safetensors` of a random LLaDA-architecture model whose embedding has LLM rows (the tokenizer + padding rows)
+then `codebook` image-code rows, and the same LLaDA-shaped tokenizer.
 """
 
 from __future__ import annotations
@@ -80,9 +85,10 @@ def _remote_package(folder: Path):
     return importlib.import_module(f"{name}.configuration_llada"), importlib.import_module(f"{name}.modeling_llada")
 
 
-def random_state_dict(folder: Path, seed: int) -> dict:
-    """The weights of a randomly initialised LLaDA of the folder's config (LLaDA's own init, `mitchell`)."""
-    configuration, modeling = _remote_package(folder)
+def random_state_dict(folder: Path, seed: int, code: Path | None = None) -> dict:
+    """The weights of a randomly initialised LLaDA of the folder's config (LLaDA's own init, `mitchell`), built with
+    the code in `code` (default: the folder's own .py files)."""
+    configuration, modeling = _remote_package(code or folder)
     cfg = json.loads((folder / "config.json").read_text())
     fields = configuration.ModelConfig.__dataclass_fields__
     model_config = configuration.ModelConfig(**{k: v for k, v in cfg.items() if k in fields})
@@ -106,4 +112,43 @@ def llada_folder(dest: Path, variant: str = "llada", *, seed: int = 0, mask_toke
     (dest / "config.json").write_text(json.dumps(llada_config(tokenizer, mask_token_id=mask_token_id, **size),
                                                  indent=2))
     save_file(random_state_dict(dest, seed), str(dest / "model.safetensors"), metadata={"format": "pt"})
+    return dest
+
+
+MMADA_CODE = REMOTE / "mmada"  # MMaDA's models/ package, as in a clone of github.com/Gen-Verse/MMaDA
+requires_mmada_code = pytest.mark.skipif(
+    not (MMADA_CODE / "modeling_mmada.py").is_file(),
+    reason=f"MMaDA remote-code fixtures not found at {MMADA_CODE} (they ship with the project's shared reference data)",
+)
+
+
+def mmada_config(tokenizer, *, codebook: int = 16, mask_token_id: int | None = None, **size) -> dict:
+    """config.json of MMaDA-8B at tiny size: LLaDA's keys, model_type mmada, no auto_map, and the vocabulary of
+    `llm_vocab_size` LLM rows followed by `codebook_size` image codes (126464 + 8192 = 134656 in MMaDA-8B)."""
+    cfg = llada_config(tokenizer, **size)
+    cfg.pop("auto_map")
+    llm_vocab = cfg["vocab_size"]
+    # MMadaConfig, unlike LLaDAConfig, fills in no defaults: MMaDA-8B's config.json holds every ModelConfig key
+    cfg.update({"alibi_bias_max": 8.0, "multi_query_attention": None, "attention_layer_norm_with_affine": True,
+                "bias_for_layer_norm": False, "init_cutoff_factor": None, "precision": "amp_bf16"})
+    cfg.update({"architectures": ["MMadaModelLM"], "model_type": "mmada", "llm_vocab_size": llm_vocab,
+                "codebook_size": codebook, "num_vq_tokens": 4, "num_new_special_tokens": 0,
+                "new_vocab_size": llm_vocab + codebook, "vocab_size": llm_vocab + codebook,
+                "embedding_size": llm_vocab + codebook, "llm_model_path": "GSAI-ML/LLaDA-8B-Instruct"})
+    if mask_token_id is not None:
+        cfg["mask_token_id"] = mask_token_id
+    return cfg
+
+
+def mmada_folder(dest: Path, *, seed: int = 0, **config) -> Path:
+    """Write a hub-shaped tiny MMaDA folder (no code files) at `dest` and return it."""
+    from safetensors.torch import save_file
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    tokenizer = llada_tokenizer()
+    tokenizer.save_pretrained(dest)
+    (dest / "config.json").write_text(json.dumps(mmada_config(tokenizer, **config), indent=2))
+    save_file(random_state_dict(dest, seed, code=MMADA_CODE), str(dest / "model.safetensors"),
+              metadata={"format": "pt"})
     return dest

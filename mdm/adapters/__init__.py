@@ -18,9 +18,10 @@ import torch
 from mdm.adapters.core import Adapter, read_config
 from mdm.adapters.gemma3 import Gemma3
 from mdm.adapters.llada import LLaDA
+from mdm.adapters.mmada import MMaDA
 from mdm.errors import ConfigError
 
-ADAPTERS: dict[str, type[Adapter]] = {"gemma3_text": Gemma3, "gemma3": Gemma3, "llada": LLaDA}
+ADAPTERS: dict[str, type[Adapter]] = {"gemma3_text": Gemma3, "gemma3": Gemma3, "llada": LLaDA, "mmada": MMaDA}
 REFUSED = {
     "dream": "Dream predicts token i from the output at position i - 1 (shifted logits); mdm's objective and "
              "sampler read logits unshifted, so training or decoding Dream would be silently wrong",
@@ -38,11 +39,12 @@ def adapter_class(config, where: str = "model") -> type[Adapter]:
     return ADAPTERS.get(model_type, Adapter)
 
 
-def load_model(path, *, causal: bool | None, dtype):
-    """(model, tokenizer) of a hub id or local folder, loaded by its family's adapter."""
+def load_model(path, *, causal: bool | None, dtype, code_dir=None):
+    """(model, tokenizer) of a hub id or local folder, loaded by its family's adapter; `code_dir`: the family's
+    code where it is not on the hub (MMaDA's `models/` package, `model.code_dir`)."""
     from transformers import AutoTokenizer
 
-    config = read_config(path, "model.source")
+    config = read_config(path, "model.source", code_dir=code_dir)
     model = adapter_class(config, "model.source")().load(str(path), config, causal=causal, dtype=dtype)
     return model, AutoTokenizer.from_pretrained(str(path), trust_remote_code=True)
 

@@ -1,7 +1,8 @@
 """The generic adapter (transformers-native models) and what every adapter states.
 
 An adapter says, for one model family:
-- how it loads (`load`: dtype, trust_remote_code, compatibility shims);
+- how it loads (`read_config`: where its code is found, e.g. MMaDA's `model.code_dir`; `load`: dtype,
+  trust_remote_code, compatibility shims);
 - its mask token id (`mask_token_id`: the config's and the tokenizer's, checked against each other);
 - how a padded batch is shown to it (`paddings`, in order of preference):
     "mask": a 2-D attention_mask (transformers models that honour it);
@@ -50,6 +51,14 @@ class Adapter:
         return self.padding != "eos"
 
     # ------------------------------------------------------------ loading
+
+    @classmethod
+    def read_config(cls, path, raw: dict, *, code_dir=None, where: str = "model"):
+        """The model's config from its folder or hub id; `raw` is config.json as a dict, `code_dir` a folder of the
+        family's code where that is not on the hub (MMaDA)."""
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(str(path), trust_remote_code=True)
 
     def load(self, path, config, *, causal: bool | None, dtype):
         """The model in `dtype`; causal None: as saved (an evaluation of a finished run)."""
@@ -140,17 +149,22 @@ def looks_like_path(source: str) -> bool:
     return source.startswith(("/", "./", "../", "~")) or source.count("/") > 1 or Path(source).exists()
 
 
-def read_config(path, where: str = "model"):
-    from transformers import AutoConfig
+def read_config(path, where: str = "model", code_dir=None):
+    """The config of a hub id or local folder, read by its family's adapter (found from config.json's model_type)."""
+    from transformers import PretrainedConfig
+
+    from mdm.adapters import ADAPTERS
 
     if looks_like_path(str(path)) and not Path(path).expanduser().is_dir():
         raise ConfigError(where, f"{path}: no such model folder (a local folder holds config.json and the weights "
                           "written by save_pretrained; a hub id is 'org/name')")
     if not (Path(path) / "config.json").is_file() and Path(path).exists():
         raise ConfigError(where, f"{path} is not a saved model folder (no config.json)")
+    path = str(Path(path).expanduser()) if looks_like_path(str(path)) else str(path)
     try:
-        return AutoConfig.from_pretrained(str(Path(path).expanduser()) if looks_like_path(str(path)) else str(path),
-                                          trust_remote_code=True)
+        raw, _ = PretrainedConfig.get_config_dict(path)
+        cls = ADAPTERS.get(str(raw.get("model_type", "") or "").lower(), Adapter)
+        return cls.read_config(path, raw, code_dir=code_dir, where=where)
     except OSError as e:  # a hub id that is not in the local cache while offline, a typo, no internet
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
         why = "HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache" if offline else \

@@ -44,8 +44,9 @@ class LLaDA(Adapter):
 
 
 def patch_for_transformers5(cls) -> None:
-    """Make a remote-code PreTrainedModel written for transformers 4.x load on 5.x (idempotent)."""
-    if getattr(cls, "_mdm_patched", False):
+    """Make a remote-code PreTrainedModel written for transformers 4.x load on 5.x (idempotent; a subclass of a
+    patched class, MMaDA's MMadaModelLM of LLaDAModelLM, is patched in its own right)."""
+    if cls.__dict__.get("_mdm_patched", False):
         return
     init, tie = cls.__init__, cls.tie_weights
 

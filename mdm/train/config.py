@@ -76,6 +76,9 @@ class ModelConfig(Strict):
     pretrain: PretrainConfig = PretrainConfig()
     init_seed: int = 0
     cache_dir: str | None = None  # default $MDM_CACHE or ~/.cache/mdm
+    # the model's code where it is not on the hub: MMaDA's `models/` package folder (git clone
+    # https://github.com/Gen-Verse/MMaDA: <clone>/models); default $MDM_MMADA_CODE. Not part of the trajectory.
+    code_dir: str | None = None
 
     @model_validator(mode="after")
     def _base(self):
@@ -204,6 +207,7 @@ class RunConfig(Strict):
         if d["training"]["peft"] is None:  # full fine-tune: as before the key existed (old run folders still match)
             d["training"].pop("peft")
         d.pop("eval")
+        d["model"].pop("code_dir")  # where the code lives, not what is trained (old run folders still match)
         return d
 
 
@@ -365,6 +369,13 @@ def check_run(cfg: RunConfig, where: str) -> None:
     if source != "tiny" and source.startswith(("/", "./", "../", "~")) and not Path(source).expanduser().is_dir():
         raise ConfigError(f"{where}: model.source", f"{source}: no such model folder; allowed: 'tiny', a hub id "
                           "('org/name') or a local folder written by save_pretrained")
+    if cfg.model.code_dir is not None:
+        from mdm.remote_code import check_code_dir
+
+        try:
+            check_code_dir(cfg.model.code_dir)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e.where}", e.problem) from None
     check_method(cfg, where)
 
 

@@ -75,7 +75,7 @@ def build_model(cfg: RunConfig):
     dtype = load_dtype(cfg)
     if m.base:
         path = ensure_base(cfg) if m.base == "auto" else Path(m.base)
-        return load_pretrained(path, causal, dtype)
+        return load_pretrained(path, causal, dtype, code_dir=m.code_dir)
     if m.source == "tiny":
         from mdm.models import TinySize, build_tiny_model
 
@@ -84,16 +84,16 @@ def build_model(cfg: RunConfig):
         return model, tokenizer
     from mdm.models import load_hub_model
 
-    return load_hub_model(m.source, causal=causal, dtype=dtype)
+    return load_hub_model(m.source, causal=causal, dtype=dtype, code_dir=m.code_dir)
 
 
-def load_pretrained(path: Path, causal: bool, dtype):
+def load_pretrained(path: Path, causal: bool, dtype, code_dir=None):
     from mdm.adapters import load_model
 
     _quiet_transformers()
     if not (Path(path) / "config.json").is_file():
         raise FileNotFoundError(f"model.base: {path} is not a saved model folder (no config.json)")
-    return load_model(path, causal=causal, dtype=dtype)
+    return load_model(path, causal=causal, dtype=dtype, code_dir=code_dir)
 
 
 # ---------------------------------------------------------------- tiny base models
