@@ -85,6 +85,24 @@ def padded_batch(tok, n=4):
     return items
 
 
+@torch.no_grad()
+def objective_and_hand_written_sft_loss(model, batch, mask_id: int) -> tuple[float, float]:
+    """The Standard objective on `batch` and LLaDA's SFT loss written by hand, each row alone over its real tokens,
+    with the same draws: CE at masked answer tokens / p, summed / answer length, mean over rows."""
+    objective = MDMObjective("standard", mask_id)
+    draws = objective.draw(batch, seed=1, step=0)
+    ours = float(objective.loss(model_token_ce(model), batch, draws).loss)
+    p = (1 - objective.eps) * draws.t + objective.eps
+    rows = []
+    for r in range(batch.size):
+        n = int(batch.attention_mask[r].sum())
+        ids, masked = batch.input_ids[r, :n], draws.masked[0, r, :n]
+        logits = model(input_ids=torch.where(masked, mask_id, ids)[None]).logits[0]
+        ce = F.cross_entropy(logits[masked], ids[masked], reduction="none") / p[r]
+        rows.append(ce.sum() / (n - int(batch.prompt_lengths[r])))
+    return ours, float(torch.stack(rows).mean())
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.numerics
 def test_objective_equals_hand_written_llada_sft_loss(folders, variant):
@@ -94,20 +112,7 @@ def test_objective_equals_hand_written_llada_sft_loss(folders, variant):
     adapter = checked(model)
     mask_id = mask_token_id_of(tok, model.config)
     batch = Collator(tok, "arith", 128, pad_carries_loss=not adapter.can_pad)(padded_batch(tok))
-    objective = MDMObjective("standard", mask_id)
-    draws = objective.draw(batch, seed=1, step=0)
-    with torch.no_grad():
-        ours = float(objective.loss(model_token_ce(model), batch, draws).loss)
-        p = (1 - objective.eps) * draws.t + objective.eps
-        rows = []
-        for r in range(batch.size):
-            n = int(batch.attention_mask[r].sum())  # eos: the full padded width
-            ids, masked = batch.input_ids[r, :n], draws.masked[0, r, :n]
-            noisy = torch.where(masked, torch.full_like(ids, mask_id), ids)
-            logits = model(input_ids=noisy[None]).logits[0]
-            ce = F.cross_entropy(logits[masked], ids[masked], reduction="none") / p[r]
-            rows.append(ce.sum() / (n - int(batch.prompt_lengths[r])))
-        theirs = float(torch.stack(rows).mean())
+    ours, theirs = objective_and_hand_written_sft_loss(model, batch, mask_id)  # eos: rows are the padded width
     assert ours == pytest.approx(theirs, rel=REASSOCIATION_RTOL)  # one row at a time vs batched: reassociation
     if variant == "llada_hub":
         assert bool(batch.attention_mask.all())  # the pads are EOS tokens of the response

@@ -10,17 +10,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from mdm.adapters import Adapter, checked, load_model, probe
 from mdm.adapters.mmada import ENV, MMaDA
 from mdm.data import Collator, mask_token_id_of
 from mdm.errors import ConfigError
-from mdm.objective import MDMObjective
-from mdm.objective.objective import model_token_ce
 from tests.llada_fixture import MMADA_CODE, mmada_folder, requires_mmada_code
 from tests.numerics import REASSOCIATION_RTOL
-from tests.test_llada import padded_batch, run_yaml
+from tests.test_llada import objective_and_hand_written_sft_loss, padded_batch, run_yaml
 from tests.test_train_cli import mdm_here
 
 pytestmark = [requires_mmada_code, pytest.mark.usefixtures("one_thread")]
@@ -76,19 +73,8 @@ def test_padded_batch_loss_equals_the_unpadded_per_row_loss(folder):
     mask_id = mask_token_id_of(tok, model.config)
     batch = Collator(tok, "arith", 128)(padded_batch(tok))
     assert not bool(batch.attention_mask.all())  # really padded
-    objective = MDMObjective("standard", mask_id)
-    draws = objective.draw(batch, seed=1, step=0)
-    with torch.no_grad():
-        ours = float(objective.loss(model_token_ce(model), batch, draws).loss)
-        p = (1 - objective.eps) * draws.t + objective.eps
-        rows = []
-        for r in range(batch.size):
-            n = int(batch.attention_mask[r].sum())
-            ids, masked = batch.input_ids[r, :n], draws.masked[0, r, :n]
-            logits = model(input_ids=torch.where(masked, mask_id, ids)[None]).logits[0]
-            ce = F.cross_entropy(logits[masked], ids[masked], reduction="none") / p[r]
-            rows.append(ce.sum() / (n - int(batch.prompt_lengths[r])))
-    assert ours == pytest.approx(float(torch.stack(rows).mean()), rel=REASSOCIATION_RTOL)
+    ours, theirs = objective_and_hand_written_sft_loss(model, batch, mask_id)
+    assert ours == pytest.approx(theirs, rel=REASSOCIATION_RTOL)
 
 
 @pytest.mark.numerics
