@@ -13,6 +13,7 @@ import yaml
 
 from mdm.bench.spec import expand, load_spec, parse_only, select
 from mdm.cli import main
+from mdm.errors import ConfigError
 from mdm.train.config import TrainingConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,15 +157,15 @@ def test_paper_dry_run_prints_the_full_plan_offline(capsys, monkeypatch, tmp_pat
     out = capsys.readouterr().out
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].startswith("table1 (preset paper): 102 of 102 planned runs; 8 x H100 at an assumed MFU of 35%")
+    assert lines[0].startswith("table1 (preset paper): 111 of 111 planned runs; 8 x H100 at an assumed MFU of 35%")
     rows = [line for line in lines if line.strip()[:1].isdigit()]
-    assert len(rows) == 102
+    assert len(rows) == 111 and sum("multisample2" in r for r in rows) == 9  # the equal-compute control
     assert sum("syrm" in r for r in rows) == 3 and all("hitab" in r for r in rows if "syrm" in r)
     for family in ("arm:qwen2.5-7b-instruct", "arm:qwen3-8b-base", "arm:llama3.1-8b-instruct"):
         assert sum(family in r for r in rows) == 9
     assert "?" not in "".join(rows)  # parameter counts of every hub model are known offline
     to_run = next(line for line in lines if line.startswith("to run:"))
-    assert to_run.startswith("to run: 102 runs") and to_run.endswith("on 8 x H100 at an assumed MFU of 35%")
+    assert to_run.startswith("to run: 111 runs") and to_run.endswith("on 8 x H100 at an assumed MFU of 35%")
     assert any(line.startswith("per-GPU memory (DeepSpeed ZeRO-2") for line in lines)  # tests/test_bench_memory.py
 
 
@@ -195,3 +196,32 @@ def test_set_overrides_the_preset_before_validation(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == "mdm bench: error: --set: expected key=value, got 'training'"
     assert main(["bench", str(path), "--preset", "paper", "--set", "training.lr=1", "--dry-run"]) == 2
     assert capsys.readouterr().err.strip() == f"mdm bench: error: --set: {path} has no preset 'paper' to apply it to"
+
+
+def test_task_seeds_replace_the_specs_seeds_for_that_task_only(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(edit("presets.tiny.tasks.arith.seeds", [5, 6, 7])))
+    plan = expand(load_spec(path), "tiny", tmp_path)
+    seeds = {(r.task, r.method, r.family): sorted(x.seed for x in plan if (x.task, x.method, x.family) ==
+                                                   (r.task, r.method, r.family)) for r in plan}
+    assert seeds[("arith", "standard", "mdm")] == [5, 6, 7] and seeds[("arith", "standard", "arm:tiny")] == [5, 6, 7]
+    assert seeds[("tables", "mirror", "mdm")] == [1, 2] and seeds[("tables", "standard", "arm:tiny")] == [1, 2]
+    path.write_text(yaml.safe_dump(edit("presets.tiny.tasks.arith.seeds", [5, 5])))
+    with pytest.raises(ConfigError, match="tasks.arith.seeds: must be distinct"):
+        load_spec(path)
+
+
+def test_parallel_schedule_starts_each_task_then_longest_first(tmp_path):
+    from mdm.bench.runner import estimate, schedule
+
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(GOOD))
+    spec = load_spec(path)
+    plan = expand(spec, "tiny", tmp_path)
+    preset = spec.bench.presets["tiny"]
+    order = schedule(plan, preset)
+    assert sorted(r.index for r in order) == [r.index for r in plan]  # a permutation of the plan
+    assert {r.task for r in order[:2]} == {"arith", "tables"}  # both tasks' bases start at once
+    cost = [estimate(r, preset)["token_passes"] for r in order[2:]]
+    assert cost == sorted(cost, reverse=True)
+    assert schedule(plan, None) == plan

@@ -183,3 +183,36 @@ def test_an_empty_folder_is_one_line_and_a_truncated_record_is_skipped_by_name(t
     board = pd.read_csv(tmp_path / "out" / "leaderboard.csv").set_index("method")
     assert board.loc["mirror", "n_seeds"] == 1 and board.loc["standard", "n_seeds"] == 2
     assert {p: hashlib.md5(p.read_bytes()).hexdigest() for p in runs.rglob("record.json")} == before
+
+
+def test_equal_compute_column_heldout_delta_and_spread_table(tmp_path):
+    from mdm.report.claims import spread_table
+
+    rng = np.random.default_rng(5)
+    easy = rng.random(300) < 0.5
+    for seed in (1, 2, 3, 4):
+        write_record(tmp_path, "standard", seed, easy & (rng.random(300) < 0.6), 0.5 + seed / 100, 100)
+        write_record(tmp_path, "ppots", seed, easy & (rng.random(300) < 0.6), 0.5, 100)
+        write_record(tmp_path, "multisample2", seed, easy | (rng.random(300) < 0.2), 0.45, 200)
+        write_record(tmp_path, "mirror", seed, easy | (rng.random(300) < 0.3), 0.4 - seed / 1000, 200)
+    df = load_scores([tmp_path])
+    board = leaderboard(df).set_index("method")
+    # a 2-pass method is compared with the 2-pass baseline, a 1-pass one with Standard, Standard with nothing
+    assert board.loc["mirror", "eq_compute_base"] == "multisample2"
+    assert board.loc["ppots", "eq_compute_base"] == "standard"
+    assert pd.isna(board.loc["standard", "eq_compute_base"]) and pd.isna(board.loc["multisample2", "eq_compute_base"])
+    assert board.loc["mirror", "eq_compute_gain"] == pytest.approx(
+        board.loc["mirror", "mean"] - board.loc["multisample2", "mean"])
+    assert board.loc["ppots", "eq_compute_gain"] == pytest.approx(board.loc["ppots", "gain"])
+    lo, hi = (float(x) for x in board.loc["mirror", "eq_compute_ci95"].strip("[]").split(","))
+    assert lo <= board.loc["mirror", "eq_compute_gain"] <= hi
+    # held-out loss against Standard's, per seed: mirror is lower on every seed
+    assert board.loc["mirror", "heldout_delta"] == pytest.approx(0.4 - 0.0025 - 0.525)
+    assert board.loc["mirror", "heldout_delta_ci95"].startswith("[-")
+    spread = spread_table(df).set_index("method")
+    scores = df[df.method == "standard"].sort_values("seed").score
+    assert spread.loc["standard", "n_seeds"] == 4 and spread.loc["standard", "worst"] == scores.min()
+    assert spread.loc["standard", "sd"] == pytest.approx(scores.std(ddof=1))
+    lo, hi = (float(x) for x in spread.loc["standard", "sd_ci95"].strip("[]").split(","))
+    assert lo < spread.loc["standard", "sd"] < hi
+    assert 0 <= spread.loc["standard", "seed_sd"] <= spread.loc["standard", "sd"]

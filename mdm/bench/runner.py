@@ -289,7 +289,7 @@ def run_plan(spec: Spec, runs: list[PlannedRun], jobs: int = 1, echo=print, reru
                 if STOP["signal"]:
                     break
         else:
-            _run_parallel(todo, jobs, version, launch, report)
+            _run_parallel(schedule(todo, preset), jobs, version, launch, report)
     except KeyboardInterrupt:
         STOP["signal"] = STOP["signal"] or "SIGINT"
     finally:
@@ -300,6 +300,20 @@ def run_plan(spec: Spec, runs: list[PlannedRun], jobs: int = 1, echo=print, reru
         return counts
     echo(f"{spec.name}: {counts['done']} done, {counts['failed']} failed, {counts['skipped']} skipped (already done)")
     return counts
+
+
+def schedule(todo: list[PlannedRun], preset) -> list[PlannedRun]:
+    """The order parallel workers take runs in: first each task's costliest run (so the tasks' cached bases are
+    built side by side, not one worker waiting on another's), then the rest longest first, so no long run is
+    left for the end while the other workers idle. Results do not depend on the order: every run is keyed."""
+    if preset is None:
+        return todo
+    cost = {r.index: estimate(r, preset)["token_passes"] for r in todo}
+    ordered = sorted(todo, key=lambda r: (-cost[r.index], r.index))
+    first = list({r.task: r for r in reversed(ordered)}.values())[::-1]  # each task's costliest run
+    first.sort(key=lambda r: (-cost[r.index], r.index))
+    chosen = {r.index for r in first}
+    return first + [r for r in ordered if r.index not in chosen]
 
 
 def _run_parallel(todo: list[PlannedRun], jobs: int, version: dict, launch, report) -> None:

@@ -65,6 +65,7 @@ class TaskSettings(Strict):
     model: dict[str, Any] = {}
     training: dict[str, Any] = {}
     eval: dict[str, Any] = {}
+    seeds: list[int] | None = None  # this task's seeds instead of the spec's (e.g. more where a run is cheap)
 
 
 class Hardware(Strict):
@@ -189,6 +190,9 @@ def _check(spec: Spec) -> None:
             if task not in tasks_known:
                 raise ConfigError(f"{where}: {prefix}.tasks.{task}", f"unknown task; allowed: {', '.join(tasks_known)}")
             _check_generated_options(task, preset.tasks[task], f"{where}: {prefix}.tasks.{task}.options")
+            seeds = preset.tasks[task].seeds if preset.tasks[task] else None
+            if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+                raise ConfigError(f"{where}: {prefix}.tasks.{task}.seeds", f"must be distinct and non-empty; got {seeds}")
         arm_names = [a.name for a in preset.arm]
         for j, arm in enumerate(preset.arm):
             if arm.name in arm_names[:j]:
@@ -396,6 +400,9 @@ def expand(spec: Spec, preset_name: str, results_dir: str | Path) -> list[Planne
     root = Path(results_dir) / spec.name
     runs: list[PlannedRun] = []
 
+    def task_seeds(task):
+        return (preset.tasks[task] and preset.tasks[task].seeds) or spec.bench.seeds
+
     def add(task, row_name, family, seed, arm, method_row):
         run_dir = root / task / (f"arm-{arm.name}" if arm else row_name) / f"seed{seed}"
         cfg = build_run_config(spec, preset_name, task, arm, seed, str(run_dir), method_row)
@@ -405,13 +412,13 @@ def expand(spec: Spec, preset_name: str, results_dir: str | Path) -> list[Planne
         for row in spec.methods:
             if row.tasks is not None and task not in row.tasks:
                 continue
-            for seed in row.seeds or spec.bench.seeds:
+            for seed in row.seeds or task_seeds(task):
                 add(task, row.name, "mdm", seed, None, row)
     for task in preset.tasks:
         for arm in preset.arm:
             if arm.tasks is not None and task not in arm.tasks:
                 continue
-            for seed in spec.bench.seeds:
+            for seed in task_seeds(task):
                 add(task, "standard", f"arm:{arm.name}", seed, arm, None)
     return runs
 

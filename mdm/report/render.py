@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from mdm.report import plots
-from mdm.report.claims import claims
+from mdm.report.claims import claims, spread_table
 from mdm.report.tables import leaderboard, paper_reference, paper_rows, synergy
 
 
@@ -81,8 +81,14 @@ def write_report(df: pd.DataFrame, out: Path, benchmark: str, context: dict | No
         f"# {benchmark}: the paper's claims, checked on {source}\n\n"
         "One row per claim: the paper's number (from its per-seed table), ours with a paired 95% interval "
         "(`mdm.report.stats`; SD ratios: a bootstrap over seeds) and a verdict at 95% (`mdm.report.claims`). "
-        "With 3 seeds a ratio of standard deviations cannot be told from 1.\n\n"
+        "With few seeds a ratio of standard deviations is hard to tell from 1.\n\n"
         + _markdown(claims(df, reference)) + "\n")
+    spread = spread_table(df)
+    spread.to_csv(out / "spread.csv", index=False)
+    (out / "spread.md").write_text(
+        f"# {benchmark}: run-to-run spread\n\nPer row: the seed SD of the score with its 95% interval (chi-square), "
+        "`seed_sd` = the seed component alone (per-prompt sampling noise removed, two-way ANOVA), the worst run, "
+        "and the SD over the ARMs' pooled seed SD with its F interval.\n\n" + _markdown(spread) + "\n")
     done = df[(df.status == "done")].dropna(subset=["score"])
     figures = plots.seed_scores(done, out, metric_label) if not done.empty else []
     curves = loss_curves_of(df) if "source" in df else pd.DataFrame()
@@ -100,7 +106,8 @@ def write_report(df: pd.DataFrame, out: Path, benchmark: str, context: dict | No
     lines = [f"# {benchmark} report", "", *(f"- **{k}**: {v}" for k, v in context.items()), "",
              "- [leaderboard](leaderboard.md) ([csv](leaderboard.csv))",
              "- [synergy vs additivity](synergy.md) ([csv](synergy.csv))",
-             "- [the paper's claims: ours, with intervals and verdicts](claims.md)", *links, "",
+             "- [the paper's claims: ours, with intervals and verdicts](claims.md)",
+             "- [run-to-run spread: seed SD, worst run, ratio to the ARMs](spread.md) ([csv](spread.csv))", *links, "",
              "Every number traces to a run record (`sources` column of leaderboard.csv).", ""]
     lines += [f"![{p.stem}]({p.name})" for p in figures]
     if not unscored.empty:

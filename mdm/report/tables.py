@@ -221,6 +221,8 @@ def leaderboard(df: pd.DataFrame, paper: pd.Series | None = None) -> pd.DataFram
         return board
     board["is_arm"] = board.model_family != "mdm"
     board["gain"], board["gain_ci95"], board["p_seeds"], board["note"] = np.nan, None, np.nan, ""
+    board["eq_compute_base"], board["eq_compute_gain"], board["eq_compute_ci95"] = None, np.nan, None
+    board["heldout_delta"], board["heldout_delta_ci95"] = np.nan, None
     board["best"] = False
     for task, g in board[~board.is_arm].groupby("task"):
         std_key = ("mdm", "standard", task)
@@ -236,9 +238,17 @@ def leaderboard(df: pd.DataFrame, paper: pd.Series | None = None) -> pd.DataFram
                         pair, lambda m: 100 * (m["m"] - m["s"])))
                     board.loc[i, "p_seeds"] = permutation_p(done_scores(done, r.method, task),
                                                             done_scores(done, "standard", task))
+                held = [done[(done.model_family == "mdm") & (done.method == m) & (done.task == task)]
+                        .heldout_loss.dropna().to_numpy(float) for m in (r.method, "standard")] \
+                    if "heldout_loss" in done else []
+                if held and min(map(len, held)) > 1:  # the low-noise signal: held-out MDM loss, minus Standard's
+                    board.loc[i, "heldout_delta"] = held[0].mean() - held[1].mean()
+                    lo, hi = bootstrap_interval({"m": held[0], "s": held[1]}, lambda m: m["m"] - m["s"])
+                    board.loc[i, "heldout_delta_ci95"] = f"[{lo:+.4f}, {hi:+.4f}]"
                 if r.seeds == std_row.seeds and r.get("heldout_loss") == std_row.get("heldout_loss"):
                     why = "; the EMA control variate is gradient-neutral (METHODS.md 8)" if "ema" in r.method else ""
                     board.loc[i, "note"] = f"identical to standard on every seed{why}"
+        _equal_compute(board, g, tables, task)
         ranked = g.sort_values("mean", ascending=False)
         if len(ranked) > 1 and ranked["mean"].iloc[0] > ranked["mean"].iloc[1] and ranked.n_seeds.iloc[:2].min() > 1:
             top, second = ranked.iloc[0], ranked.iloc[1]
@@ -256,6 +266,34 @@ def leaderboard(df: pd.DataFrame, paper: pd.Series | None = None) -> pd.DataFram
                                                 & (done.task == r.task)].sort_values("seed").source))
                         for r in board.itertuples()]
     return board.sort_values(["is_arm", "task", "mean"], ascending=[True, True, False]).reset_index(drop=True)
+
+
+def is_compute_baseline(method: str) -> bool:
+    """Standard, and Standard given k times its passes (`multisample<k>`: k independent masks per sequence)."""
+    return method == "standard" or (method.startswith("multisample") and method[len("multisample"):].isdigit())
+
+
+def _equal_compute(board: pd.DataFrame, g: pd.DataFrame, tables: dict, task: str) -> None:
+    """Each row's gain over the baseline row that spent the same forward/backward passes per run (within 2%):
+    Standard for a 1-pass method, `multisample2` for a 2-view one; none where no baseline matches."""
+    from mdm.report.stats import bootstrap_interval
+
+    if "passes/run" not in g:
+        return
+    bases = g[g.method.map(is_compute_baseline) & g["passes/run"].notna()]
+    for i, r in g.iterrows():
+        if np.isnan(r["passes/run"]) or is_compute_baseline(r.method):
+            continue
+        match = bases[(bases["passes/run"] - r["passes/run"]).abs() <= 0.02 * r["passes/run"]]
+        if match.empty:
+            continue
+        b = match.iloc[0]
+        board.loc[i, "eq_compute_base"] = b.method
+        board.loc[i, "eq_compute_gain"] = r["mean"] - b["mean"]
+        if min(r.n_seeds, b.n_seeds) > 1:
+            pair = paired({"m": tables[("mdm", r.method, task)], "b": tables[("mdm", b.method, task)]})
+            board.loc[i, "eq_compute_ci95"] = _interval_text(*bootstrap_interval(
+                pair, lambda m: 100 * (m["m"] - m["b"])))
 
 
 def done_scores(done: pd.DataFrame, method: str, task: str) -> np.ndarray:
