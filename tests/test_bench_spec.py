@@ -157,15 +157,15 @@ def test_paper_dry_run_prints_the_full_plan_offline(capsys, monkeypatch, tmp_pat
     out = capsys.readouterr().out
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].startswith("table1 (preset paper): 111 of 111 planned runs; 8 x H100 at an assumed MFU of 35%")
+    assert lines[0].startswith("table1 (preset paper): 129 of 129 planned runs; 8 x H100 at an assumed MFU of 35%")
     rows = [line for line in lines if line.strip()[:1].isdigit()]
-    assert len(rows) == 111 and sum("multisample2" in r for r in rows) == 9  # the equal-compute control
+    assert len(rows) == 129 and sum("multisample2" in r for r in rows) == 9  # the equal-compute control
     assert sum("syrm" in r for r in rows) == 3 and all("hitab" in r for r in rows if "syrm" in r)
     for family in ("arm:qwen2.5-7b-instruct", "arm:qwen3-8b-base", "arm:llama3.1-8b-instruct"):
         assert sum(family in r for r in rows) == 9
     assert "?" not in "".join(rows)  # parameter counts of every hub model are known offline
     to_run = next(line for line in lines if line.startswith("to run:"))
-    assert to_run.startswith("to run: 111 runs") and to_run.endswith("on 8 x H100 at an assumed MFU of 35%")
+    assert to_run.startswith("to run: 129 runs") and to_run.endswith("on 8 x H100 at an assumed MFU of 35%")
     assert any(line.startswith("per-GPU memory (DeepSpeed ZeRO-2") for line in lines)  # tests/test_bench_memory.py
 
 

@@ -67,7 +67,7 @@ def test_mask_token_id_is_required_from_config():
 
 
 FIXED_TABLE_UNBIASED = ["ppots", "mirror", "isad", "strats", "lattice", "exact_count", "multisample2",
-                        "ppots+mirror+strats", "mirror_released_plus"]
+                        "ppots+mirror+strats"]
 
 
 def test_target_value_of_the_fixed_table():
@@ -101,17 +101,45 @@ def test_unbiased_when_the_loss_depends_on_x_t(method):
     assert abs(mean - ref) < 4 * math.hypot(se, ref_se), (method, mean, ref)
 
 
-@pytest.mark.parametrize("method", ["clipped", "ppots_released", "isad_released"])
+@pytest.mark.parametrize("method", ["clipped", "ppots_released", "isad_released", "mirror_released_plus"])
 def test_biased_variants_are_detectably_biased(method):
     """The biased variants must really differ (else the unbiasedness tests above prove nothing)."""
     batch = synthetic_batch(8)
     # half the response are delimiters, so isad_released's p/q^2 weight shows
     batch.delimiter_mask = batch.response_mask() & (torch.arange(24)[None] % 2 == 0)
-    ce = table_ce(TABLE * 8, depends_on_mask=True)  # large losses so ppots_released's clamp at 10 bites
+    ce = table_ce(TABLE * 8, depends_on_mask=True)  # large losses so the released clamps at 10 bite
     ref, ref_se = monte_carlo(objective("standard"), batch, ce, 800, seed=1)
     mean, se = monte_carlo(objective(method), batch, ce, 800, seed=2)
     assert abs(mean - ref) > 5 * math.hypot(se, ref_se), (method, mean, ref)
     assert not Method.build(method if "ppots" not in method else {"preset": method}).unbiased
+
+
+def test_released_mirror_plus_clamps_each_view_then_averages():
+    """The launched `mirror_plus --IS_on_t` (= ppots_released+mirror_released_plus) clamps each view's sequence
+    loss at 10 and then averages the active views; mirror_released_plus alone clamps each view too. Hand-built
+    views: one far above 10, one below, so clamp-then-average and average-then-clamp differ."""
+    batch = synthetic_batch(4)
+    for spec in ("mirror_released_plus", {"preset": "ppots_released+mirror_released_plus",
+                                          "t_sampler": {"density": "flat"}}):
+        obj = MDMObjective(spec, MASK_ID)
+        draws = obj.draw(batch, seed=0, step=0)
+        draws.t[:] = 0.5  # both views active on every row
+        draws.active[:] = True
+        draws.token_weight = torch.ones_like(draws.token_weight, dtype=torch.float32)
+        draws.masked[1] = draws.eligible & ~draws.masked[0]
+        ce_of = {0: 30.0, 1: 2.0}  # per masked token: view 0's loss is far above 10, view 1's below
+
+        def token_ce(noised, attention, clean, masked):  # rows: view 0 of every sequence, then view 1
+            assert len(masked) == 2 * batch.size
+            view = (torch.arange(len(masked)) >= batch.size).long()
+            return masked.float() * torch.tensor([ce_of[0], ce_of[1]])[view][:, None]
+
+        out = obj.loss(token_ce, batch, draws)
+        n_e = draws.eligible.sum(1).float()
+        views = torch.stack([ce_of[v] * draws.masked[v].sum(1) / n_e for v in (0, 1)])
+        expected = views.clamp(max=10).mean(0)
+        assert torch.allclose(out.row_losses, expected), (out.row_losses, expected)
+        assert not torch.allclose(expected, views.mean(0).clamp(max=10))  # the other order really differs
 
 
 @pytest.mark.numerics

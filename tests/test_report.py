@@ -150,9 +150,13 @@ def test_claims_verdicts_follow_the_interval(tmp_path):
         write_record(tmp_path, "standard", seed, easy & (rng.random(300) < 0.7), 0.5, 100)
         write_record(tmp_path, "mirror", seed, easy | (rng.random(300) < 0.3), 0.4, 200)
         write_record(tmp_path, "ppots", seed, easy & (rng.random(300) < 0.5), 0.6, 100)
+    for seed in (1, 2, 3, 4):
+        write_record(tmp_path, "mirror_released_plus", seed, easy & (rng.random(300) < 0.6), 0.5, 190)
     page = claims(load_scores([tmp_path])).set_index("claim")
     assert page.loc["mirror improves on Standard", "verdict"] == "reproduced"
     assert page.loc["ppots improves on Standard", "verdict"] == "contradicted"
+    released = page.loc["the released code's mirror_released_plus (as launched) against the paper's mirror"]
+    assert released.verdict == "released worse" and released.ours < 0
 
 
 def test_an_empty_folder_is_one_line_and_a_truncated_record_is_skipped_by_name(tmp_path):

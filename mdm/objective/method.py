@@ -43,7 +43,7 @@ PRESETS: dict[str, tuple[dict[str, Any], str]] = {
     "ppots_adaptive": ({"t_sampler": {"name": "ppots_adaptive"}},
                        "adaptive P-POTS: p(t) refitted during training from per-t-bin loss moments, weight 1/p"),
     "mirror_released_plus": ({"mask": {"name": "mirror_released_plus"}},
-                             "released code: MIRROR's second view only when t < 0.9"),
+                             "released code: MIRROR's second view only when t < 0.9, each view clamped at 10"),
     "ppots_released": ({"t_sampler": {"name": "ppots_released"}},
                        "released code: P-POTS t without the 1/p weight, loss clamped at 10"),
     "isad_released": ({"rate": {"name": "isad_released"}}, "released code: delimiter CE weighted p/q^2"),

@@ -103,6 +103,9 @@ class MDMObjective:
         ce = token_ce(noised, batch.attention_mask[b_idx], clean, masked)
         n_eligible = draws.eligible.sum(1).to(torch.float32)
         per_view = (ce * draws.token_weight[b_idx].to(ce.dtype)).sum(1) / n_eligible[b_idx].clamp(min=1)
+        view_clamp = getattr(self.method.mask, "view_clamp", None)
+        if view_clamp is not None:  # the released mirror_plus: each view clamped, then the views averaged
+            per_view = torch.clamp(per_view, max=view_clamp)
         view_loss = torch.zeros(n_views, B, dtype=ce.dtype, device=ce.device)
         view_loss = view_loss.index_put((v_idx, b_idx), per_view)
         seq = view_loss.sum(0) / draws.active.sum(0).clamp(min=1)

@@ -65,10 +65,14 @@ class Mirror(MaskBuilder):
 
 @MASKS.register("mirror_released_plus")
 class MirrorReleasedPlus(Mirror):
-    """Authors' released 'mirror_plus': the complementary view is used only when t < 0.9."""
+    """Authors' released 'mirror_plus': the complementary view is used only when t < 0.9, and each view's
+    sequence loss is clamped at 10 before the views are averaged (biased where a view's loss exceeds 10; with
+    `ppots_released` the combination then matches the launched `mirror_plus --IS_on_t`)."""
 
     released = True
+    unbiased = False
     cost = 1.9  # expected passes under uniform t
+    view_clamp = 10.0
 
     class Config(Mirror.Config):
         gate: float = Field(0.9, gt=0.0, le=1.0)
