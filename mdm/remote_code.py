@@ -12,6 +12,12 @@ CLONE = "git clone https://github.com/Gen-Verse/MMaDA"
 LLM_FILES = ("modeling_mmada.py", "modeling_llada.py", "configuration_llada.py", "sampling.py")
 
 
+def looks_like_path(source: str) -> bool:
+    """A local folder rather than a hub id ("org/name"): absolute, ./ ../ ~, or more than one slash (torch-free:
+    `mdm train`'s config check uses it before anything heavy is imported)."""
+    return source.startswith(("/", "./", "../", "~")) or source.count("/") > 1 or Path(source).exists()
+
+
 def check_code_dir(code_dir, where: str = "model.code_dir") -> Path:
     """`code_dir` as a folder holding MMaDA's LLM modules (the `models/` package of MMaDA's repository)."""
     folder = Path(code_dir).expanduser()

@@ -28,6 +28,7 @@ from typing import ClassVar
 import torch
 
 from mdm.errors import ConfigError
+from mdm.remote_code import looks_like_path
 
 MASK_TOKEN = "<|mdm_mask|>"
 
@@ -136,17 +137,19 @@ def batches(lengths, batch_size: int, padded: bool = True) -> list[list[int]]:
     return out
 
 
+def shard(chunks: list, rank: int, world: int) -> list[tuple]:
+    """(chunk, keep) of this rank: every world-th chunk, then repeats of the first one (keep False) until every rank
+    has the same number of forwards (FSDP and ZeRO-3 gather parameters in each forward, on all ranks together)."""
+    mine = chunks[rank::world]
+    return [(c, True) for c in mine] + [(chunks[0], False)] * (-(-len(chunks) // world) - len(mine))
+
+
 def forward_params(model) -> set[str]:
     try:
         inner = getattr(model, "module", model)
         return set(inspect.signature(getattr(inner, "forward", inner)).parameters)
     except (TypeError, ValueError):
         return set()
-
-
-def looks_like_path(source: str) -> bool:
-    """A local folder rather than a hub id ("org/name"): absolute, ./ ../ ~, or more than one slash."""
-    return source.startswith(("/", "./", "../", "~")) or source.count("/") > 1 or Path(source).exists()
 
 
 def read_config(path, where: str = "model", code_dir=None):

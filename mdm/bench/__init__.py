@@ -6,12 +6,6 @@
 
 from __future__ import annotations
 
-__all__ = ["PlannedRun", "expand", "load_spec"]
+from mdm.lazy import lazy_exports
 
-
-def __getattr__(name):  # lazy, so that `mdm --help` does not import torch
-    if name in __all__:
-        from mdm.bench import spec
-
-        return getattr(spec, name)
-    raise AttributeError(f"module 'mdm.bench' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, {"PlannedRun": "spec", "expand": "spec", "load_spec": "spec"})

@@ -5,17 +5,10 @@ Imports are lazy, so that the task registry (`mdm.data.tasks`) is read without i
 
 from __future__ import annotations
 
-import importlib
+from mdm.lazy import lazy_exports
 
-_LAZY = {
+__getattr__, __all__ = lazy_exports(__name__, {
     "Collator": "collate", "format_chat": "collate", "mark_spans": "collate", "tokenize_examples": "collate",
     "TASKS": "tasks", "TaskSpec": "tasks", "get_task": "tasks", "is_text_to_image": "tasks", "make_task": "tasks",
     "build_tokenizer": "tokenizer", "mask_token_id_of": "tokenizer",
-}  # fmt: skip
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"mdm.data.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'mdm.data' has no attribute {name!r}")
+})  # fmt: skip

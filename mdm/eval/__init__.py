@@ -5,16 +5,8 @@ Imports are lazy so that `mdm --help` does not load torch.
 
 from __future__ import annotations
 
-__all__ = ["evaluate_run", "heldout_elbo", "arm_nll", "mc_loglikelihood"]
+from mdm.lazy import lazy_exports
 
-
-def __getattr__(name):
-    if name == "evaluate_run":
-        from mdm.eval.api import evaluate_run
-
-        return evaluate_run
-    if name in ("heldout_elbo", "arm_nll", "mc_loglikelihood"):
-        from mdm.eval import likelihood
-
-        return getattr(likelihood, name)
-    raise AttributeError(f"module 'mdm.eval' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, {
+    "evaluate_run": "api", "heldout_elbo": "likelihood", "arm_nll": "likelihood", "mc_loglikelihood": "likelihood",
+})  # fmt: skip

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-__all__ = ["leaderboard", "load_scores", "synergy"]
+from mdm.lazy import lazy_exports
 
-
-def __getattr__(name):  # lazy, so that `mdm --help` does not import pandas
-    if name in __all__:
-        from mdm.report import tables
-
-        return getattr(tables, name)
-    raise AttributeError(f"module 'mdm.report' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, {"leaderboard": "tables", "load_scores": "tables", "synergy": "tables"})

@@ -14,9 +14,9 @@ Names below are imported lazily, so `import mdm.t2i` stays cheap.
 
 from __future__ import annotations
 
-import importlib
+from mdm.lazy import lazy_exports
 
-_EXPORTS = {
+__getattr__, __all__ = lazy_exports(__name__, {
     "T2IConfig": "cell", "run_cell": "cell", "evaluate": "cell", "prepare": "cell",
     "T2ICodec": "data", "collate": "data",
     "ImageDecodeConfig": "generate", "generate_codes": "generate",
@@ -27,12 +27,4 @@ _EXPORTS = {
     "load_image_tokenizer": "image_tokenizer", "tiny_image_tokenizer": "image_tokenizer",
     "make_examples": "scenes", "check_attributes": "scenes", "attribute_accuracy": "scenes",
     "run_table": "table2",
-}  # fmt: skip
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"mdm.t2i.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'mdm.t2i' has no attribute {name!r}")
+})  # fmt: skip

@@ -6,15 +6,9 @@
 
 from __future__ import annotations
 
-import importlib
+from mdm.lazy import lazy_exports
 
-_LAZY = {"RunConfig": "mdm.train.config", "load_run_config": "mdm.train.config", "Trainer": "mdm.train.trainer",
-         "TrainingFailed": "mdm.train.trainer", "read_log": "mdm.train.trainer", "train_run": "mdm.train.trainer"}
-
-__all__ = ["RunConfig", "Trainer", "TrainingFailed", "load_run_config", "read_log", "train_run"]
-
-
-def __getattr__(name):  # lazy, so that `mdm --help` and config errors do not import torch
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'mdm.train' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, {  # `mdm --help` and config errors do not import torch
+    "RunConfig": "config", "load_run_config": "config",
+    "Trainer": "trainer", "TrainingFailed": "trainer", "read_log": "trainer", "train_run": "trainer",
+})  # fmt: skip

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mdm.errors import ConfigError
+from mdm.remote_code import check_code_dir, looks_like_path
 
 
 class Strict(BaseModel):
@@ -366,12 +367,10 @@ def check_run(cfg: RunConfig, where: str) -> None:
         raise ConfigError(f"{where}: model.base", f"{base}: not a saved model folder (no config.json); allowed: "
                           "'auto' (tiny), null (random init) or a folder written by save_pretrained")
     source = cfg.model.source
-    if source != "tiny" and source.startswith(("/", "./", "../", "~")) and not Path(source).expanduser().is_dir():
+    if source != "tiny" and looks_like_path(source) and not Path(source).expanduser().is_dir():
         raise ConfigError(f"{where}: model.source", f"{source}: no such model folder; allowed: 'tiny', a hub id "
                           "('org/name') or a local folder written by save_pretrained")
     if cfg.model.code_dir is not None:
-        from mdm.remote_code import check_code_dir
-
         try:
             check_code_dir(cfg.model.code_dir)
         except ConfigError as e:

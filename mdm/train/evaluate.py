@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from mdm.adapters import checked
-from mdm.adapters.core import batches
+from mdm.adapters.core import batches, shard
 from mdm.data import Collator
 from mdm.objective import ARMObjective
 from mdm.objective.objective import EPS, model_token_ce
@@ -35,9 +35,7 @@ def heldout_loss(model, tokenizer, items: list[dict], task, max_length: int, *, 
     padded = checked(model, causal=family == "arm").can_pad  # unpadded: batches of one length (no loss on pads)
     todo = batches([len(it["input_ids"]) for it in items], batch_size, padded)
     if accelerator is not None:
-        rank, world = accelerator.process_index, accelerator.num_processes
-        mine = todo[rank::world]
-        todo = [(idx, 1.0) for idx in mine] + [(todo[0], 0.0)] * (-(-len(todo) // world) - len(mine))
+        todo = [(idx, float(keep)) for idx, keep in shard(todo, accelerator.process_index, accelerator.num_processes)]
         autocast = accelerator.autocast()
     else:
         import contextlib

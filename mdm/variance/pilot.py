@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mdm.adapters.core import shard
 from mdm.errors import ConfigError
 from mdm.objective import ARMObjective, MDMBatch, MDMObjective, Method
 from mdm.objective.components.t_samplers import PPOTS, U_SOURCES, Clipped, PPOTSReleased, TSampler
@@ -138,13 +139,6 @@ def _device_of(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def shard_chunks(chunks: list, rank: int, world: int) -> list[tuple]:
-    """(rows, keep) of this rank: every world-th chunk, then repeats of the first one (keep False) until every rank
-    has the same number of forwards (FSDP and ZeRO-3 gather parameters in each forward, on all ranks together)."""
-    mine = chunks[rank::world]
-    return [(rows, True) for rows in mine] + [(chunks[0], False)] * (-(-len(chunks) // world) - len(mine))
-
-
 def run_mdm(model, x0: MDMBatch, method: Method, t: np.ndarray, c: int, *, mask_token_id: int, seed: int,
             token_budget: int, probe: LinearGradients | None = None, progress: bool | str = False,
             accelerator=None) -> PilotRun:
@@ -175,7 +169,7 @@ def run_mdm(model, x0: MDMBatch, method: Method, t: np.ndarray, c: int, *, mask_
     if accelerator is not None:
         if probe is not None:
             raise ValueError("a sharded pilot fills loss tables only (the gradient profiler runs in one process)")
-        todo = shard_chunks([rows for rows, _ in todo], accelerator.process_index, accelerator.num_processes)
+        todo = shard([rows for rows, _ in todo], accelerator.process_index, accelerator.num_processes)
     bar = bar_of(n, progress, method.name)
     autocast = accelerator.autocast if accelerator is not None else contextlib.nullcontext
     try:
