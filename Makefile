@@ -43,6 +43,7 @@ test-numerics: setup
 
 lint: setup
 	$(VENV)/bin/ruff check mdm evals tests benchmarks
+	$(VENV)/bin/python -m tests.layers  # the one-way import rule of mdm/ (layers declared in tests/layers.py)
 
 # Reproduce a table: train every run of the spec that is not done yet (resumable), then write the report.
 reproduce-table1: setup

@@ -13,6 +13,7 @@ a value out of range becomes one ConfigError naming the key path and what is all
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -52,9 +53,16 @@ class Registry:
     def __init__(self, kind: str):
         self.kind = kind
         self._classes: dict[str, type[Component]] = {}
+        self._lazy: dict[str, str] = {}  # name -> module that registers it when imported (lm-eval style)
+
+    def register_lazy(self, name: str, module: str) -> None:
+        """`name` is registered by `module`, imported on first use (keeps its dependencies, e.g. scipy, and its
+        layer out of the import of this registry's users)."""
+        self._lazy[name] = module
 
     def register(self, name: str):
         def decorator(cls: type[Component]) -> type[Component]:
+            self._lazy.pop(name, None)
             if name in self._classes:
                 raise RuntimeError(f"{self.kind} {name!r} registered twice")
             cls.name = name
@@ -64,9 +72,11 @@ class Registry:
         return decorator
 
     def names(self) -> list[str]:
-        return sorted(self._classes)
+        return sorted({*self._classes, *self._lazy})
 
     def get(self, name: str, where: str = "") -> type[Component]:
+        if name not in self._classes and name in self._lazy:
+            importlib.import_module(self._lazy[name])
         if name not in self._classes:
             raise ConfigError(where, f"unknown {self.kind} {name!r}; allowed: {', '.join(self.names())}")
         return self._classes[name]

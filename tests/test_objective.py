@@ -119,6 +119,7 @@ def test_released_mirror_plus_clamps_each_view_then_averages():
     loss at 10 and then averages the active views; mirror_released_plus alone clamps each view too. Hand-built
     views: one far above 10, one below, so clamp-then-average and average-then-clamp differ."""
     batch = synthetic_batch(4)
+    ce_of = {0: 30.0, 1: 2.0}  # per masked token: view 0's loss is far above 10, view 1's below
     for spec in ("mirror_released_plus", {"preset": "ppots_released+mirror_released_plus",
                                           "t_sampler": {"density": "flat"}}):
         obj = MDMObjective(spec, MASK_ID)
@@ -127,7 +128,6 @@ def test_released_mirror_plus_clamps_each_view_then_averages():
         draws.active[:] = True
         draws.token_weight = torch.ones_like(draws.token_weight, dtype=torch.float32)
         draws.masked[1] = draws.eligible & ~draws.masked[0]
-        ce_of = {0: 30.0, 1: 2.0}  # per masked token: view 0's loss is far above 10, view 1's below
 
         def token_ce(noised, attention, clean, masked):  # rows: view 0 of every sequence, then view 1
             assert len(masked) == 2 * batch.size

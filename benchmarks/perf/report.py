@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from mdm.bench.runner import cpu_name  # noqa: E402
+from mdm.provenance import cpu_name  # noqa: E402
 from mdm.report.plots import save_figure  # noqa: E402
 
 PERF = "benchmarks/perf"

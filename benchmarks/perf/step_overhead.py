@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from mdm.bench.runner import cpu_name  # noqa: E402
 from mdm.models import TinySize, build_tiny_model, num_parameters  # noqa: E402
 from mdm.objective import MDMObjective, Method  # noqa: E402
+from mdm.provenance import cpu_name  # noqa: E402
 from tests.helpers import FakeTokenizer, synthetic_batch  # noqa: E402
 
 EPS = 1e-3

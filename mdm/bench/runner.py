@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -26,11 +25,11 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 from mdm.bench.estimate import hours, human, model_params
-from mdm.bench.spec import PLANNED_TASKS, PlannedRun, Spec
+from mdm.bench.spec import PlannedRun, Spec
 from mdm.errors import ConfigError
+from mdm.provenance import code_version, hardware
 from mdm.train.trainer import RESULT, atomic_write_json, read_json, set_aside, stale_reason
 
-REPO = Path(__file__).resolve().parents[2]
 CHECKPOINT_WARN_BYTES = 1e12  # --dry-run warns when one run's checkpoints write more than this
 DEEPSPEED_MISSING = ("DeepSpeed is not installed: pip install 'mdm[deepspeed]' (make setup GPU=1 does), or launch "
                      "with benchmarks/accelerate/fsdp.yaml")
@@ -44,59 +43,9 @@ def require_deepspeed(where: str) -> None:
         raise ConfigError(where, DEEPSPEED_MISSING) from None
 
 
-def code_version() -> dict:
-    def git(*args):
-        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=20)
-
-    try:
-        head = git("rev-parse", "HEAD")
-        status = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.TimeoutExpired):
-        return {"commit": "unknown", "dirty": None}
-    if head.returncode:
-        return {"commit": "unknown", "dirty": None}
-    return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
-
-
-def cpu_name() -> str:
-    """The CPU model (/proc/cpuinfo 'model name'), else what `platform` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def hardware() -> dict:
-    import torch
-
-    # the CPU kernels float32 results depend on (tests/README.md, "Numerics policy"): the SIMD level torch
-    # dispatches to, and the environment switches that change it (ATEN_CPU_CAPABILITY, MKL_CBWR)
-    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "cpu_count": os.cpu_count(), "device": "cpu"}
-    info.update({k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "MKL_CBWR") if k in os.environ})
-    if torch.cuda.is_available():
-        info.update(device="cuda", gpu=torch.cuda.get_device_name(0), gpu_count=torch.cuda.device_count())
-    return info
-
-
 def record_status(run: PlannedRun) -> str:
     rec = read_json(run.record_path)
     return rec.get("status", "?") if rec else "pending"
-
-
-def eval_api():
-    """mdm.eval.api (`mdm eval`), or None when this checkout does not have it."""
-    try:
-        from mdm.eval import api
-    except ModuleNotFoundError as e:
-        if e.name is not None and "mdm.eval.api".startswith(e.name):
-            return None
-        raise
-    return api
 
 
 T2I_PAPER_MISSING = (
@@ -106,11 +55,12 @@ T2I_PAPER_MISSING = (
 
 def evaluate_accuracy(run_dir: Path, settings: dict | None) -> dict | None:
     """Decode + score through mdm.eval.api.evaluate_run, which adds `eval.<task>` and `metrics.score/accuracy`
-    to the run's record.json in place. None when skipped (no settings, or no mdm.eval in this checkout)."""
-    api = eval_api()
-    if settings is None or api is None:
+    to the run's record.json in place. None when skipped (no accuracy settings)."""
+    if settings is None:
         return None
-    return api.evaluate_run(run_dir, settings)
+    from mdm.eval.api import evaluate_run
+
+    return evaluate_run(run_dir, settings)
 
 
 def _launch_train(run: PlannedRun, launch) -> dict:
@@ -171,11 +121,6 @@ def execute(run: PlannedRun, version: dict, launch=None, threads: int | None = N
         "run_dir": str(run.run_dir), "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     try:
-        if run.task in PLANNED_TASKS:
-            from mdm.data import TASKS
-
-            if run.task not in TASKS:
-                raise ConfigError("", PLANNED_TASKS[run.task])
         from mdm.data import is_text_to_image
 
         tiny_t2i = is_text_to_image(run.task) and run.config.model.source == "tiny"

@@ -33,11 +33,6 @@ from mdm.train.config import (
     validate_model,
 )
 
-# Tasks a spec may name before the data layer has them: planning and --dry-run work, a real run fails
-# with this reason. (Empty now; kept so a new task can be planned before its data pipeline lands.)
-PLANNED_TASKS: dict[str, str] = {}
-
-
 NAME = r"^[A-Za-z0-9_.+-]+$"  # row names become directory names
 
 
@@ -139,7 +134,7 @@ def deep_merge(base: dict, *overrides: dict) -> dict:
 def known_tasks() -> list[str]:
     from mdm.data import TASKS
 
-    return list(TASKS) + [t for t in PLANNED_TASKS if t not in TASKS]
+    return list(TASKS)
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None, preset: str = "tiny") -> Spec:
@@ -270,15 +265,11 @@ def _check_dataset(cfg, where: str) -> None:
 
 
 def _check_accuracy_settings(settings: dict | None, task: str, where: str, preset: Preset, cfg) -> None:
-    """`eval.accuracy` goes to mdm.eval.api.evaluate_run: check it now (when that module exists)."""
+    """`eval.accuracy` goes to mdm.eval.api.evaluate_run: check it now."""
     if settings is None:
         return
-    from mdm.bench.runner import eval_api
-
-    api = eval_api()
-    if api is None or task in PLANNED_TASKS:
-        return
     from mdm.data import is_text_to_image
+    from mdm.eval import api
 
     if is_text_to_image(task):  # mdm.t2i checks its own settings
         from mdm.t2i.bench import t2i_config_from_run

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import importlib
 import json
 import math
 import os
@@ -102,6 +103,9 @@ class TaskSpec:
     generated: bool = False
     # options -> the TaskSpec of a task whose declarations are options (`dataset`); None: fixed declarations
     from_options: Callable[[dict], TaskSpec] | None = field(default=None, compare=False, repr=False)
+    # "module:function" that makes the examples (split, n, seed, **options), imported on first use: a task
+    # plugin outside this layer (text-to-image: mdm.t2i) is named, never imported, by the data layer
+    loader: str | None = None
 
     def delimiter_spans(self, text: str) -> list[Span]:
         if self.delimiters == BOXED_DELIMITERS:
@@ -125,7 +129,8 @@ TASKS: dict[str, TaskSpec] = {
     "hitab": TaskSpec("hitab", ("train", "dev", "test"), BOXED_DELIMITERS, HTML_SYNTAX, "hitab"),
     "openscience": TaskSpec("openscience", ("train", "test"), BOXED_DELIMITERS, (), "boxed"),
     # tiny scenes: caption prompt -> image-code response (mdm.t2i); scored by CLIP score + attribute accuracy
-    "text-to-image": TaskSpec("text-to-image", ("train", "test"), (), (), "clip", generated=True),
+    "text-to-image": TaskSpec("text-to-image", ("train", "test"), (), (), "clip", generated=True,
+                              loader="mdm.t2i.bench:chat_examples"),
     # the user's own data: a file, a save_to_disk folder or a hub id; scorer and delimiters are options
     "dataset": TaskSpec("dataset", ("train", "test"), (), (), "exact", from_options=_dataset_spec),
 }
@@ -160,10 +165,9 @@ def make_task(name: str, split: str = "train", /, n: int | None = None, seed: in
         from mdm.data.dataset import load_dataset_task
 
         return load_dataset_task(split, n, **options)
-    if name == "text-to-image":
-        from mdm.t2i.bench import chat_examples
-
-        return chat_examples(split, 1000 if n is None else n, seed, **options)
+    if spec.loader:
+        module, function = spec.loader.split(":")
+        return getattr(importlib.import_module(module), function)(split, 1000 if n is None else n, seed, **options)
     if spec.generated:
         unknown = sorted(set(options) - {"level"})
         if unknown:

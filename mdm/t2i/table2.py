@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+from mdm.provenance import code_version
 from mdm.t2i.cell import T2IConfig, _read_json, _write_json, grid_indices, run_cell
 
 METHODS = ("ppots+mirror", "standard", "ppots", "mirror")  # the paper's row order
@@ -66,7 +67,7 @@ def run_table(out: str | Path = "results/table2", methods=METHODS, seeds=SEEDS, 
     echo("tiny CLIP (cached after the first build)...")
     scorer = tiny_clip(cache_dir=config.cache_dir, echo=echo) if config.eval.get("clip_model", "tiny") == "tiny" else None
     prepare(config, echo)  # codebook, tokenizer, base: built once before the cells
-    version = _code_version()
+    version = code_version()
     for method in methods:
         for seed in seeds:
             run_dir = out / "runs" / "text-to-image" / method / f"seed{seed}"
@@ -231,15 +232,6 @@ def render_readme(summary: dict, grid) -> str:
     if grid:
         lines += [f"![samples]({Path(grid).name})", ""]
     return "\n".join(lines)
-
-
-def _code_version() -> dict:
-    try:
-        from mdm.bench.runner import code_version
-
-        return code_version()
-    except Exception:  # noqa: BLE001  (the bench runner is optional here)
-        return {}
 
 
 def main(argv=None) -> int:

@@ -3,7 +3,7 @@
 The pilot and the EPR fit are `mdm.variance`'s (METHODS.md 3): a Standard pilot table l[a, b, c] on `a`
 training sequences chosen by the pilot seed, with the model about to be fine-tuned, then the KL fit of the
 EPR family. The artifact is saved as `<run>/ppots.json`, broadcast to every process, and reloaded by a
-resumed run (never refitted). Without `mdm.variance`, 'auto' is a ConfigError asking for an explicit density.
+resumed run (never refitted).
 
 The pilot is a deterministic function of the starting weights, the pilot rows and the pilot settings, so it is
 also cached under `<cache>/ppots/<key>.json`, keyed by a fingerprint of all three: the runs of a benchmark that
@@ -20,7 +20,6 @@ from pathlib import Path
 
 import torch
 
-from mdm.errors import ConfigError
 from mdm.objective.rng import generator
 
 
@@ -30,21 +29,8 @@ def needs_fit(method) -> bool:
 
 
 def fitter():
-    """mdm.variance.profile (the pilot + fit), or None when this checkout does not have it."""
-    try:
-        return importlib.import_module("mdm.variance.profile")
-    except ModuleNotFoundError as e:
-        if e.name is None or not "mdm.variance.profile".startswith(e.name):
-            raise
-        return None
-
-
-def require_fitter(where: str = "method.t_sampler.density"):
-    found = fitter()
-    if found is None:
-        raise ConfigError(where, "'auto' needs the P-POTS pilot and fit (mdm.variance), which this checkout does not "
-                          "have; give a density JSON path (from `mdm fit-ppots`) or 'flat'")
-    return found
+    """mdm.variance.profile: the pilot and the EPR fit (imported on first use: it pulls in scipy)."""
+    return importlib.import_module("mdm.variance.profile")
 
 
 PILOT_FORMAT = "ppots-pilot-v1"  # bump when the pilot or the fit changes numbers, so old cache entries are not reused
@@ -58,7 +44,7 @@ def fit_density(*, model, items, collate, mask_token_id, pilot, device, meta=Non
     the main process alone reads and writes the cache (holding its lock while the ranks compute)."""
     import contextlib
 
-    profile = require_fitter()
+    profile = fitter()
     main = accelerator is None or accelerator.is_main_process
     a = min(pilot.a, len(items))
     rows = torch.randperm(len(items), generator=generator(pilot.seed, "ppots-pilot"))[:a].sort().values.tolist()
@@ -114,8 +100,4 @@ def pilot_key(model, x0, mask_token_id: int, pilot, device) -> str:
 
 def install(sampler, artifact: dict) -> None:
     """Give the 'auto' sampler the fitted density (with the sampler's own `mix` applied on top)."""
-    profile = fitter()
-    if profile is not None and hasattr(profile, "install_density"):
-        profile.install_density(sampler, artifact)
-    else:
-        sampler.set_density(artifact)
+    fitter().install_density(sampler, artifact)

@@ -135,8 +135,6 @@ class Trainer:
         check_trackers(t.report_to)  # also for a config not read by load_run_config (check_run)
         method = Method.build(cfg.method) if self.is_mdm else None
         fit_ppots = method is not None and ppots.needs_fit(method)
-        if fit_ppots and not (self.run_dir / "ppots.json").is_file():
-            ppots.require_fitter()  # a ConfigError before any compute
         examples = load_examples(cfg.data)  # data problems too: before the model (a tiny base may pretrain)
         echo = (lambda line: print(f"{cfg.name or self.run_dir.name}: {line}", file=sys.stderr)) \
             if int(os.environ.get("RANK", "0")) == 0 else None

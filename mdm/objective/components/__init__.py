@@ -1,4 +1,7 @@
 """Importing this package registers every component (t-samplers, rates, masks, eligibility, control variates)."""
 
-import mdm.variance.adaptive  # noqa: F401  (registers the ppots_adaptive t-sampler)
 from mdm.objective.components import control_variates, eligibility, masks, rates, t_samplers  # noqa: F401
+from mdm.registry import T_SAMPLERS
+
+# adaptive P-POTS refits the EPR density during training (scipy): registered when first asked for by name
+T_SAMPLERS.register_lazy("ppots_adaptive", "mdm.variance.adaptive")
