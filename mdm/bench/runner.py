@@ -48,11 +48,6 @@ def record_status(run: PlannedRun) -> str:
     return rec.get("status", "?") if rec else "pending"
 
 
-T2I_PAPER_MISSING = (
-    "text-to-image with a hub model needs MMaDA's MAGVIT-v2 image tokenizer and the text-to-image-2M loader wired "
-    "into the generic trainer, which this version does not do yet; the tiny preset (model.source: tiny) runs")
-
-
 def evaluate_accuracy(run_dir: Path, settings: dict | None) -> dict | None:
     """Decode + score through mdm.eval.api.evaluate_run, which adds `eval.<task>` and `metrics.score/accuracy`
     to the run's record.json in place. None when skipped (no accuracy settings)."""
@@ -121,16 +116,12 @@ def execute(run: PlannedRun, version: dict, launch=None, threads: int | None = N
         "run_dir": str(run.run_dir), "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     try:
-        from mdm.data import is_text_to_image
+        from mdm.data import get_task
 
-        tiny_t2i = is_text_to_image(run.task) and run.config.model.source == "tiny"
-        if is_text_to_image(run.task) and not tiny_t2i:
-            raise ConfigError("model.source", T2I_PAPER_MISSING)
-        if tiny_t2i:  # mdm.t2i trains, decodes and scores the cell; its metrics hold the CLIP score
-            from mdm.t2i.bench import run_tiny
-
-            result = run_tiny(run.config)
-            record["eval"] = {run.task: {k: result.get(k) for k in ("n_eval", "decoding", "clip", "reference", "grid")}}
+        own = get_task(run.task).hook("run")
+        if own is not None:  # a task plugin that trains, decodes and scores its runs itself
+            result = own(run.config)
+            record["eval"] = result.get("eval")
         else:
             result = _launch_train(run, launch) if launch else train_run(run.config)
         record.update({k: result.get(k) for k in ("steps", "tokens_seen", "passes", "token_passes", "num_processes",
@@ -144,7 +135,7 @@ def execute(run: PlannedRun, version: dict, launch=None, threads: int | None = N
             record["status"] = "evaluating"  # not done until evaluated: a kill here re-evaluates on rerun
             atomic_write_json(run.record_path, record)
             eval_start = time.perf_counter()
-            if not tiny_t2i and evaluate_accuracy(run.run_dir, run.config.eval.accuracy) is not None:
+            if own is None and evaluate_accuracy(run.run_dir, run.config.eval.accuracy) is not None:
                 evaluated = read_json(run.record_path) or {}
                 record["eval"] = evaluated.get("eval")
                 record["metrics"] = {**record["metrics"], **(evaluated.get("metrics") or {})}

@@ -224,9 +224,10 @@ def resolve_launch(config_file: str, spec_path: str, where: str) -> Path:
 
 def _check_generated_options(task: str, settings: TaskSettings | None, where: str) -> None:
     """A generated task's options (its level) are checked by drawing one example, before any compute."""
-    from mdm.data.tasks import get_task, is_text_to_image, make_task
+    from mdm.data.tasks import get_task, make_task
 
-    if settings is None or not settings.options or not get_task(task).generated or is_text_to_image(task):
+    spec = get_task(task)
+    if settings is None or not settings.options or not spec.generated or spec.hooks:  # a plugin checks its own
         return
     try:
         make_task(task, "train", n=1, **settings.options)
@@ -237,10 +238,10 @@ def _check_generated_options(task: str, settings: TaskSettings | None, where: st
 def _check_generated_size(cfg, where: str) -> None:
     """A generated task must have as many distinct training prompts as its runs draw (SFT split, base
     pretraining, tokenizer); drawing them takes well under a second."""
-    from mdm.data.tasks import get_task, is_text_to_image, make_task
+    from mdm.data.tasks import get_task, make_task
 
     task, m = cfg.data.task, cfg.model
-    if not get_task(task).generated or is_text_to_image(task):
+    if not get_task(task).generated or get_task(task).hooks:
         return
     n = max(cfg.data.n_train or 1000, m.pretrain.n_examples if m.base == "auto" else 0,
             m.tokenizer_examples if m.source == "tiny" else 0)
@@ -268,14 +269,13 @@ def _check_accuracy_settings(settings: dict | None, task: str, where: str, prese
     """`eval.accuracy` goes to mdm.eval.api.evaluate_run: check it now."""
     if settings is None:
         return
-    from mdm.data import is_text_to_image
+    from mdm.data import get_task
     from mdm.eval import api
 
-    if is_text_to_image(task):  # mdm.t2i checks its own settings
-        from mdm.t2i.bench import t2i_config_from_run
-
+    check = get_task(task).hook("check")
+    if check is not None:  # a task plugin checks its own settings
         try:
-            t2i_config_from_run(cfg)
+            check(cfg)
         except ConfigError as e:
             raise ConfigError(f"{where}.eval.accuracy", f"{e.where}: {e.problem}") from None
         return

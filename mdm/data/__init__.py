@@ -9,6 +9,6 @@ from mdm.lazy import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, {
     "Collator": "collate", "format_chat": "collate", "mark_spans": "collate", "tokenize_examples": "collate",
-    "TASKS": "tasks", "TaskSpec": "tasks", "get_task": "tasks", "is_text_to_image": "tasks", "make_task": "tasks",
+    "TASKS": "tasks", "TaskSpec": "tasks", "get_task": "tasks", "make_task": "tasks",
     "build_tokenizer": "tokenizer", "mask_token_id_of": "tokenizer",
 })  # fmt: skip

@@ -103,9 +103,21 @@ class TaskSpec:
     generated: bool = False
     # options -> the TaskSpec of a task whose declarations are options (`dataset`); None: fixed declarations
     from_options: Callable[[dict], TaskSpec] | None = field(default=None, compare=False, repr=False)
-    # "module:function" that makes the examples (split, n, seed, **options), imported on first use: a task
-    # plugin outside this layer (text-to-image: mdm.t2i) is named, never imported, by the data layer
-    loader: str | None = None
+    # the paper's task this one stands for in reports (same format and scorer): its number is shown beside ours
+    stands_for: str | None = None
+    # plugin hooks, "module:function", imported on first use (a task plugin outside this layer is named, never
+    # imported, by the data layer; the runner, spec checks and report call hooks, never a task by name):
+    #   loader(split, n, seed, **options) -> examples   check(run_config) -> None or ConfigError
+    #   run(run_config) -> a train_run-shaped result with its "eval" (a task that trains and scores itself)
+    #   report(rows, run_roots, out_dir) -> README lines linking the task's own report files
+    hooks: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def hook(self, name: str) -> Callable | None:
+        target = self.hooks.get(name)
+        if target is None:
+            return None
+        module, function = target.split(":")
+        return getattr(importlib.import_module(module), function)
 
     def delimiter_spans(self, text: str) -> list[Span]:
         if self.delimiters == BOXED_DELIMITERS:
@@ -123,22 +135,20 @@ def _dataset_spec(options: dict) -> TaskSpec:
 
 
 TASKS: dict[str, TaskSpec] = {
-    "arith": TaskSpec("arith", ("train", "test"), GSM8K_DELIMITERS, (), "gsm8k", generated=True),
-    "tables": TaskSpec("tables", ("train", "test"), BOXED_DELIMITERS, HTML_SYNTAX, "hitab", generated=True),
+    "arith": TaskSpec("arith", ("train", "test"), GSM8K_DELIMITERS, (), "gsm8k", generated=True, stands_for="gsm8k"),
+    "tables": TaskSpec("tables", ("train", "test"), BOXED_DELIMITERS, HTML_SYNTAX, "hitab", generated=True,
+                       stands_for="hitab"),
     "gsm8k": TaskSpec("gsm8k", ("train", "test"), GSM8K_DELIMITERS, (), "gsm8k"),
     "hitab": TaskSpec("hitab", ("train", "dev", "test"), BOXED_DELIMITERS, HTML_SYNTAX, "hitab"),
     "openscience": TaskSpec("openscience", ("train", "test"), BOXED_DELIMITERS, (), "boxed"),
     # tiny scenes: caption prompt -> image-code response (mdm.t2i); scored by CLIP score + attribute accuracy
     "text-to-image": TaskSpec("text-to-image", ("train", "test"), (), (), "clip", generated=True,
-                              loader="mdm.t2i.bench:chat_examples"),
+                              stands_for="text-to-image-2m", hooks={
+                                  "loader": "mdm.t2i.bench:chat_examples", "check": "mdm.t2i.bench:check_run",
+                                  "run": "mdm.t2i.bench:run", "report": "mdm.t2i.bench:report"}),
     # the user's own data: a file, a save_to_disk folder or a hub id; scorer and delimiters are options
     "dataset": TaskSpec("dataset", ("train", "test"), (), (), "exact", from_options=_dataset_spec),
 }
-
-
-def is_text_to_image(task: str) -> bool:
-    """Tasks whose runs mdm.t2i trains and scores (CLIP score + attribute accuracy)."""
-    return task in TASKS and TASKS[task].metric == "clip"
 
 
 def get_task(task: str | TaskSpec, options: dict | None = None) -> TaskSpec:
@@ -165,9 +175,9 @@ def make_task(name: str, split: str = "train", /, n: int | None = None, seed: in
         from mdm.data.dataset import load_dataset_task
 
         return load_dataset_task(split, n, **options)
-    if spec.loader:
-        module, function = spec.loader.split(":")
-        return getattr(importlib.import_module(module), function)(split, 1000 if n is None else n, seed, **options)
+    loader = spec.hook("loader")
+    if loader is not None:
+        return loader(split, 1000 if n is None else n, seed, **options)
     if spec.generated:
         unknown = sorted(set(options) - {"level"})
         if unknown:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from mdm.report.stats import bootstrap_interval
-from mdm.report.tables import STANDS_FOR, outcome_table, paired
+from mdm.report.tables import outcome_table, paired, paper_task
 
 REDUCERS = ("ppots", "mirror", "isad", "syrm", "strats", "ema")
 COMBINATION = ("ppots", "mirror")
@@ -63,10 +63,10 @@ def claims(df: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataFrame:
                      "verdict": verdict(lo, hi, null, above, n), "detail": detail})
 
     for task in sorted(done.task.unique()):
-        paper_task = STANDS_FOR.get(task, task)
+        paper_name = paper_task(task)
         for r in REDUCERS + ("+".join(COMBINATION),):
             t = _tables(done, task, ("standard", r))
-            pt = _tables(ref, paper_task, ("standard", r)) if ref is not None else None
+            pt = _tables(ref, paper_name, ("standard", r)) if ref is not None else None
             if t is None and pt is None:
                 continue
             paper_gain = _gain(pt, r) if pt else np.nan
@@ -79,7 +79,7 @@ def claims(df: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataFrame:
             add(f"{r} improves on Standard", task, paper_gain, _gain(t, r), lo, hi, n=len(t[r]),
                 detail="identical to Standard on every seed and prompt" if same else "")
         t = _tables(done, task, NAMES)
-        pt = _tables(ref, paper_task, NAMES) if ref is not None else None
+        pt = _tables(ref, paper_name, NAMES) if ref is not None else None
         paper_syn = _synergy({k: np.mean(v) for k, v in pt.items()}) if pt else np.nan
         if t is not None:
             lo, hi = bootstrap_interval(t, _synergy)
@@ -93,14 +93,14 @@ def claims(df: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataFrame:
                                    ("P-POTS+MIRROR narrows the seed spread (SD ratio to Standard)",
                                     "+".join(COMBINATION), "standard", False)):
             ours = _sd_ratio(done, task, a, b)
-            theirs = _sd_ratio(ref, paper_task, a, b) if ref is not None else (np.nan, np.nan, np.nan)
+            theirs = _sd_ratio(ref, paper_name, a, b) if ref is not None else (np.nan, np.nan, np.nan)
             if not np.isnan(ours[0]) or not np.isnan(theirs[0]):
                 zero = np.isnan(ours[0]) and _spread(done, task, b)[0] == 0
                 add(claim, task, theirs[0], ours[0], ours[1], ours[2], null=1.0, above=above,
                     n=_n_seeds(done, task, a) if not np.isnan(ours[0]) else None,
                     detail="the denominator's seeds all score the same (SD 0)" if zero else "")
         combo = "+".join(COMBINATION)
-        ours, theirs = _worst_gap(done, task, combo), _worst_gap(ref, paper_task, combo)
+        ours, theirs = _worst_gap(done, task, combo), _worst_gap(ref, paper_name, combo)
         if not np.isnan(ours[0]) or not np.isnan(theirs[0]):
             add("P-POTS+MIRROR's worst run beats Standard's worst run (points)", task, theirs[0], ours[0], ours[1],
                 ours[2], n=_n_seeds(done, task, combo) or None,

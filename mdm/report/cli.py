@@ -17,26 +17,23 @@ def cmd_report(args) -> None:
     for bench in benchmarks or [args.name]:
         rows = df[df.benchmark == bench] if "benchmark" in df else df
         out = Path(args.out) / bench if len(benchmarks) > 1 else Path(args.out)
-        links = text_to_image_summary(rows, args.inputs, out)
+        links = task_reports(rows, args.inputs, out)
         write_report(rows, out, bench, extras=extras, metric_label=args.metric_label, links=links)
         print(f"wrote {out}/README.md")
 
 
-def text_to_image_summary(rows, inputs, out: Path) -> list[str]:
-    """Text-to-image records also get mdm.t2i's summary (attribute accuracy per attribute, the tiny CLIP's
-    retrieval check, a grid of generated samples); returns the README lines that link it."""
-    from mdm.data import is_text_to_image
+def task_reports(rows, inputs, out: Path) -> list[str]:
+    """Each task plugin's own report files (its `report` hook, which reads artifacts and never trains); returns
+    the README lines that link them."""
+    from mdm.data import TASKS
 
-    t2i = [t for t in rows.task.dropna().unique() if is_text_to_image(t)]
     roots = [Path(p) for p in inputs if Path(p).is_dir()]
-    if not t2i or not roots:
-        return []
-    from mdm.t2i.table2 import summarize_runs
-
-    for root in roots:
-        summarize_runs(root, out, echo=lambda *_: None)
-    return ["- [text-to-image: CLIP score, attribute accuracy per attribute, tiny-CLIP check](text_to_image.md)",
-            "", "![generated samples: the same held-out captions for ground truth and every method](samples_grid.png)"]
+    links = []
+    for task in rows.task.dropna().unique() if "task" in rows else []:
+        hook = TASKS[task].hook("report") if task in TASKS else None
+        if hook is not None and roots:
+            links += hook(rows, roots, out)
+    return links
 
 
 def register(sub) -> None:

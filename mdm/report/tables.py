@@ -143,10 +143,6 @@ def load_scores(paths: list[str | Path], warn=None) -> pd.DataFrame:
     return df
 
 
-# Our task name -> the paper CSV's, for paper-preset rows (the tiny tasks are different cells: no paper number)
-PAPER_TASK = {"text-to-image": "text-to-image-2m"}
-
-
 def paper_rows(benchmark: str) -> pd.DataFrame | None:
     """The paper's per-seed rows for this benchmark (its reference CSV), when the file exists."""
     name = {"table1": "paper_table1.csv", "table2": "paper_table2.csv"}.get(benchmark)
@@ -164,8 +160,14 @@ def paper_reference(benchmark: str) -> pd.DataFrame | None:
     return None if rows is None else rows.groupby(["model_family", "method", "task"]).score.mean().rename("paper")
 
 
-# A tiny task stands for a paper task (same format and scorer): the paper's effect is shown beside ours.
-STANDS_FOR = {"arith": "gsm8k", "tables": "hitab"}
+def paper_task(task: str) -> str:
+    """The paper's task a task stands for (its TaskSpec's `stands_for`: same format and scorer), else itself."""
+    from mdm.data import TASKS
+
+    spec = TASKS.get(task)
+    return spec.stands_for if spec is not None and spec.stands_for else task
+
+
 COMPUTE = ("passes", "tokens", "wall_s")
 
 
@@ -256,11 +258,11 @@ def leaderboard(df: pd.DataFrame, paper: pd.Series | None = None) -> pd.DataFram
             lo, _ = bootstrap_interval(pair, lambda m: m["a"] - m["b"])
             board.loc[ranked.index[0], "best"] = lo > 0
         if paper is not None:
-            paper_task = STANDS_FOR.get(task, PAPER_TASK.get(task, task))
-            base = paper.get(("mdm", "standard", paper_task), np.nan)
+            paper_name = paper_task(task)
+            base = paper.get(("mdm", "standard", paper_name), np.nan)
             for i, r in g.iterrows():
-                board.loc[i, "paper"] = paper.get(("mdm", r.method, paper_task), np.nan)
-                board.loc[i, "paper_task"] = paper_task
+                board.loc[i, "paper"] = paper.get(("mdm", r.method, paper_name), np.nan)
+                board.loc[i, "paper_task"] = paper_name
                 board.loc[i, "paper_gain"] = board.loc[i, "paper"] - base
     board["sources"] = [";".join(map(str, done[(done.model_family == r.model_family) & (done.method == r.method)
                                                 & (done.task == r.task)].sort_values("seed").source))
