@@ -269,17 +269,19 @@ def _run_parallel(todo: list[PlannedRun], jobs: int, version: dict, launch, repo
     finally:
         for sig, handler in caught.items():
             signal.signal(sig, handler)
-    done = 0
+    done, reported = 0, set()
     try:
         for fut in as_completed(futures):
             index, rec = fut.result()
+            reported.add(index)
             if rec is not None:  # None: a worker signalled on its own did not start it
                 done += 1
                 report(done, by_index[index], rec)
     except KeyboardInterrupt:
         stop.set()
+        workers = list((pool._processes or {}).values())  # before shutdown, which forgets them
         pool.shutdown(wait=False, cancel_futures=True)
-        for proc in list((pool._processes or {}).values()):  # a SIGTERM to the main process alone reaches them too
+        for proc in workers:  # a signal to the main process alone reaches them too
             if proc.is_alive():
                 proc.terminate()
         deadline = time.time() + 30
@@ -287,12 +289,13 @@ def _run_parallel(todo: list[PlannedRun], jobs: int, version: dict, launch, repo
             try:
                 index, rec = fut.result(timeout=max(0.1, deadline - time.time()))
             except FutureTimeout:  # a worker that does not stop: no record, a rerun resumes its checkpoint
-                for proc in list((pool._processes or {}).values()):
-                    proc.kill()
+                for proc in workers:
+                    if proc.is_alive():
+                        proc.kill()
                 continue
             except BaseException:  # noqa: BLE001  (cancelled, or a worker that died starting up: no record)
                 continue
-            if rec is None:  # not started
+            if rec is None or index in reported:  # not started, or already reported
                 continue
             done += 1
             report(done, by_index[index], rec)
