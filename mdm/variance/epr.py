@@ -8,6 +8,11 @@ They are enforced by a softplus reparametrisation x = lower + softplus(theta) wi
 [-40, 40] (so kappa, r, q, m stay below 41 and exp(2 kappa t^m) <= e^80 cannot overflow); `at_bound`
 lists the parameters the best fit pushed to a box edge (a lower edge is a constraint that binds, e.g.
 r = 1; an upper edge means the family wanted a steeper term than the box allows).
+Why 40: on the loss-like w(t) of the tiny arith pilots the fit drives q without limit (b (1 - t)^q tends to a
+spike at t -> 0 that the grid, starting at t = 1/(2b), cannot resolve), so any cap binds. Measured on the 2026-12
+Table 1 pilot: KL 0.038741 with the cap at 40 (q = 41), 0.038710 at 100 (q = 101), 0.038709 at 300 (q = 301);
+on the earlier pilot 0.026813 at 40 and 0.026787 at 100 (q = 46.1, interior). A higher cap buys < 0.1% of KL and
+moves exp(2 kappa t^m) towards overflow, so the cap stays at 40 and the flag reports it.
 
 Fit: minimise KL(w_n || p_n) on the pilot grid, where w_n and p_n are w and p_EPR normalised by the
 trapezoid rule on that grid and both are clipped at 1e-12 inside the log; L-BFGS-B (exact gradients
