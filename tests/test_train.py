@@ -139,18 +139,9 @@ def test_ppots_with_a_json_density_weights_rows(tmp_path, cache):
     assert min(w) < 1.0 < max(w)
 
 
-def test_ppots_auto_without_a_fitter_is_a_config_error(tmp_path, cache, monkeypatch):
-    from mdm.train import ppots
-
-    monkeypatch.setattr(ppots, "fitter", lambda: None)
-    with pytest.raises(ConfigError, match="give a density JSON path"):
-        Trainer(RunConfig.model_validate(tiny_run(tmp_path / "p", cache, method="ppots"))).train()
-
-
 def test_ppots_auto_is_fitted_once_from_a_pilot_and_kept_for_resume(tmp_path, cache, monkeypatch):
     from mdm.train import ppots
 
-    pytest.importorskip("mdm.variance.profile")
     calls = []
     real = ppots.fit_density
     monkeypatch.setattr(ppots, "fit_density", lambda **kw: calls.append(kw) or real(**kw))
@@ -172,7 +163,6 @@ def test_runs_from_the_same_start_share_one_pilot_and_others_do_not(tmp_path, ca
     no forward pass); a different pilot seed or different starting weights fit their own."""
     from mdm.variance import profile
 
-    pytest.importorskip("mdm.variance.profile")
     pilots = []
     real = profile.Profiler.fit_ppots
     monkeypatch.setattr(profile.Profiler, "fit_ppots", lambda self, **kw: pilots.append(1) or real(self, **kw))
@@ -197,7 +187,6 @@ def test_runs_from_the_same_start_share_one_pilot_and_others_do_not(tmp_path, ca
 def test_crash_and_resume_restores_adaptive_ppots_and_ema_state(tmp_path, cache, monkeypatch):
     """A run that dies after its step-4 checkpoint resumes to the uninterrupted trajectory, including the
     state of a stateful t-sampler (adaptive P-POTS: statistics and refitted density) and of the EMA baseline."""
-    pytest.importorskip("mdm.variance.adaptive")
     method = {"preset": "ppots+ema", "t_sampler": {"name": "ppots_adaptive", "warmup": 2, "refit_every": 2,
                                                    "bins": 10, "min_count": 1, "restarts": 1}}
 
