@@ -213,6 +213,11 @@ def test_equal_compute_column_heldout_delta_and_spread_table(tmp_path):
     # held-out loss against Standard's, per seed: mirror is lower on every seed
     assert board.loc["mirror", "heldout_delta"] == pytest.approx(0.4 - 0.0025 - 0.525)
     assert board.loc["mirror", "heldout_delta_ci95"].startswith("[-")
+    from mdm.report.claims import claims
+
+    page = claims(df).set_index("claim")
+    row = page.loc["mirror improves on multisample2 (the same passes: equal compute)"]
+    assert row.ours == pytest.approx(board.loc["mirror", "eq_compute_gain"]) and row.n_seeds == 4
     spread = spread_table(df).set_index("method")
     scores = df[df.method == "standard"].sort_values("seed").score
     assert spread.loc["standard", "n_seeds"] == 4 and spread.loc["standard", "worst"] == scores.min()

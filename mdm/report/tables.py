@@ -247,7 +247,7 @@ def leaderboard(df: pd.DataFrame, paper: pd.Series | None = None) -> pd.DataFram
                     board.loc[i, "heldout_delta"] = held[0].mean() - held[1].mean()
                     lo, hi = bootstrap_interval({"m": held[0], "s": held[1]}, lambda m: m["m"] - m["s"])
                     board.loc[i, "heldout_delta_ci95"] = f"[{lo:+.4f}, {hi:+.4f}]"
-                if r.seeds == std_row.seeds and r.get("heldout_loss") == std_row.get("heldout_loss"):
+                if _identical_on_common_seeds(done, r.method, task):
                     why = "; the EMA control variate is gradient-neutral (METHODS.md 8)" if "ema" in r.method else ""
                     board.loc[i, "note"] = f"identical to standard on every seed{why}"
         _equal_compute(board, g, tables, task)
@@ -296,6 +296,15 @@ def _equal_compute(board: pd.DataFrame, g: pd.DataFrame, tables: dict, task: str
             pair = paired({"m": tables[("mdm", r.method, task)], "b": tables[("mdm", b.method, task)]})
             board.loc[i, "eq_compute_ci95"] = _interval_text(*bootstrap_interval(
                 pair, lambda m: 100 * (m["m"] - m["b"])))
+
+
+def _identical_on_common_seeds(done: pd.DataFrame, method: str, task: str) -> bool:
+    """Every seed both rows ran scores the same and has the same held-out loss (a row may run fewer seeds)."""
+    rows = [done[(done.model_family == "mdm") & (done.method == m) & (done.task == task)].set_index("seed")
+            for m in (method, "standard")]
+    common = rows[0].index.intersection(rows[1].index)
+    cols = [c for c in ("score", "heldout_loss") if c in done]
+    return len(common) > 0 and all(rows[0].loc[common, c].equals(rows[1].loc[common, c]) for c in cols)
 
 
 def done_scores(done: pd.DataFrame, method: str, task: str) -> np.ndarray:
