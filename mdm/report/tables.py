@@ -235,7 +235,8 @@ def leaderboard(df: pd.DataFrame, paper: pd.Series | None = None) -> pd.DataFram
                     continue
                 board.loc[i, "gain"] = r["mean"] - std_row["mean"]
                 if min(r.n_seeds, std_row.n_seeds) > 1:  # a 1-seed row's own seed noise is unknown: no interval
-                    pair = paired({"m": tables[("mdm", r.method, task)], "s": tables[std_key]})
+                    # (baseline, method) order, as mdm.report.claims: the same draws, the same interval
+                    pair = paired({"s": tables[std_key], "m": tables[("mdm", r.method, task)]})
                     board.loc[i, "gain_ci95"] = _interval_text(*bootstrap_interval(
                         pair, lambda m: 100 * (m["m"] - m["s"])))
                     board.loc[i, "p_seeds"] = permutation_p(done_scores(done, r.method, task),
@@ -293,7 +294,7 @@ def _equal_compute(board: pd.DataFrame, g: pd.DataFrame, tables: dict, task: str
         board.loc[i, "eq_compute_base"] = b.method
         board.loc[i, "eq_compute_gain"] = r["mean"] - b["mean"]
         if min(r.n_seeds, b.n_seeds) > 1:
-            pair = paired({"m": tables[("mdm", r.method, task)], "b": tables[("mdm", b.method, task)]})
+            pair = paired({"b": tables[("mdm", b.method, task)], "m": tables[("mdm", r.method, task)]})
             board.loc[i, "eq_compute_ci95"] = _interval_text(*bootstrap_interval(
                 pair, lambda m: 100 * (m["m"] - m["b"])))
 
