@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from mdm.report.stats import bootstrap_interval
-from mdm.report.tables import outcome_table, paired, paper_task
+from mdm.report.tables import done_scores, outcome_table, paired, paper_task
 
 REDUCERS = ("ppots", "mirror", "isad", "syrm", "strats", "ema")
 COMBINATION = ("ppots", "mirror")
@@ -132,8 +132,7 @@ def _worst_gap(df: pd.DataFrame | None, task: str, method: str, n: int = 4000) -
     seeds (nan without 2 seeds on both sides)."""
     if df is None:
         return np.nan, np.nan, np.nan
-    a, b = (df[(df.model_family == "mdm") & (df.method == m) & (df.task == task)].score.to_numpy(float)
-            for m in (method, "standard"))
+    a, b = (done_scores(df, m, task) for m in (method, "standard"))
     if len(a) < 2 or len(b) < 2:
         return (float(a.min() - b.min()) if len(a) and len(b) else np.nan), np.nan, np.nan
     rng = np.random.default_rng(0)

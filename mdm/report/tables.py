@@ -241,8 +241,7 @@ def leaderboard(df: pd.DataFrame, paper: pd.Series | None = None) -> pd.DataFram
                         pair, lambda m: 100 * (m["m"] - m["s"])))
                     board.loc[i, "p_seeds"] = permutation_p(done_scores(done, r.method, task),
                                                             done_scores(done, "standard", task))
-                held = [done[(done.model_family == "mdm") & (done.method == m) & (done.task == task)]
-                        .heldout_loss.dropna().to_numpy(float) for m in (r.method, "standard")] \
+                held = [done_scores(done, m, task, "heldout_loss") for m in (r.method, "standard")] \
                     if "heldout_loss" in done else []
                 if held and min(map(len, held)) > 1:  # the low-noise signal: held-out MDM loss, minus Standard's
                     board.loc[i, "heldout_delta"] = held[0].mean() - held[1].mean()
@@ -308,8 +307,10 @@ def _identical_on_common_seeds(done: pd.DataFrame, method: str, task: str) -> bo
     return len(common) > 0 and all(rows[0].loc[common, c].equals(rows[1].loc[common, c]) for c in cols)
 
 
-def done_scores(done: pd.DataFrame, method: str, task: str) -> np.ndarray:
-    return done[(done.model_family == "mdm") & (done.method == method) & (done.task == task)].score.to_numpy(float)
+def done_scores(done: pd.DataFrame, method: str, task: str, column: str = "score") -> np.ndarray:
+    """The MDM row's per-run values of `column` (missing ones dropped)."""
+    rows = done[(done.model_family == "mdm") & (done.method == method) & (done.task == task)]
+    return rows[column].dropna().to_numpy(float)
 
 
 def synergy(df: pd.DataFrame, costs: dict[str, float] | None = None) -> pd.DataFrame:
