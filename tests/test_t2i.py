@@ -1,5 +1,5 @@
 """Text-to-image (Table 2) pipeline: scenes and the attribute checker, image tokenizers, sequences through every
-method preset, MaskGIT decoding, CLIP score vs torchmetrics, the tiny CLIP's held-out retrieval, one cell."""
+method preset, MaskGIT decoding, CLIP score vs torchmetrics, the tiny CLIP's held-out retrieval, runs through the one Trainer (resumable), the bench and the report."""
 
 from __future__ import annotations
 
@@ -157,11 +157,10 @@ def test_magvit_adapter_explains_what_it_needs():
 
 
 def test_sequences_match_the_chat_format_and_train_with_every_preset(codec):
+    from mdm.data import Collator
     from mdm.data.collate import format_chat
     from mdm.models import TinySize, build_tiny_model
     from mdm.objective import MDMObjective, Method
-    from mdm.t2i.data import collate
-
     examples = make_examples("train", 8, seed=0)
     items = codec.items(examples)
     for ex, it in zip(examples, items):
@@ -170,7 +169,7 @@ def test_sequences_match_the_chat_format_and_train_with_every_preset(codec):
         image_part = it["input_ids"][it["prompt_length"] : -1]
         assert len(image_part) == 36 and all(codec.code_offset <= i < codec.vocab_size for i in image_part)
     assert codec.vocab_size == codec.code_offset + codec.codebook_size
-    batch = collate(items, codec.pad_id)
+    batch = Collator(codec.tokenizer, "text-to-image", 64)(items)
     assert torch.equal(batch.response_mask().sum(1), torch.full((8,), 37))  # 36 codes + EOS
     model = build_tiny_model(codec.tokenizer, size=TinySize(**TINY_SIZE))
     assert model.config.vocab_size == codec.vocab_size
@@ -261,7 +260,7 @@ def test_tiny_clip_ranks_matching_captions_above_mismatched(record_property):
         ClipScorer.from_spec("ViT-B-32")
 
 
-# ---------------------------------------------------------------- one cell end to end
+# ---------------------------------------------------------------- runs end to end
 
 
 def _untrained_tiny_clip():
@@ -279,100 +278,100 @@ def _untrained_tiny_clip():
     return ClipScorer(model, preprocess, open_clip.get_tokenizer(TINY_CLIP_NAME), "untrained")
 
 
-def test_run_cell_end_to_end_small(tmp_path):
-    from mdm.t2i.cell import T2IConfig, run_cell
+def t2i_run(output_dir, method="ppots+mirror", **training) -> dict:
+    """A tiny text-to-image run config (the trainer's RunConfig sections), a few steps."""
+    return {
+        "model": {"size": TINY_SIZE, "base": "auto",
+                  "pretrain": {"n_examples": 64, "max_steps": 8, "global_batch_size": 16, "micro_batch_size": 16,
+                               "full_sequence": False}},
+        "data": {"task": "text-to-image", "n_train": 48, "max_length": 64},
+        "method": method,
+        "training": {"max_steps": 4, "global_batch_size": 8, "micro_batch_size": 4, "threads": 1, **training},
+        "ppots_pilot": {"a": 2, "b": 10, "c": 2},
+        "eval": {"t_grid": 2, "accuracy": {"clip_model": "tiny", "limit": 6, "steps": 4, "grid": 6}},
+        "output_dir": str(output_dir),
+    }
 
-    cfg = T2IConfig.from_dict({
-        "n_train": 48, "size": TINY_SIZE, "base": {"n_pretrain": 64},
-        "pretrain": {"steps": 8, "global_batch_size": 16}, "training": {"steps": 4, "global_batch_size": 8},
-        "ppots_pilot": {"a": 2, "b": 10, "c": 2}, "decoding": {"steps": 4}, "eval": {"limit": 6, "grid": 6},
-    })
+
+def test_a_t2i_run_trains_through_the_trainer_and_its_evaluate_hook_scores_it(tmp_path):
+    """The one pipeline: Trainer (micro-batches: 2 of 4 rows, held-out split, P-POTS pilot) -> model/ ->
+    mdm.eval.api.evaluate_run -> the task's evaluate hook -> record; a rerun of the evaluation gives the same."""
+    from mdm.eval.api import evaluate_run
+    from mdm.t2i.task import evaluate
+    from mdm.train import RunConfig, Trainer, read_log
+
+    cfg = RunConfig.model_validate(t2i_run(tmp_path / "run"))
+    result = Trainer(cfg).train()
+    assert result["status"] == "done" and result["steps"] == 4 and result["accumulation_steps"] == 2
+    assert result["n_heldout"] == 5 and result["n_train"] == 43 and result["metrics"]["heldout_loss"] > 0
+    assert all(e["masked_tokens"] > 0 for e in read_log(tmp_path / "run"))
     scorer = _untrained_tiny_clip()
-    out = tmp_path / "cell"
-    result = run_cell("ppots+mirror", 42, out, cfg, scorer=scorer)
-    m = result["metrics"]
-    assert result["status"] == "done" and result["n_eval"] == 6 and result["steps"] == 4
+    out = evaluate(tmp_path / "run", cfg.eval.accuracy, scorer=scorer)
+    m = out["metrics"]
+    ev = out["tasks"]["text-to-image"]
+    assert ev["n_eval"] == 6 and ev["decoding"]["sampler"] == "maskgit" and ev["decoding"]["steps"] == 4
     assert 0 <= m["clip_score"] <= 100 and 0 <= m["attribute_accuracy"] <= 100 and m["score"] == m["clip_score"]
     assert m["clip_score"] >= m["clip_score_torchmetrics"] - 1e-3
-    assert result["reference"]["ground_truth"]["attribute_accuracy"] == 100.0
-    assert result["reference"]["tokenizer_reconstruction"]["attribute_accuracy"] == 100.0
-    assert result["decoding"]["sampler"] == "maskgit" and result["clip"]["definition"].startswith("100 * max")
-    for name in ("result.json", "samples.jsonl", "samples.png", "train_log.jsonl", "ppots.json", "model/config.json"):
-        assert (out / name).is_file(), name
-    assert len((out / "samples.jsonl").read_text().splitlines()) == 6
-    assert run_cell("ppots+mirror", 42, out, cfg, scorer=scorer) == result  # finished cells are not rerun
-    from mdm.t2i.bench import evaluate_run
-
-    again = evaluate_run(out, {"eval": {"limit": 6}, "decoding": {"steps": 4}}, scorer=scorer)
-    assert again["attribute_accuracy"] == m["attribute_accuracy"] and again["clip_score"] == pytest.approx(m["clip_score"])
-    from mdm.t2i.table2 import summarize_runs
-
-    summary = summarize_runs(tmp_path, tmp_path / "report", scorer=scorer, echo=lambda *_: None)
-    assert summary["methods"]["ppots+mirror"]["attribute_accuracy"]["seeds"] == [m["attribute_accuracy"]]
-    for name in ("text_to_image.md", "text_to_image_summary.json", "samples_grid.png", "clip_retrieval.json"):
-        assert (tmp_path / "report" / name).is_file(), name
-    with pytest.raises(ConfigError, match="unknown key"):
-        T2IConfig.from_dict({"training": {"stepz": 1}})
+    assert ev["reference"]["ground_truth"]["attribute_accuracy"] == 100.0
+    assert ev["reference"]["tokenizer_reconstruction"]["attribute_accuracy"] == 100.0
+    assert ev["clip"]["definition"].startswith("100 * max")
+    for name in ("record.json", "samples.jsonl", "samples.png", "ppots.json", "model/config.json"):
+        assert (tmp_path / "run" / name).is_file(), name
+    assert len((tmp_path / "run" / "samples.jsonl").read_text().splitlines()) == 6
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert record["metrics"]["score"] == m["score"] and record["eval"]["text-to-image"]["n_eval"] == 6
+    again = evaluate(tmp_path / "run", cfg.eval.accuracy, scorer=scorer, write=False)
+    assert again["metrics"] == m
+    with pytest.raises(ConfigError, match="unknown key; allowed: metric, clip_model"):
+        evaluate_run(tmp_path / "run", {"stepz": 4})  # through mdm.eval's entry point: the task's own settings
 
 
-def test_table_record_is_the_bench_record_format(tmp_path):
-    from mdm.report.tables import record_row
-    from mdm.t2i.table2 import record_of, stats
-
-    result = {"method": "mirror", "seed": 731, "status": "done", "metrics": {"score": 31.5, "clip_score": 31.5,
-              "attribute_accuracy": 40.0}, "steps": 10, "tokens_seen": 100, "passes": 20, "n_train": 8,
-              "model_params": 1, "wall_time_s": 3.0, "decoding": {}, "clip": {}, "reference": {}, "grid": None}
-    rec = record_of(result, tmp_path)
-    row = record_row(rec, tmp_path / "record.json")
-    assert (row["benchmark"], row["method"], row["task"], row["seed"], row["score"]) == \
-        ("table2", "mirror", "text-to-image", 731, 31.5)
-    s = stats([1.0, 2.0, 4.0])
-    assert s["mean"] == pytest.approx(7 / 3) and s["range"] == 3.0 and s["std"] == pytest.approx(1.5275, abs=1e-4)
-
-
-# ---------------------------------------------------------------- hooks for the bench runner / trainer
-
-
-def test_bench_hooks_map_a_run_config_and_give_trainer_examples(codec):
+def test_t2i_hooks_give_the_trainer_the_codec_s_ids_and_check_settings_before_compute(codec):
+    from mdm.data import get_task, make_task
     from mdm.data.collate import format_chat
-    from mdm.t2i.bench import chat_examples, t2i_config_from_run, text_to_image_tokenizer
-    from mdm.train.config import RunConfig
+    from mdm.t2i.task import check
+    from mdm.train import RunConfig
+    from mdm.train.config import ModelConfig
+    from mdm.train.model import tiny_tokenizer
 
-    cfg = RunConfig.model_validate({
-        "data": {"task": "text-to-image", "n_train": 800}, "output_dir": "x", "method": "mirror",
-        "model": {"size": TINY_SIZE, "pretrain": {"n_examples": 3000, "max_steps": 900, "lr": 2e-3}},
-        "training": {"epochs": 2, "global_batch_size": 16, "lr": 5e-4, "threads": 1},
-        "ppots_pilot": {"a": 8, "b": 20, "c": 4},
-        "eval": {"accuracy": {"metric": "clip_score", "clip_model": "tiny", "limit": 40, "steps": 8}},
-    })
-    t = t2i_config_from_run(cfg)
-    assert t.training["steps"] == 100 and t.training["global_batch_size"] == 16 and t.training["lr"] == 5e-4
-    assert t.pretrain["steps"] == 900 and t.base["n_pretrain"] == 3000 and t.size["hidden_size"] == 32
-    assert t.eval["limit"] == 40 and t.eval["clip_model"] == "tiny" and t.decoding["steps"] == 8
-    assert t.ppots_pilot["a"] == 8 and t.threads == 1 and t.n_train == 800
-    tok = text_to_image_tokenizer()
-    assert len(tok) == codec.vocab_size
-    examples = chat_examples("train", 3, seed=0)
+    tok = tiny_tokenizer(ModelConfig(), "text-to-image")  # the tokenizer hook: the task's own vocabulary
+    assert len(tok) == codec.vocab_size and tok.get_vocab() == codec.tokenizer.get_vocab()
+    examples = make_task("text-to-image", "train", n=3, seed=0)  # the loader hook
     items = codec.items(make_examples("train", 3, seed=0))
     for ex, it in zip(examples, items):
         assert ex["task"] == "text-to-image" and set(ex["answer"]) == {"colour", "shape", "count", "position"}
         assert format_chat(tok, ex["prompt"], ex["response"]) == (it["input_ids"], it["prompt_length"])
+    with pytest.raises(ConfigError, match="takes no options"):
+        make_task("text-to-image", "train", n=3, level=1)
+    assert get_task("text-to-image").hook("run") is None  # no second training loop
+
+    def cfg(**over):
+        return RunConfig.model_validate({**t2i_run("x"), **over})
+
+    check(cfg())
+    hub = cfg(model={"source": "Gen-Verse/MMaDA-8B-MixCoT"})
+    check(hub, planning=True)  # the paper preset is planned (--dry-run) ...
+    with pytest.raises(ConfigError, match="MAGVIT-v2") as e:
+        check(hub)  # ... and refused when a run starts
+    assert e.value.where == "model.source"
+    for bad, match in (({"clip_model": "ViT-B-32"}, "ViT-B-32/openai"), ({"steps": 0}, "greater than or equal"),
+                       ({"schedule": "square"}, "cosine"), ({"limt": 3}, "unknown key")):
+        with pytest.raises(ConfigError, match=match):
+            check(cfg(eval={"accuracy": bad}))
 
 
-def test_mdm_bench_runs_tiny_t2i_cells_and_the_report_shows_their_samples(tmp_path):
-    """`mdm bench` -> mdm.t2i for task text-to-image (tiny), `mdm report` adds the t2i summary and sample grid;
-    a hub model stops at its start with what it needs (no MAGVIT-v2 here)."""
+def test_mdm_bench_runs_tiny_t2i_runs_and_the_report_shows_their_samples(tmp_path):
+    """`mdm bench` trains task text-to-image (tiny) through the Trainer and scores it with the task's evaluate hook;
+    `mdm report` adds the t2i summary and sample grid; a hub model stops at its start (no MAGVIT-v2 here)."""
     import subprocess
     import sys
 
     import yaml
 
-    tiny = {"tasks": {"text-to-image": {"n_train": 48, "max_length": 64}},
-            "model": {"size": TINY_SIZE, "pretrain": {"n_examples": 64, "max_steps": 8, "global_batch_size": 16,
-                                                      "micro_batch_size": 16}},
+    run = t2i_run("-")
+    tiny = {"tasks": {"text-to-image": {"n_train": 48, "max_length": 64}}, "model": run["model"],
             "training": {"max_steps": 4, "global_batch_size": 8, "micro_batch_size": 8, "threads": 1},
-            "ppots_pilot": {"a": 2, "b": 10, "c": 2},
-            "eval": {"accuracy": {"clip_model": "tiny", "limit": 6, "steps": 4}}}
+            "ppots_pilot": run["ppots_pilot"], "eval": {"accuracy": {"clip_model": "tiny", "limit": 6, "steps": 4}}}
     hub = {**tiny, "model": {"source": "Gen-Verse/MMaDA-8B-MixCoT"}}
     path = tmp_path / "t2.yaml"
     path.write_text(yaml.safe_dump({"name": "t2", "seeds": [42], "methods": ["standard"],
@@ -388,16 +387,44 @@ def test_mdm_bench_runs_tiny_t2i_cells_and_the_report_shows_their_samples(tmp_pa
     assert record["status"] == "done" and record["steps"] == 4 and record["eval"]["text-to-image"]["n_eval"] == 6
     assert record["eval"]["text-to-image"]["decoding"]["sampler"] == "maskgit"
     assert record["metrics"]["score"] == record["metrics"]["clip_score"] and "attribute_accuracy" in record["metrics"]
+    assert record["n_heldout"] == 5 and record["metrics"]["heldout_loss"] > 0  # the held-out split applies
     report = mdm("report", tmp_path / "runs/t2", "--out", tmp_path / "report")
     assert report.returncode == 0, report.stderr
     readme = (tmp_path / "report/README.md").read_text()
     assert "(samples_grid.png)" in readme and "(text_to_image.md)" in readme and "maskgit" in readme
     assert (tmp_path / "report/samples_grid.png").is_file()
+    summary = json.loads((tmp_path / "report/text_to_image_summary.json").read_text())
+    assert summary["methods"]["standard"]["clip_score"]["seeds"] == [record["metrics"]["clip_score"]]
 
-    failed = mdm("bench", path, "--preset", "hub", "--results", tmp_path / "hub")
+    failed = mdm("bench", path, "--preset", "hub", "--results", tmp_path / "hub")  # plannable; fails at its start
     assert failed.returncode == 1
     record = json.loads((tmp_path / "hub/t2/text-to-image/standard/seed42/record.json").read_text())
     assert record["status"] == "failed" and "MAGVIT-v2" in record["reason"] and record["wall_time_s"] < 30
+
+
+def test_sigkill_of_a_t2i_run_then_rerun_resumes_the_same_trajectory(tmp_path):
+    """Like text runs: `mdm train` on text-to-image killed with SIGKILL after a checkpoint resumes to the
+    trajectory of an unbroken run."""
+    import yaml
+
+    from mdm.train import RunConfig, Trainer, read_log
+    from tests.test_train import trajectory
+    from tests.test_train_resume import kill_at, train_cli
+
+    config = tmp_path / "run.yaml"
+    run = t2i_run(tmp_path / "killed", method="mirror", max_steps=12, checkpoint_every=3)
+    run["eval"].pop("accuracy")
+    config.write_text(yaml.safe_dump(run))
+    killed_at = kill_at(config, tmp_path / "killed", 5)
+    assert 5 <= killed_at < 12 and not (tmp_path / "killed" / "result.json").exists()
+    again = train_cli(config)
+    assert again.returncode == 0, again.stderr
+    result = json.loads((tmp_path / "killed" / "result.json").read_text())
+    assert result["status"] == "done" and len(result["resumed_from"]) == 1 and 3 <= result["resumed_from"][0]
+    resumed = read_log(tmp_path / "killed")
+    assert [e["step"] for e in resumed] == list(range(1, 13))
+    Trainer(RunConfig.model_validate({**run, "output_dir": str(tmp_path / "unbroken")})).train()
+    assert trajectory(resumed) == trajectory(read_log(tmp_path / "unbroken"))
 
 
 def test_tiny_clip_trains_even_when_first_built_under_no_grad(tmp_path):

@@ -11,7 +11,7 @@ import torch
 
 from mdm.errors import ConfigError
 from mdm.train import RunConfig, Trainer, load_run_config, read_log
-from mdm.train.trainer import lr_factor
+from mdm.train.trainer import lr_scheduler
 from tests.numerics import assert_same_trajectory
 
 TINY_SIZE = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
@@ -215,10 +215,20 @@ def test_crash_and_resume_restores_adaptive_ppots_and_ema_state(tmp_path, cache,
 
 
 def test_lr_schedules():
-    assert lr_factor(0, 10, 0, "linear") == 1.0 and lr_factor(9, 10, 0, "linear") == pytest.approx(0.1)
-    assert lr_factor(0, 10, 2, "cosine") == 0.0 and lr_factor(1, 10, 2, "cosine") == 0.5
-    assert lr_factor(2, 10, 2, "cosine") == 1.0 and lr_factor(10, 10, 2, "cosine") == pytest.approx(0.0)
-    assert lr_factor(5, 10, 0, "constant") == 1.0
+    def lrs(schedule, warmup, total=10):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = lr_scheduler(opt, schedule, warmup, total)
+        out = []
+        for _ in range(total):
+            out.append(sched.get_last_lr()[0])
+            opt.step()
+            sched.step()
+        return out + [sched.get_last_lr()[0]]
+
+    linear, cosine, constant = lrs("linear", 0), lrs("cosine", 2), lrs("constant", 2)
+    assert linear[0] == 1.0 and linear[9] == pytest.approx(0.1) and linear[10] == 0.0
+    assert cosine[:3] == [0.0, 0.5, 1.0] and cosine[6] == pytest.approx(0.5) and cosine[10] == pytest.approx(0.0)
+    assert constant[:3] == [0.0, 0.5, 1.0] and constant[3:] == [1.0] * 8
 
 
 def test_tiny_base_is_built_once_and_reused(tmp_path, cache):

@@ -49,8 +49,9 @@ def record_status(run: PlannedRun) -> str:
 
 
 def evaluate_accuracy(run_dir: Path, settings: dict | None) -> dict | None:
-    """Decode + score through mdm.eval.api.evaluate_run, which adds `eval.<task>` and `metrics.score/accuracy`
-    to the run's record.json in place. None when skipped (no accuracy settings)."""
+    """Decode + score through mdm.eval.api.evaluate_run (a task plugin's own `evaluate` hook where it has one),
+    which adds `eval.<task>` and `metrics.score` to the run's record.json in place. None when skipped (no accuracy
+    settings)."""
     if settings is None:
         return None
     from mdm.eval.api import evaluate_run
@@ -116,14 +117,7 @@ def execute(run: PlannedRun, version: dict, launch=None, threads: int | None = N
         "run_dir": str(run.run_dir), "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     try:
-        from mdm.data import get_task
-
-        own = get_task(run.task).hook("run")
-        if own is not None:  # a task plugin that trains, decodes and scores its runs itself
-            result = own(run.config)
-            record["eval"] = result.get("eval")
-        else:
-            result = _launch_train(run, launch) if launch else train_run(run.config)
+        result = _launch_train(run, launch) if launch else train_run(run.config)
         record.update({k: result.get(k) for k in ("steps", "tokens_seen", "passes", "token_passes", "num_processes",
                                                   "n_train", "n_heldout", "dropped", "model_params", "resumed_from")})
         record["tokens"] = result.get("tokens_seen")
@@ -135,7 +129,7 @@ def execute(run: PlannedRun, version: dict, launch=None, threads: int | None = N
             record["status"] = "evaluating"  # not done until evaluated: a kill here re-evaluates on rerun
             atomic_write_json(run.record_path, record)
             eval_start = time.perf_counter()
-            if own is None and evaluate_accuracy(run.run_dir, run.config.eval.accuracy) is not None:
+            if evaluate_accuracy(run.run_dir, run.config.eval.accuracy) is not None:
                 evaluated = read_json(run.record_path) or {}
                 record["eval"] = evaluated.get("eval")
                 record["metrics"] = {**record["metrics"], **(evaluated.get("metrics") or {})}

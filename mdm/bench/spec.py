@@ -266,18 +266,18 @@ def _check_dataset(cfg, where: str) -> None:
 
 
 def _check_accuracy_settings(settings: dict | None, task: str, where: str, preset: Preset, cfg) -> None:
-    """`eval.accuracy` goes to mdm.eval.api.evaluate_run: check it now."""
-    if settings is None:
-        return
+    """`eval.accuracy` goes to mdm.eval.api.evaluate_run (or a task plugin's `evaluate`): check it now."""
     from mdm.data import get_task
     from mdm.eval import api
 
     check = get_task(task).hook("check")
-    if check is not None:  # a task plugin checks its own settings
+    if check is not None:  # a task plugin checks its own settings, its eval.accuracy included
         try:
-            check(cfg)
+            check(cfg, planning=True)
         except ConfigError as e:
-            raise ConfigError(f"{where}.eval.accuracy", f"{e.where}: {e.problem}") from None
+            raise ConfigError(f"{where}.tasks.{task}", f"{e.where}: {e.problem}") from None
+        return
+    if settings is None:
         return
     ts = preset.tasks[task]
     place = f"{where}.tasks.{task}.eval.accuracy" if ts and "accuracy" in ts.eval else f"{where}.eval.accuracy"

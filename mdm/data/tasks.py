@@ -99,7 +99,7 @@ class TaskSpec:
     splits: tuple[str, ...]
     delimiters: tuple[str, ...]  # ISAD answer delimiters (response part)
     syntax_patterns: tuple[str, ...]  # SyRM syntax tokens (prompt part)
-    metric: str  # evals.scorers rule: "gsm8k" | "hitab" | "boxed" | "exact" | "none"; "clip": mdm.t2i scores it
+    metric: str  # evals.scorers rule: "gsm8k" | "hitab" | "boxed" | "exact" | "none"; "clip": its evaluate hook
     generated: bool = False
     # options -> the TaskSpec of a task whose declarations are options (`dataset`); None: fixed declarations
     from_options: Callable[[dict], TaskSpec] | None = field(default=None, compare=False, repr=False)
@@ -107,8 +107,10 @@ class TaskSpec:
     stands_for: str | None = None
     # plugin hooks, "module:function", imported on first use (a task plugin outside this layer is named, never
     # imported, by the data layer; the runner, spec checks and report call hooks, never a task by name):
-    #   loader(split, n, seed, **options) -> examples   check(run_config) -> None or ConfigError
-    #   run(run_config) -> a train_run-shaped result with its "eval" (a task that trains and scores itself)
+    #   loader(split, n, seed, **options) -> examples
+    #   check(run_config, planning=False) -> None or ConfigError (planning: a spec check or --dry-run, no run starts)
+    #   tokenizer(cache_dir, **options) -> the tiny model's tokenizer (a task with its own vocabulary)
+    #   evaluate(run_dir, settings) -> mdm.eval.api.evaluate_run's result (decode + score a trained run)
     #   report(rows, run_roots, out_dir) -> README lines linking the task's own report files
     hooks: dict[str, str] = field(default_factory=dict, compare=False)
 
@@ -144,8 +146,7 @@ TASKS: dict[str, TaskSpec] = {
     # tiny scenes: caption prompt -> image-code response (mdm.t2i); scored by CLIP score + attribute accuracy
     "text-to-image": TaskSpec("text-to-image", ("train", "test"), (), (), "clip", generated=True,
                               stands_for="text-to-image-2m", hooks={
-                                  "loader": "mdm.t2i.bench:chat_examples", "check": "mdm.t2i.bench:check_run",
-                                  "run": "mdm.t2i.bench:run", "report": "mdm.t2i.bench:report"}),
+                                  h: f"mdm.t2i.task:{h}" for h in ("loader", "tokenizer", "check", "evaluate", "report")}),
     # the user's own data: a file, a save_to_disk folder or a hub id; scorer and delimiters are options
     "dataset": TaskSpec("dataset", ("train", "test"), (), (), "exact", from_options=_dataset_spec),
 }

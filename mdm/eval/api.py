@@ -393,6 +393,11 @@ def evaluate_run(run_dir: str | Path, settings: dict | None = None, *, model=Non
     model_dir = find_model_dir(run_dir) if model is None else run_dir
     record_path = find_record(run_dir, model_dir)
     record = {**train_folder_record(record_path, model_dir), **read_record(record_path)}
+    from mdm.data.tasks import TASKS
+
+    own = TASKS[record["task"]].hook("evaluate") if record.get("task") in TASKS else None
+    if own is not None and model is None:  # a task plugin that decodes and scores its runs itself (text-to-image)
+        return own(run_dir, settings)
     cfg = normalize_settings(settings, record)
     decodings = {t: decode_config_for(t, cfg["decoding"]) for t in cfg["tasks"]}  # validate before loading
 

@@ -5,9 +5,10 @@
     data             caption tokens (prompt) + image-code tokens (response) -> MDMBatch; T2ICodec
     generate         MaskGIT-style confidence decoding restricted to image codes
     clip             CLIP score (open_clip), the torchmetrics cross-check, the tiny CLIP, retrieval eval
-    train            single-process training with any method; the cached tiny base; the P-POTS pilot fit
-    cell             one (method, seed) cell of the tiny Table 2: `run_cell`
-    table2           all cells + summary + sample grids: `python -m mdm.t2i.table2`
+    task             the task plugin's hooks: loader, tokenizer, check, evaluate (decode + score), report
+    table2           the report: summary, per-attribute table, sample grids (`python -m mdm.t2i.table2`)
+
+Training is mdm.train.Trainer's, as for every task (`mdm bench benchmarks/table2.yaml`).
 
 Names below are imported lazily, so `import mdm.t2i` stays cheap.
 """
@@ -17,8 +18,8 @@ from __future__ import annotations
 from mdm.lazy import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, {
-    "T2IConfig": "cell", "run_cell": "cell", "evaluate": "cell", "prepare": "cell",
-    "T2ICodec": "data", "collate": "data",
+    "evaluate": "task", "EvalSettings": "task",
+    "T2ICodec": "data",
     "ImageDecodeConfig": "generate", "generate_codes": "generate",
     "ClipScorer": "clip", "tiny_clip": "clip", "retrieval_eval": "clip",
     "clip_score_from_embeddings": "clip", "torchmetrics_clip_score": "clip",
@@ -26,5 +27,5 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "DiffusersVQTokenizer": "image_tokenizer", "MagvitV2Tokenizer": "image_tokenizer",
     "load_image_tokenizer": "image_tokenizer", "tiny_image_tokenizer": "image_tokenizer",
     "make_examples": "scenes", "check_attributes": "scenes", "attribute_accuracy": "scenes",
-    "run_table": "table2",
+    "summarize_runs": "table2",
 })  # fmt: skip

@@ -2,7 +2,7 @@
 
     codec = T2ICodec.tiny()                          # tiny BPE on the captions + the tiny image codebook
     items = codec.items(make_examples("train", 800))  # tokenized items (the data layer's item format)
-    batch = collate(items[:16], codec.pad_id)         # MDMBatch, prompt_lengths = caption part
+    batch = Collator(codec.tokenizer, "text-to-image", 64)(items[:16])  # mdm.data's: prompt = the caption part
 
 A sequence is the data layer's chat format with the image as the response (as MMaDA's t2i SFT, and the
 authors' convention that response-side tokens carry the loss):
@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import torch
 
 from mdm.data.tokenizer import ASSISTANT, BOS, USER
-from mdm.objective.batch import MDMBatch
 from mdm.t2i.image_tokenizer import ImageTokenizer, load_image_tokenizer
 
 TEXT_VOCAB = 384  # tiny BPE on the captions: every word is one token
@@ -152,20 +151,6 @@ class T2ICodec:
         same ids as `item`)."""
         codes = self.image_tokenizer.encode([image])[0].tolist()
         return {"prompt": caption, "response": image_text(codes)}
-
-
-def collate(items: Sequence[dict], pad_id: int, positions: torch.Tensor | None = None) -> MDMBatch:
-    """Right-pads items into an MDMBatch (prompt_lengths = the caption part)."""
-    b, length = len(items), max(len(it["input_ids"]) for it in items)
-    input_ids = torch.full((b, length), pad_id, dtype=torch.long)
-    attention = torch.zeros((b, length), dtype=torch.long)
-    for i, it in enumerate(items):
-        n = len(it["input_ids"])
-        input_ids[i, :n] = torch.tensor(it["input_ids"], dtype=torch.long)
-        attention[i, :n] = 1
-    prompt_lengths = torch.tensor([it["prompt_length"] for it in items], dtype=torch.long)
-    zeros = torch.zeros((b, length), dtype=torch.bool)
-    return MDMBatch(input_ids, attention, prompt_lengths, positions, delimiter_mask=zeros, syntax_mask=zeros.clone())
 
 
 # ---------------------------------------------------------------- the paper's data (needs the hub or a local copy)

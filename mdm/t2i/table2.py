@@ -1,20 +1,16 @@
-"""The tiny Table 2 end to end: every (method, seed) cell, a summary, sample grids.
+"""The text-to-image report: per-attribute table, the tiny CLIP's check and sample grids, from finished runs.
 
-    python -m mdm.t2i.table2 run --out results/table2                 # 4 methods x 3 seeds, standalone
-    python -m mdm.t2i.table2 run --out /tmp/t2 --seeds 42 --set training.steps=100
-    python -m mdm.t2i.table2 summarize results/runs/table2 --out results/table2   # after `mdm bench`
+    mdm bench benchmarks/table2.yaml && mdm report results/runs/table2 --out results/table2   # calls this
+    python -m mdm.t2i.table2 results/runs/table2 --out results/table2                        # this part alone
 
-`run` writes into --out:
-    runs/text-to-image/<method>/seed<k>/   run_cell's folder + record.json (the bench runner's record format,
-                                           so `mdm report <out>/runs` reads them)
-and then what `summarize` writes (from any folder of t2i runs, e.g. the bench runner's results/runs/table2):
+From the records of the text-to-image runs under a folder (`mdm bench`'s layout) it writes into --out:
     text_to_image.md, text_to_image_summary.json
                                            per method and seed: CLIP score and attribute accuracy, mean,
                                            sample std, min, max, range; per-attribute accuracy; P-POTS+MIRROR's
                                            synergy; references (ground truth, codebook, chance); decoding knobs
     clip_retrieval.json                    the tiny CLIP on held-out pairs
     samples_grid.png                       the same held-out captions for ground truth and every method
-Finished cells are skipped on a rerun. (`mdm report` owns README.md in the same folder.)
+It reads artifacts and never trains (`mdm report` owns README.md in the same folder).
 """
 
 from __future__ import annotations
@@ -23,26 +19,12 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
-from mdm.provenance import code_version
-from mdm.t2i.cell import T2IConfig, _read_json, _write_json, grid_indices, run_cell
+from mdm.t2i.task import TASK, grid_indices, t2i_cache
 
 METHODS = ("ppots+mirror", "standard", "ppots", "mirror")  # the paper's row order
-SEEDS = (42, 731, 20231)
 METRICS = ("clip_score", "attribute_accuracy")
-
-
-def record_of(result: dict, run_dir: Path, version: dict | None = None) -> dict:
-    """The bench runner's record (mdm.bench.runner.execute) for a finished cell."""
-    return {"benchmark": "table2", "preset": "tiny", "task": "text-to-image", "method": result["method"],
-            "model_family": "mdm", "seed": result["seed"], "status": result["status"], "reason": "",
-            "metrics": result["metrics"], "steps": result["steps"], "tokens": result["tokens_seen"],
-            "tokens_seen": result["tokens_seen"], "passes": result["passes"], "n_train": result["n_train"],
-            "model_params": result["model_params"], "wall_time_s": result["wall_time_s"],
-            "decoding": result["decoding"], "clip": result["clip"], "reference": result["reference"],
-            "grid": result["grid"], "run_dir": str(run_dir), "code_version": version or {}}
 
 
 def stats(values: list[float]) -> dict:
@@ -51,74 +33,45 @@ def stats(values: list[float]) -> dict:
             "min": min(values), "max": max(values), "range": max(values) - min(values)}
 
 
-def run_table(out: str | Path = "results/table2", methods=METHODS, seeds=SEEDS, config: T2IConfig | dict | None = None,
-              echo=print) -> dict:
-    from mdm.t2i.cell import prepare
-    from mdm.t2i.clip import tiny_clip
-
-    config = config if isinstance(config, T2IConfig) else T2IConfig.from_dict(config)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    import torch
-
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    echo("tiny CLIP (cached after the first build)...")
-    scorer = tiny_clip(cache_dir=config.cache_dir, echo=echo) if config.eval.get("clip_model", "tiny") == "tiny" else None
-    prepare(config, echo)  # codebook, tokenizer, base: built once before the cells
-    version = code_version()
-    for method in methods:
-        for seed in seeds:
-            run_dir = out / "runs" / "text-to-image" / method / f"seed{seed}"
-            t0 = time.perf_counter()
-            r = run_cell(method, seed, run_dir, config, echo=echo, scorer=scorer)
-            _write_json(run_dir / "record.json", record_of(r, run_dir, version))
-            m = r["metrics"]
-            echo(f"[{method} seed {seed}] CLIP {m['clip_score']:.2f} (torchmetrics {m['clip_score_torchmetrics']:.2f}), "
-                 f"attributes {m['attribute_accuracy']:.1f}%  ({time.perf_counter() - t0:.0f}s)")
-    return summarize_runs(out / "runs", out, methods, seeds, config, scorer=scorer, echo=echo,
-                          wall_time_s=time.perf_counter() - started)
-
-
 def load_results(runs: str | Path) -> dict:
-    """{(method, seed): result} of every finished t2i cell (result.json) under `runs`."""
+    """{(method, seed): record} of every evaluated text-to-image run (record.json) under `runs`, its
+    `eval.text-to-image` entries lifted to the top (n_eval, decoding, clip, reference, grid)."""
     found = {}
-    for path in sorted(Path(runs).rglob("result.json")):
-        r = _read_json(path)
-        if r and r.get("status") == "done" and r.get("task") == "text-to-image":
-            found[(r["method"], r["seed"])] = {**r, "run_dir": str(path.parent)}
+    for path in sorted(Path(runs).rglob("record.json")):
+        try:
+            r = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        ev = (r.get("eval") or {}).get(TASK)
+        if r.get("task") == TASK and r.get("status") == "done" and ev:
+            found[(r["method"], r["seed"])] = {**r, **ev, "run_dir": str(path.parent)}
     return found
 
 
-def summarize_runs(runs: str | Path, out: str | Path, methods=None, seeds=None, config: T2IConfig | None = None,
-                   scorer=None, echo=print, wall_time_s: float | None = None) -> dict:
-    """Summary, markdown table, CLIP retrieval and comparison grid of the t2i cells under `runs`."""
+def summarize_runs(runs: str | Path, out: str | Path, methods=None, seeds=None, scorer=None, echo=print) -> dict:
+    """Summary, markdown table, CLIP retrieval and comparison grid of the text-to-image runs under `runs`."""
     from mdm.t2i.clip import retrieval_eval, tiny_clip
 
     results = load_results(runs)
     if not results:
-        raise FileNotFoundError(f"no finished text-to-image runs (result.json) under {runs}")
+        raise FileNotFoundError(f"no evaluated text-to-image runs (record.json) under {runs}")
     methods = [m for m in (methods or METHODS) if any(k[0] == m for k in results)] + \
         sorted({k[0] for k in results} - set(methods or METHODS))
     seeds = list(seeds or sorted({k[1] for k in results}))
-    config = config or T2IConfig.from_dict(next(iter(results.values())).get("config"))
+    first = next(iter(results.values()))
+    cache = t2i_cache(first["config"]["model"].get("cache_dir"))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     retrieval = None
-    if config.eval.get("clip_model", "tiny") == "tiny":
-        scorer = scorer or tiny_clip(cache_dir=config.cache_dir, echo=echo)
+    if first["settings"]["clip_model"] == "tiny":
+        scorer = scorer or tiny_clip(cache_dir=cache, echo=echo)
         retrieval = retrieval_eval(scorer)
-        _write_json(out / "clip_retrieval.json", retrieval)
+        (out / "clip_retrieval.json").write_text(json.dumps(retrieval, indent=2) + "\n")
     summary = summarize(results, methods, seeds, retrieval)
-    if wall_time_s is not None:
-        summary["wall_time_s"], summary["wall_time_of"] = round(wall_time_s, 1), "this run, builds of cached artifacts included"
-    else:
-        summary["wall_time_s"] = round(sum(r["wall_time_s"] for r in results.values()), 1)
-        summary["wall_time_of"] = "the cells (sum), without the cached CLIP / codebook / base builds"
-    summary["config"] = config.to_dict()
-    _write_json(out / "text_to_image_summary.json", summary)
-    grid = comparison_grid(results, methods, seeds[0], config, out / "samples_grid.png")
+    summary["wall_time_s"] = round(sum(r["wall_time_s"] for r in results.values()), 1)
+    summary["wall_time_of"] = "the runs (sum of training + evaluation), without the cached codebook / base / CLIP builds"
+    (out / "text_to_image_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    grid = comparison_grid(results, methods, seeds[0], cache, out / "samples_grid.png")
     (out / "text_to_image.md").write_text(render_readme(summary, grid))
     echo(f"wrote {out}/text_to_image.md, text_to_image_summary.json, samples_grid.png")
     return summary
@@ -149,7 +102,7 @@ def summarize(results: dict, methods, seeds, retrieval: dict | None) -> dict:
             "clip_retrieval": retrieval, "n_eval": any_result["n_eval"], "seeds": list(seeds)}
 
 
-def comparison_grid(results: dict, methods, seed: int, config: T2IConfig, path: Path, n: int = 12):
+def comparison_grid(results: dict, methods, seed: int, cache, path: Path, n: int = 12):
     """Rows: ground truth, then each method (seed `seed`), on `n` evaluation captions spread over the list."""
     import random
 
@@ -178,9 +131,7 @@ def comparison_grid(results: dict, methods, seed: int, config: T2IConfig, path: 
             labels.append("ground truth")
             from mdm.t2i.image_tokenizer import tiny_image_tokenizer
 
-            tokenizer = tiny_image_tokenizer(config.cache_dir) if config.image_tokenizer == "tiny" else None
-        if tokenizer is None:
-            return None
+            tokenizer = tiny_image_tokenizer(cache)
         rows.append(tokenizer.decode(np.array([s["codes"] for s in samples])))
         oks += [s["checks"]["all"] for s in samples]
         labels.append(f"{method} (seed {seed})")
@@ -236,26 +187,10 @@ def render_readme(summary: dict, grid) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m mdm.t2i.table2", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="train and evaluate every cell, then summarize")
-    r.add_argument("--out", default="results/table2")
-    r.add_argument("--methods", default=",".join(METHODS))
-    r.add_argument("--seeds", default=",".join(map(str, SEEDS)))
-    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, e.g. training.steps=200 (YAML values)")
-    s = sub.add_parser("summarize", help="summary, retrieval and grid of finished runs (e.g. mdm bench's)")
-    s.add_argument("runs", help="folder holding the runs (searched for result.json)")
-    s.add_argument("--out", required=True)
+    p.add_argument("runs", help="folder holding the runs (searched for record.json)")
+    p.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    echo = lambda line: print(line, flush=True)
-    if args.cmd == "summarize":
-        summarize_runs(args.runs, args.out, echo=echo)
-        return 0
-    from mdm.train.config import apply_overrides
-
-    overrides = apply_overrides({}, args.set)
-    run_table(args.out, [m for m in args.methods.split(",") if m], [int(s) for s in args.seeds.split(",") if s],
-              T2IConfig.from_dict(overrides), echo=echo)
+    summarize_runs(args.runs, args.out, echo=lambda line: print(line, flush=True))
     return 0
 
 

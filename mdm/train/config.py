@@ -64,6 +64,9 @@ class PretrainConfig(Strict):
     # adapt it with this pretraining, as Dream / DiffuLLaMA do (a tiny MDM pretrained from scratch for up to
     # 3000 steps does not copy even the object word from the prompt; adapted from the ARM base it does)
     init_from_arm: bool = False
+    # every token carries loss (the default); false: the prompt is never masked, as in the SFT (text-to-image: the
+    # base is then pretrained on the t2i objective itself, a weak t2i model as MMaDA is before its t2i SFT)
+    full_sequence: bool = True
 
 
 class ModelConfig(Strict):
@@ -207,6 +210,8 @@ class RunConfig(Strict):
             d["training"].pop(key)
         if d["training"]["peft"] is None:  # full fine-tune: as before the key existed (old run folders still match)
             d["training"].pop("peft")
+        if d["model"]["pretrain"]["full_sequence"]:  # the default: as before the key existed (the same base keys)
+            d["model"]["pretrain"].pop("full_sequence")
         d.pop("eval")
         d["model"].pop("code_dir")  # where the code lives, not what is trained (old run folders still match)
         return d
@@ -356,6 +361,9 @@ def check_run(cfg: RunConfig, where: str) -> None:
             from mdm.data.dataset import check_source
 
             check_source(cfg.data.options, accuracy=cfg.eval.accuracy is not None)
+        own = TASKS[cfg.data.task].hook("check")
+        if own is not None:  # a task plugin checks its own settings
+            own(cfg)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e.where}", e.problem) from None
     d = cfg.data

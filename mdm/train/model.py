@@ -36,11 +36,14 @@ def _quiet_transformers():
 
 
 def tiny_tokenizer(cfg: ModelConfig, task: str, options: dict | None = None):
-    """The tiny BPE of a task: trained on a fixed draw of the task's training text (cached by content).
-    `options`: the task's loader options (generated tasks: level)."""
-    from mdm.data import build_tokenizer, make_task
+    """The tiny BPE of a task: trained on a fixed draw of the task's training text (cached by content), or the
+    task's own (its `tokenizer` hook). `options`: the task's loader options (generated tasks: level)."""
+    from mdm.data import build_tokenizer, get_task, make_task
 
     options = options or {}
+    own = get_task(task).hook("tokenizer")
+    if own is not None:  # a task with its own vocabulary (text-to-image: caption BPE + one token per image code)
+        return own(cache_root(cfg), **options)
     examples = make_task(task, "train", n=cfg.tokenizer_examples, seed=0, **options) if _generated(task) else \
         make_task(task, "train", n=cfg.tokenizer_examples, **options)
     texts = [e["prompt"] + "\n" + e["response"] for e in examples]
@@ -106,7 +109,7 @@ def base_run_config(cfg: RunConfig, output_dir: str) -> RunConfig:
         "name": "base",
         "model": {**m.model_dump(), "base": None},
         "data": {"task": cfg.data.task, "n_train": p.n_examples, "max_length": cfg.data.max_length,
-                 "heldout_fraction": 0.0, "data_seed": p.data_seed, "full_sequence": True,
+                 "heldout_fraction": 0.0, "data_seed": p.data_seed, "full_sequence": p.full_sequence,
                  "eos_pad": cfg.data.eos_pad,
                  "options": cfg.data.options},
         "method": "standard",

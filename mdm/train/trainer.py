@@ -68,16 +68,14 @@ def read_log(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
-    """Hugging Face semantics: linear warmup from 0, then linear / cosine decay to 0 (or constant)."""
-    if step < warmup:
-        return step / max(1, warmup)
-    if schedule == "constant":
-        return 1.0
-    progress = (step - warmup) / max(1, total - warmup)
-    if schedule == "linear":
-        return max(0.0, 1.0 - progress)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}  # ours -> transformers'
+
+
+def lr_scheduler(optimizer, schedule: str, warmup: int, total: int):
+    """transformers' schedule: linear warmup from 0, then linear / cosine decay to 0 (or constant)."""
+    from transformers import get_scheduler
+
+    return get_scheduler(SCHEDULES[schedule], optimizer, num_warmup_steps=warmup, num_training_steps=total)
 
 
 def checkpoint_interval(setting, total: int) -> int | None:
@@ -133,6 +131,11 @@ class Trainer:
         if t.threads:
             torch.set_num_threads(t.threads)
         check_trackers(t.report_to)  # also for a config not read by load_run_config (check_run)
+        from mdm.data import get_task
+
+        own_check = get_task(cfg.data.task).hook("check")
+        if own_check is not None:  # a task plugin's checks (e.g. a model it cannot train yet), before any compute
+            own_check(cfg)
         method = Method.build(cfg.method) if self.is_mdm else None
         fit_ppots = method is not None and ppots.needs_fit(method)
         examples = load_examples(cfg.data)  # data problems too: before the model (a tiny base may pretrain)
@@ -191,8 +194,7 @@ class Trainer:
                                        {"params": no_decay, "weight_decay": 0.0}],
                                       lr=t.lr, betas=t.adam_betas, eps=t.adam_eps)
         warmup = t.warmup_steps or round(t.warmup_ratio * self.total)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: lr_factor(s, self.total, warmup, t.schedule))
+        self.scheduler = lr_scheduler(optimizer, t.schedule, warmup, self.total)
         # the scheduler is not prepared: accelerate would step it once per process
         self.model, self.optimizer = acc.prepare(model, optimizer)
         acc.register_for_checkpointing(self.scheduler)
