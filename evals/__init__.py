@@ -1,1 +1,1 @@
-"""Evaluation: answer scorers (scorers.py) for GSM8K, HiTab and OpenScience, per PAPER.md "Scoring"."""
+"""The lm-eval-harness plugin (lm_eval_plugin.py, tasks/): a thin adapter over mdm; the scorers are mdm.eval.scorers."""

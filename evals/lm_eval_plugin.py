@@ -35,7 +35,7 @@ tokenizer, in the training format `<|bos|><|user|>...<|assistant|>`.
 
 With `--output_path` and `--log_samples`, the wrapper also writes `authors_<samples>.json` beside lm-eval's samples:
 the authors' `####` scorer on the same predictions, and lm-eval's strict / flexible numbers recomputed by
-evals.scorers (they must agree per sample; `score_samples`).
+mdm.eval.scorers (they must agree per sample; `score_samples`).
 
 loglikelihood: LLaDA's Monte Carlo ELBO (mdm.eval.likelihood.mc_loglikelihood), reproducible per request.
 loglikelihood_rolling: the same ELBO of the whole string after BOS.
@@ -313,9 +313,9 @@ class MDMLM(LM):
 
 def score_samples(samples_path: str | Path) -> dict:
     """GSM8K scores from an lm-eval samples file (--log_samples): lm-eval's own strict / flexible exact match as
-    logged, the same two recomputed by evals.scorers on the logged raw responses (they must agree), and the
+    logged, the same two recomputed by mdm.eval.scorers on the logged raw responses (they must agree), and the
     authors' `####` scorer, which lm-eval's task cannot express (its metrics apply to every filter)."""
-    from evals.scorers import gsm8k_authors, gsm8k_flexible, gsm8k_strict
+    from mdm.eval.scorers import gsm8k_authors, gsm8k_flexible, gsm8k_strict
 
     lm, ours, authors = {}, {}, {}
     with open(samples_path, encoding="utf-8") as f:

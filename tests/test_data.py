@@ -7,7 +7,6 @@ from html.parser import HTMLParser
 import pytest
 import torch
 
-from evals.scorers import gsm8k_authors, gsm8k_flexible, gsm8k_strict, hitab_aggregate, hitab_score
 from mdm.data import Collator, build_tokenizer, format_chat, make_task, mark_spans, mask_token_id_of
 from mdm.data import tokenizer as tokmod
 from mdm.data.collate import token_texts, tokenize_examples
@@ -22,6 +21,7 @@ from mdm.data.tasks import (
     select_openscience,
 )
 from mdm.errors import ConfigError
+from mdm.eval.scorers import gsm8k_authors, gsm8k_flexible, gsm8k_strict, hitab_aggregate, hitab_score
 
 
 @pytest.fixture(scope="module")

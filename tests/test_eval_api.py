@@ -9,11 +9,11 @@ import math
 import pytest
 import torch
 
-from evals import scorers
 from mdm.cli import main as mdm_main
 from mdm.data import Collator, make_task
 from mdm.data.collate import tokenize_examples
 from mdm.errors import ConfigError
+from mdm.eval import scorers
 from mdm.eval.api import evaluate_run, find_model_dir, score_predictions
 from mdm.eval.likelihood import arm_nll, heldout_elbo
 from mdm.objective import ARMObjective

@@ -15,10 +15,10 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.model import LM
 
 from evals import lm_eval_plugin as plugin
-from evals.scorers import gsm8k_authors, gsm8k_flexible, gsm8k_strict
 from mdm.data import make_task
 from mdm.errors import ConfigError
 from mdm.eval.api import score_predictions
+from mdm.eval.scorers import gsm8k_authors, gsm8k_flexible, gsm8k_strict
 from tests.test_eval_fixtures import save_run, sharp_model, tiny_tokenizer  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -5,7 +5,7 @@ import os
 import pytest
 import yaml
 
-from evals.scorers import (
+from mdm.eval.scorers import (
     boxed_match,
     extract_boxed,
     gsm8k_authors,

@@ -27,8 +27,9 @@ from pathlib import Path
 from mdm.bench.estimate import hours, human, model_params
 from mdm.bench.spec import PlannedRun, Spec
 from mdm.errors import ConfigError
+from mdm.io import atomic_write_json, read_json
 from mdm.provenance import code_version, hardware
-from mdm.train.trainer import RESULT, atomic_write_json, read_json, set_aside, stale_reason
+from mdm.train.trainer import RESULT, set_aside, stale_reason
 
 CHECKPOINT_WARN_BYTES = 1e12  # --dry-run warns when one run's checkpoints write more than this
 DEEPSPEED_MISSING = ("DeepSpeed is not installed: pip install 'mdm[deepspeed]' (make setup GPU=1 does), or launch "

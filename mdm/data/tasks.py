@@ -99,7 +99,7 @@ class TaskSpec:
     splits: tuple[str, ...]
     delimiters: tuple[str, ...]  # ISAD answer delimiters (response part)
     syntax_patterns: tuple[str, ...]  # SyRM syntax tokens (prompt part)
-    metric: str  # evals.scorers rule: "gsm8k" | "hitab" | "boxed" | "exact" | "none"; "clip": its evaluate hook
+    metric: str  # mdm.eval.scorers rule: "gsm8k" | "hitab" | "boxed" | "exact" | "none"; "clip": its evaluate hook
     generated: bool = False
     # options -> the TaskSpec of a task whose declarations are options (`dataset`); None: fixed declarations
     from_options: Callable[[dict], TaskSpec] | None = field(default=None, compare=False, repr=False)

@@ -33,16 +33,13 @@ the file is replaced atomically. Per-sample outputs go to `eval_<task>.jsonl` ne
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
-import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
 from mdm.errors import ConfigError
+from mdm.io import atomic_write_json, finite, folder_lock, read_json, write_jsonl
 
 SETTINGS = {
     "tasks", "n", "split", "data_seed", "task_options", "decoding", "batch_size", "likelihood", "likelihood_n",
@@ -90,8 +87,8 @@ def train_folder_record(record_path: Path, model_dir: Path) -> dict:
     """What an `mdm train` folder (result.json, run_config.json) says about its run: the task, the model family
     and the config (whose data.options the run's own task is evaluated with). A record's own keys come first."""
     for folder in (record_path.parent, model_dir.parent):
-        config = (_read_json(folder / "run_config.json") or {}).get("config")
-        result = _read_json(folder / "result.json") or {}
+        config = (read_json(folder / "run_config.json") or {}).get("config")
+        result = read_json(folder / "result.json") or {}
         if config or result:
             config = config or {}
             method = config.get("method")
@@ -104,14 +101,6 @@ def train_folder_record(record_path: Path, model_dir: Path) -> dict:
                       "tokens": result.get("tokens_seen"), "wall_time_s": result.get("wall_time_s")}
             return {k: v for k, v in record.items() if v is not None}
     return {}
-
-
-def _read_json(path: Path):
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return obj if isinstance(obj, dict) else None
 
 
 def resolve_device(device=None):
@@ -233,8 +222,8 @@ def _safe(fn, *args):
 def score_predictions(task, predictions: list[str], examples: list[dict]) -> tuple[dict, list[dict]]:
     """(aggregate scores, per-sample score dicts) under the task's rule (PAPER.md "Scoring"); `task`: a name or a
     TaskSpec (a `dataset` run's, built from its options)."""
-    from evals import scorers
     from mdm.data.tasks import get_task
+    from mdm.eval import scorers
 
     metric = get_task(task).metric
     per = []
@@ -286,68 +275,6 @@ def gsm8k_gold(example: dict) -> str:
 # ---------------------------------------------------------------- the record
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    """Serialise read-modify-write of the record between `mdm eval` processes (a lock on its folder; no lock file)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-
-def _mode_for(path: Path) -> int:
-    if path.exists():
-        return path.stat().st_mode & 0o777
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _json_default(o):
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if hasattr(o, "item"):
-        return o.item()
-    return str(o)
-
-
-def atomic_write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = _mode_for(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, default=_json_default, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _finite(obj):
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def read_record(path: Path) -> dict:
     if not path.is_file():
         return {}
@@ -362,26 +289,15 @@ def read_record(path: Path) -> dict:
 
 def update_record(path: Path, task_results: dict[str, dict], metrics: dict | None = None) -> dict:
     """Merge `eval.<task>` entries (and `metrics` keys) into the record on disk, atomically; other keys survive."""
-    with _locked(path):
+    with folder_lock(path.parent):
         record = read_record(path)
         evals = record.get("eval") if isinstance(record.get("eval"), dict) else {}
-        evals.update(_finite(task_results))
+        evals.update(finite(task_results))
         record["eval"] = evals
         if metrics:
-            record["metrics"] = (record.get("metrics") if isinstance(record.get("metrics"), dict) else {}) | _finite(metrics)
+            record["metrics"] = (record.get("metrics") if isinstance(record.get("metrics"), dict) else {}) | finite(metrics)
         atomic_write_json(path, record)
     return record
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = _mode_for(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(_finite(row), ensure_ascii=False, default=_json_default) + "\n")
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- evaluation

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mdm.cache import cache_root as root
-from mdm.train.model import file_lock
+from mdm.io import file_lock
 
 DONE = ".complete"
 

@@ -11,7 +11,8 @@ def cmd_train(args) -> None:
     from mdm.train.config import load_run_config
 
     cfg = load_run_config(args.config, args.set, args.output_dir)  # config errors come before torch is imported
-    from mdm.train.trainer import RESULT, read_json, set_aside, stale_reason, train_run
+    from mdm.io import read_json
+    from mdm.train.trainer import RESULT, set_aside, stale_reason, train_run
 
     main = int(os.environ.get("RANK", "0")) == 0
     if args.rerun_stale and main and (why := stale_reason(cfg.output_dir, cfg)):

@@ -9,14 +9,13 @@ build it once.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from mdm.io import file_lock
 from mdm.train.config import ModelConfig, RunConfig, config_hash
 
 BASE_FORMAT = "tiny-base-v1"  # bump when the recipe changes, so stale caches are not reused
@@ -135,17 +134,6 @@ def base_key(cfg: RunConfig) -> str:
 
 def base_dir(cfg: RunConfig) -> Path:
     return cache_root(cfg.model) / "bases" / base_key(cfg)
-
-
-@contextlib.contextmanager
-def file_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "MASTER_ADDR",

@@ -58,8 +58,7 @@ def fit_density(*, model, items, collate, mask_token_id, pilot, device, meta=Non
 
     if cache_dir is None:
         return fit()
-    from mdm.train.model import file_lock
-    from mdm.train.trainer import atomic_write_json, read_json
+    from mdm.io import atomic_write_json, file_lock, read_json
 
     key = path = cached = None
     if main:

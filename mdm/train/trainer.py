@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from mdm.errors import ConfigError
+from mdm.io import atomic_write_json, atomic_write_text, read_json
 from mdm.train.config import RunConfig
 from mdm.train.data import accumulation_steps, build_data, global_batch, micro_ranges, total_steps
 from mdm.train.trackers import check_trackers, tracker_dir
@@ -40,25 +41,6 @@ RESULT = "result.json"
 
 class TrainingFailed(RuntimeError):
     pass
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def read_json(path: Path):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):  # absent, unreadable or cut short
-        return None
 
 
 def read_log(run_dir: Path) -> list[dict]:
