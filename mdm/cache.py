@@ -3,6 +3,8 @@ text-to-image codecs): `$MDM_CACHE`, default `~/.cache/mdm`, or a run's `model.c
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -14,6 +16,11 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
     if cache_dir:
         return Path(cache_dir)
     return Path(os.environ.get("MDM_CACHE", Path.home() / ".cache" / "mdm"))
+
+
+def config_hash(obj) -> str:
+    """The 16-hex-digit key of a cached artifact: sha256 of its settings as sorted JSON."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def writable_cache(cache_dir: str | Path | None = None) -> Path:

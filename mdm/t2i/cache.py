@@ -9,7 +9,6 @@ a file lock so that concurrent processes build it once.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mdm.cache import cache_root as root
+from mdm.cache import config_hash
 from mdm.io import file_lock
 
 DONE = ".complete"
@@ -27,10 +27,6 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
     if cache_dir is not None:
         return Path(cache_dir)
     return root() / "t2i"
-
-
-def config_hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def cached_dir(kind: str, config: dict, build: Callable[[Path], None], cache_dir: str | Path | None = None) -> Path:

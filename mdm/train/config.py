@@ -7,7 +7,6 @@ Every validation problem becomes one ConfigError: `run.yaml: training.lrr: unkno
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 from pathlib import Path
@@ -64,8 +63,8 @@ class PretrainConfig(Strict):
     # adapt it with this pretraining, as Dream / DiffuLLaMA do (a tiny MDM pretrained from scratch for up to
     # 3000 steps does not copy even the object word from the prompt; adapted from the ARM base it does)
     init_from_arm: bool = False
-    # every token carries loss (the default); false: the prompt is never masked, as in the SFT (text-to-image: the
-    # base is then pretrained on the t2i objective itself, a weak t2i model as MMaDA is before its t2i SFT)
+    # every token carries loss (the default); false: the prompt is never masked, as in the SFT (the base is then
+    # pretrained on the conditional objective itself: a weak model of the task, as a hub model is before its SFT)
     full_sequence: bool = True
 
 
@@ -215,10 +214,6 @@ class RunConfig(Strict):
         d.pop("eval")
         d["model"].pop("code_dir")  # where the code lives, not what is trained (old run folders still match)
         return d
-
-
-def config_hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- errors, YAML, overrides

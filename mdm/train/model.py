@@ -15,8 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mdm.cache import config_hash
 from mdm.io import file_lock
-from mdm.train.config import ModelConfig, RunConfig, config_hash
+from mdm.train.config import ModelConfig, RunConfig
 
 BASE_FORMAT = "tiny-base-v1"  # bump when the recipe changes, so stale caches are not reused
 
@@ -41,7 +42,7 @@ def tiny_tokenizer(cfg: ModelConfig, task: str, options: dict | None = None):
 
     options = options or {}
     own = get_task(task).hook("tokenizer")
-    if own is not None:  # a task with its own vocabulary (text-to-image: caption BPE + one token per image code)
+    if own is not None:  # a task plugin with its own vocabulary (its `tokenizer` hook)
         return own(cache_root(cfg), **options)
     examples = make_task(task, "train", n=cfg.tokenizer_examples, seed=0, **options) if _generated(task) else \
         make_task(task, "train", n=cfg.tokenizer_examples, **options)
