@@ -33,14 +33,15 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field
 
 from mdm.errors import ConfigError
+from mdm.schema import Strict
 
 WARMUP_VERSION = "warmup-v1"  # bump when the warm-up recipe changes, so stale caches are not reused
 
 
-class _Strict(BaseModel):
+class _Strict(Strict):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -116,28 +117,14 @@ class Spec(_Strict):
 
 
 def load_spec(path: str | Path | dict) -> Spec:
-    if isinstance(path, dict):
-        raw, where = path, "spec"
-    else:
-        import yaml
+    """The spec of a YAML file (or a mapping); every problem is one ConfigError naming the key and what is allowed."""
+    from mdm.schema import read_yaml, validate_model
 
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError("--config", f"no such file {str(path)!r}")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(str(path), f"not valid YAML ({str(e).splitlines()[0]})") from None
-        where = str(path)
-    if not isinstance(raw, dict):
-        raise ConfigError(where, "expected a mapping at the top level")
-    try:
-        return Spec(**raw)
-    except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        raise ConfigError(f"{where}: {key}", msg) from None
+    if isinstance(path, dict):
+        return validate_model(Spec, path, "spec")
+    if not Path(path).is_file():
+        raise ConfigError("--config", f"no such file {str(path)!r}")
+    return validate_model(Spec, read_yaml(path) or {}, str(path))
 
 
 # ---------------------------------------------------------------------------------------------- loading
