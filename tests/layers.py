@@ -16,7 +16,7 @@ from pathlib import Path
 # lowest first; the allowed direction is downwards (a later layer imports an earlier one, never the reverse)
 LAYERS: list[tuple[str, ...]] = [
     ("errors",),
-    ("lazy", "registry", "cache", "io", "schema", "progress", "provenance", "remote_code", "compat"),  # torch-free utilities
+    ("lazy", "registry", "cache", "io", "schema", "tiny", "progress", "provenance", "remote_code", "compat"),  # torch-free utilities
     ("adapters",),  # model families: loading, probes
     ("objective", "models", "maskgit"),  # the MDM objective and its components; tiny backbones; MaskGIT loop
     ("data",),  # tasks, tokenizers, collation into MDMBatch

@@ -16,21 +16,24 @@ from pydantic import Field, model_validator
 from mdm.errors import ConfigError
 from mdm.remote_code import check_code_dir, looks_like_path
 from mdm.schema import Strict, apply_overrides, describe_validation_error, read_yaml, validate_model  # noqa: F401
+from mdm.tiny import TinySize
+
+TINY = TinySize()
 
 
 class TinySizeConfig(Strict):
-    """Tiny bidirectional Gemma3 backbone (`mdm.models.TinySize`)."""
+    """Tiny bidirectional Gemma3 backbone; the defaults are the one tiny size (`mdm.tiny.TinySize`)."""
 
-    hidden_size: int = Field(64, ge=8)
-    num_hidden_layers: int = Field(2, ge=1)
-    num_attention_heads: int = Field(4, ge=1)
-    num_key_value_heads: int = Field(2, ge=1)
-    head_dim: int = Field(16, ge=2)
-    intermediate_size: int = Field(128, ge=1)
-    max_position_embeddings: int = Field(1024, ge=16)
-    query_pre_attn_scalar: int = Field(256, ge=1, description="attention logits * this ** -0.5 (Gemma3)")
-    rope_theta: float = Field(1_000_000.0, gt=0, description="RoPE base of the (full-attention) layers")
-    tie_word_embeddings: bool = Field(True, description="share the input embedding with the output layer")
+    hidden_size: int = Field(TINY.hidden_size, ge=8)
+    num_hidden_layers: int = Field(TINY.num_hidden_layers, ge=1)
+    num_attention_heads: int = Field(TINY.num_attention_heads, ge=1)
+    num_key_value_heads: int = Field(TINY.num_key_value_heads, ge=1)
+    head_dim: int = Field(TINY.head_dim, ge=2)
+    intermediate_size: int = Field(TINY.intermediate_size, ge=1)
+    max_position_embeddings: int = Field(TINY.max_position_embeddings, ge=16)
+    query_pre_attn_scalar: int = Field(TINY.query_pre_attn_scalar, ge=1, description="attention logits * this ** -0.5 (Gemma3)")
+    rope_theta: float = Field(TINY.rope_theta, gt=0, description="RoPE base of the (full-attention) layers")
+    tie_word_embeddings: bool = Field(TINY.tie_word_embeddings, description="share the input embedding with the output layer")
 
     @model_validator(mode="after")
     def _heads(self):
