@@ -41,10 +41,16 @@ def load(folder, code_dir=MMADA_CODE):
 def test_loads_from_the_code_dir_importing_only_the_llm_modules(folder, monkeypatch, capsys):
     from safetensors.torch import load_file
 
+    def magvit_modules():
+        return {m for m in sys.modules if m.endswith(("modeling_magvitv2", "common_modules", "modeling_utils"))
+                and "_mdm_mmada_" in m}
+
+    before = magvit_modules()  # tests/test_magvit.py may have imported MAGVIT-v2 (on purpose) in this process
     model, tok = load(folder)
     assert type(model).__name__ == "MMadaModelLM" and type(model.config).__name__ == "MMadaConfig"
-    assert not [m for m in sys.modules if m.endswith(("modeling_magvitv2", "common_modules", "modeling_utils"))
-                and "_mdm_mmada_" in m]  # the package's __init__ (MAGVIT-v2, diffusers internals) never ran
+    assert magvit_modules() == before  # loading the text model imports nothing of MAGVIT-v2 ...
+    package = sys.modules[type(model).__module__.rpartition(".")[0]]
+    assert not hasattr(package, "MAGVITv2")  # ... and the package's __init__ (MAGVIT-v2, diffusers internals) never ran
     saved = load_file(folder / "model.safetensors")
     assert set(saved) == set(model.state_dict()) and all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
     assert model.config.use_cache is False and "Initializing MMadaModelLM" not in capsys.readouterr().out

@@ -341,19 +341,20 @@ def test_t2i_hooks_give_the_trainer_the_codec_s_ids_and_check_settings_before_co
     for ex, it in zip(examples, items):
         assert ex["task"] == "text-to-image" and set(ex["answer"]) == {"colour", "shape", "count", "position"}
         assert format_chat(tok, ex["prompt"], ex["response"]) == (it["input_ids"], it["prompt_length"])
-    with pytest.raises(ConfigError, match="takes no options"):
+    with pytest.raises(ConfigError, match="unknown key; allowed: image_tokenizer") as e:
         make_task("text-to-image", "train", n=3, level=1)
+    assert e.value.where == "data.options.level"
     assert get_task("text-to-image").hook("run") is None  # no second training loop
 
     def cfg(**over):
         return RunConfig.model_validate({**t2i_run("x"), **over})
 
     check(cfg())
-    hub = cfg(model={"source": "Gen-Verse/MMaDA-8B-MixCoT"})
-    check(hub, planning=True)  # the paper preset is planned (--dry-run) ...
-    with pytest.raises(ConfigError, match="MAGVIT-v2") as e:
-        check(hub)  # ... and refused when a run starts
-    assert e.value.where == "model.source"
+    hub = {"model": {"source": "Gen-Verse/MMaDA-8B-MixCoT"}}
+    with pytest.raises(ConfigError, match="MAGVIT-v2") as e:  # a hub model with the tiny codebook: refused at once
+        check(cfg(**hub), planning=True)
+    assert e.value.where == "data.options.image_tokenizer"
+    check(cfg(**hub, data={"task": "text-to-image", "options": {"image_tokenizer": "magvitv2:showlab/magvitv2"}}))
     for bad, match in (({"clip_model": "ViT-B-32"}, "ViT-B-32/openai"), ({"steps": 0}, "greater than or equal"),
                        ({"schedule": "square"}, "cosine"), ({"limt": 3}, "unknown key")):
         with pytest.raises(ConfigError, match=match):
@@ -362,7 +363,7 @@ def test_t2i_hooks_give_the_trainer_the_codec_s_ids_and_check_settings_before_co
 
 def test_mdm_bench_runs_tiny_t2i_runs_and_the_report_shows_their_samples(tmp_path):
     """`mdm bench` trains task text-to-image (tiny) through the Trainer and scores it with the task's evaluate hook;
-    `mdm report` adds the t2i summary and sample grid; a hub model stops at its start (no MAGVIT-v2 here)."""
+    `mdm report` adds the t2i summary and sample grid; a hub model with the tiny codebook is refused before compute."""
     import subprocess
     import sys
 
@@ -373,9 +374,10 @@ def test_mdm_bench_runs_tiny_t2i_runs_and_the_report_shows_their_samples(tmp_pat
             "training": {"max_steps": 4, "global_batch_size": 8, "micro_batch_size": 8, "threads": 1},
             "ppots_pilot": run["ppots_pilot"], "eval": {"accuracy": {"clip_model": "tiny", "limit": 6, "steps": 4}}}
     hub = {**tiny, "model": {"source": "Gen-Verse/MMaDA-8B-MixCoT"}}
-    path = tmp_path / "t2.yaml"
-    path.write_text(yaml.safe_dump({"name": "t2", "seeds": [42], "methods": ["standard"],
-                                    "presets": {"tiny": tiny, "hub": hub}}))
+    path, hub_path = tmp_path / "t2.yaml", tmp_path / "hub.yaml"
+    path.write_text(yaml.safe_dump({"name": "t2", "seeds": [42], "methods": ["standard"], "presets": {"tiny": tiny}}))
+    hub_path.write_text(yaml.safe_dump({"name": "t2", "seeds": [42], "methods": ["standard"],
+                                        "presets": {"tiny": tiny, "hub": hub}}))
 
     def mdm(*args):
         return subprocess.run([sys.executable, "-m", "mdm.cli", *map(str, args)], capture_output=True, text=True,
@@ -396,10 +398,9 @@ def test_mdm_bench_runs_tiny_t2i_runs_and_the_report_shows_their_samples(tmp_pat
     summary = json.loads((tmp_path / "report/text_to_image_summary.json").read_text())
     assert summary["methods"]["standard"]["clip_score"]["seeds"] == [record["metrics"]["clip_score"]]
 
-    failed = mdm("bench", path, "--preset", "hub", "--results", tmp_path / "hub")  # plannable; fails at its start
-    assert failed.returncode == 1
-    record = json.loads((tmp_path / "hub/t2/text-to-image/standard/seed42/record.json").read_text())
-    assert record["status"] == "failed" and "MAGVIT-v2" in record["reason"] and record["wall_time_s"] < 30
+    refused = mdm("bench", hub_path, "--preset", "tiny", "--results", tmp_path / "hub")  # any preset: one line
+    assert refused.returncode == 2 and "MAGVIT-v2" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    assert "data.options.image_tokenizer" in refused.stderr and not (tmp_path / "hub").exists()
 
 
 def test_sigkill_of_a_t2i_run_then_rerun_resumes_the_same_trajectory(tmp_path):
@@ -435,3 +436,36 @@ def test_tiny_clip_trains_even_when_first_built_under_no_grad(tmp_path):
     with torch.no_grad():
         log = train_tiny_clip(tmp_path, settings)
     assert log["steps"] == 2 and (tmp_path / "open_clip_model.pt").is_file()
+
+
+def test_text_to_image_2m_loader_reads_shards_in_the_datasets_layout(tmp_path):
+    """text-to-image-2M's layout (WebDataset tar shards, `<key>.jpg` + `<key>.json` with its `prompt`), generated here:
+    streamed by the loader hook, the last shard as the test split, images encoded by the run's image tokenizer."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    from mdm.data import make_task
+    from mdm.t2i.scenes import make_examples
+
+    scenes = make_examples("train", 6, seed=0)
+    for shard in range(2):
+        with tarfile.open(tmp_path / f"data_{shard:06d}.tar", "w") as tar:
+            for i, e in enumerate(scenes[3 * shard : 3 * shard + 3]):
+                key = f"{shard:03d}{i:05d}"
+                jpg = io.BytesIO()
+                Image.fromarray(e["image"]).save(jpg, format="JPEG", quality=95)
+                for name, data in ((f"{key}.jpg", jpg.getvalue()),
+                                   (f"{key}.json", json.dumps({"prompt": e["caption"]}).encode())):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    options = {"images": "text-to-image-2m", "root": str(tmp_path)}
+    train = make_task("text-to-image", "train", n=2, **options)
+    test = make_task("text-to-image", "test", n=10, **options)
+    assert [e["prompt"] for e in train] == [e["caption"] for e in scenes[:2]]  # the first shard, the first n
+    assert [e["prompt"] for e in test] == [e["caption"] for e in scenes[3:]]  # the last shard
+    assert all(len(e["codes"]) == 36 and e["task"] == "text-to-image" for e in train + test)
+    with pytest.raises(ConfigError, match="images"):
+        make_task("text-to-image", "train", n=2, images="laion")

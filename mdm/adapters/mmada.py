@@ -88,17 +88,23 @@ def import_llm(code_dir):
     """MMaDA's `modeling_mmada` module from `code_dir`, imported as a submodule of the package without running the
     package's `__init__.py` (MAGVIT-v2, diffusers): a private package name per folder, so two clones never mix."""
     folder = check_code_dir(code_dir)
+    try:
+        return importlib.import_module(f"{mmada_package(folder)}.modeling_mmada")
+    except ImportError as e:
+        fix = f"pip install {e.name}" if isinstance(e, ModuleNotFoundError) and e.name else \
+            "use MMaDA's code at a commit that matches the installed transformers"
+        raise ConfigError("model.code_dir", f"{folder}: MMaDA's LLM code does not import ({e}); {fix}") from None
+
+
+def mmada_package(folder) -> str:
+    """The private package name of MMaDA's `models/` folder `folder` (a resolved path), created on first use with
+    `folder` as its only search location and its `__init__.py` never run (it imports every model of the package)."""
     name = f"_mdm_mmada_{hashlib.sha256(str(folder).encode()).hexdigest()[:12]}"
     if name not in sys.modules:
         spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
         spec.submodule_search_locations = [str(folder)]
         sys.modules[name] = importlib.util.module_from_spec(spec)
-    try:
-        return importlib.import_module(f"{name}.modeling_mmada")
-    except ImportError as e:
-        fix = f"pip install {e.name}" if isinstance(e, ModuleNotFoundError) and e.name else \
-            "use MMaDA's code at a commit that matches the installed transformers"
-        raise ConfigError("model.code_dir", f"{folder}: MMaDA's LLM code does not import ({e}); {fix}") from None
+    return name
 
 
 @contextlib.contextmanager

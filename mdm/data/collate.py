@@ -176,7 +176,10 @@ class Collator:
         for i, it in enumerate(items):
             n = len(it["input_ids"])
             input_ids[i, :n] = torch.tensor(it["input_ids"], dtype=torch.long)
-            attention[i, : length if self.pad_carries_loss else n] = 1
+            if "attention_mask" in it:  # an item with its own padding (a task's layout, e.g. MMaDA's left padding)
+                attention[i, :n] = torch.tensor(it["attention_mask"], dtype=torch.long)
+            else:
+                attention[i, : length if self.pad_carries_loss else n] = 1
             delim[i, :n] = torch.tensor(it["delimiter_mask"], dtype=torch.bool)
             syntax[i, :n] = torch.tensor(it["syntax_mask"], dtype=torch.bool)
         prompt_lengths = torch.tensor([it["prompt_length"] for it in items], dtype=torch.long)

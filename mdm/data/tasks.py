@@ -110,6 +110,7 @@ class TaskSpec:
     #   loader(split, n, seed, **options) -> examples
     #   check(run_config, planning=False) -> None or ConfigError (planning: a spec check or --dry-run, no run starts)
     #   tokenizer(cache_dir, **options) -> the tiny model's tokenizer (a task with its own vocabulary)
+    #   tokenize(tokenizer, examples, max_length, model_config, **options) -> (items, dropped) in the model's layout
     #   evaluate(run_dir, settings) -> mdm.eval.api.evaluate_run's result (decode + score a trained run)
     #   report(rows, run_roots, out_dir) -> README lines linking the task's own report files
     hooks: dict[str, str] = field(default_factory=dict, compare=False)
@@ -146,7 +147,8 @@ TASKS: dict[str, TaskSpec] = {
     # tiny scenes: caption prompt -> image-code response (mdm.t2i); scored by CLIP score + attribute accuracy
     "text-to-image": TaskSpec("text-to-image", ("train", "test"), (), (), "clip", generated=True,
                               stands_for="text-to-image-2m", hooks={
-                                  h: f"mdm.t2i.task:{h}" for h in ("loader", "tokenizer", "check", "evaluate", "report")}),
+                                  h: f"mdm.t2i.task:{h}" for h in ("loader", "tokenizer", "tokenize", "check", "evaluate",
+                                                                   "report")}),
     # the user's own data: a file, a save_to_disk folder or a hub id; scorer and delimiters are options
     "dataset": TaskSpec("dataset", ("train", "test"), (), (), "exact", from_options=_dataset_spec),
 }

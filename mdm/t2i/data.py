@@ -159,11 +159,12 @@ T2I_2M = "jackyhate/text-to-image-2M"
 T2I_2M_SHARD = "https://huggingface.co/datasets/jackyhate/text-to-image-2M/resolve/main/data_512_2M/data_{i:06d}.tar"
 
 
-def text_to_image_2m(n: int | None = None, root: str | None = None, shards: int = 35, skip: int = 0):
+def text_to_image_2m(n: int | None = None, root: str | None = None, shards: int = 35, skip: int = 0,
+                     split: str = "train"):
     """Stream {"caption", "image" (PIL), "id"} pairs of text-to-image-2M's 512 px part (WebDataset shards with a
     `jpg` and a `json` holding the `prompt` per sample), following the dataset card's loader. `root`: a local
-    folder of `data_*.tar` shards (else the hub's 35 shards). The paper's subset, steps and resolution are not
-    stated (OPEN). Not runnable offline; the tiny preset never calls it."""
+    folder of `data_*.tar` shards (else the hub's 35 shards); `split` "test" reads the last shard only, "train"
+    the others (the dataset has no test split; the paper's subset, steps and resolution are not stated: OPEN)."""
     import glob
 
     import datasets
@@ -172,6 +173,7 @@ def text_to_image_2m(n: int | None = None, root: str | None = None, shards: int 
         [T2I_2M_SHARD.format(i=i) for i in range(shards)]
     if not files:
         raise FileNotFoundError(f"no data_*.tar shards under {root}")
+    files = files[-1:] if split == "test" else (files[:-1] or files)
     stream = datasets.load_dataset("webdataset", data_files={"train": files}, split="train", streaming=True)
     for i, row in enumerate(stream):
         if i < skip:

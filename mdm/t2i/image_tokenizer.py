@@ -16,13 +16,13 @@ Implementations:
   builds it once and caches it (keyed by its settings). On the tiny task the codebook is lossless.
 - `DiffusersVQTokenizer`: a diffusers `VQModel` (a local folder or a hub id): encoder + nearest codebook
   entry per latent position; decode looks the entries up and runs the decoder.
-- `MagvitV2Tokenizer`: a thin adapter for MMaDA's MAGVIT-v2 (`showlab/magvitv2`, 8,192 codes, 16x
-  downsampling: 32 x 32 = 1,024 codes at 512 px). It needs MMaDA's own code on the Python path
-  (`git clone https://github.com/Gen-Verse/MMaDA` and `PYTHONPATH=MMaDA`), which this project does not
-  vendor; it is not runnable offline here.
+- `MagvitV2Tokenizer`: MMaDA's MAGVIT-v2 (`showlab/magvitv2`, 8,192 codes, 16x downsampling: 32 x 32 = 1,024
+  codes at 512 px), run by MMaDA's own code (`mdm.t2i.magvit`: its `models/` package from `code_dir`, else
+  $MDM_MMADA_CODE; this project does not vendor it). Codebook size and grid come from the model; tests use
+  `mdm.t2i.magvit.tiny_magvit`, the same architecture at tiny size.
 
 `load_image_tokenizer(spec)` builds one from a string: "tiny" (or "kmeans:<folder>"), "vq:<path or hub id>",
-"magvitv2[:<hub id>]".
+"magvitv2[:<folder or hub id>]".
 """
 
 from __future__ import annotations
@@ -242,30 +242,35 @@ class DiffusersVQTokenizer(ImageTokenizer):
         return images.permute(0, 2, 3, 1).cpu().numpy()
 
 
-# ---------------------------------------------------------------- MMaDA's MAGVIT-v2 (adapter only)
+# ---------------------------------------------------------------- MMaDA's MAGVIT-v2
 
 
 class MagvitV2Tokenizer(ImageTokenizer):
-    """MMaDA's image tokenizer, through MMaDA's own code (`from models import MAGVITv2`).
+    """MMaDA's image tokenizer through MMaDA's own code (`mdm.t2i.magvit`: `code_dir`, else $MDM_MMADA_CODE).
 
-    Mirrors MMaDA's usage: pixels resized / centre-cropped to `image_size` and scaled to [-1, 1],
-    `vq.get_code(pixels)` -> [B, (image_size/16)^2] codes; `vq.decode_code(codes)` -> [-1, 1] images.
-    In MMaDA's sequences the codes are offset by len(text tokenizer), as `mdm.t2i.data` does."""
+    `model`: a hub id (default showlab/magvitv2), a folder written by `save_pretrained` (e.g. `tiny_magvit`'s) or a
+    loaded MAGVITv2. Codebook size and downsampling come from the model (its quantizer's 2**codebook_dim, its
+    encoder's ch_mult); `image_size` defaults to its config's (512 for the real one). Mirrors MMaDA's usage: pixels
+    resized / centre-cropped to `image_size` and scaled to [-1, 1], `vq.get_code(pixels)` -> [B, grid^2] codes;
+    `vq.decode_code(codes)` -> [-1, 1] images. In MMaDA's sequences the codes are offset by its LLM vocabulary."""
 
     name = "magvitv2"
 
-    def __init__(self, model_id: str = "showlab/magvitv2", image_size: int = 512, device=None):
-        try:
-            from models import MAGVITv2  # MMaDA's repository on PYTHONPATH
-        except ImportError as e:
-            raise ConfigError(
-                "image_tokenizer", "magvitv2 needs MMaDA's code: `git clone https://github.com/Gen-Verse/MMaDA` "
-                "and put the clone on PYTHONPATH (its `models.MAGVITv2`)") from e
-        self.model = MAGVITv2.from_pretrained(model_id).eval().to(device or "cpu")
+    def __init__(self, model="showlab/magvitv2", image_size: int | None = None, device=None, code_dir=None):
+        from mdm.t2i.magvit import DEFAULT_IMAGE_SIZE, load_magvit, magvit_sizes
+
+        self.source = str(model) if isinstance(model, (str, Path)) else None
+        if isinstance(model, (str, Path)):
+            model = load_magvit(model, code_dir=code_dir)
+        self.model = model.eval().to(device or "cpu")
         self.device = next(self.model.parameters()).device
-        self.codebook_size = 8192
-        self.image_size = image_size
-        self.grid = (image_size // 16, image_size // 16)
+        self.codebook_size, self.downsampling = magvit_sizes(self.model)
+        self.image_size = int(image_size or self.model.config.get("image_size", DEFAULT_IMAGE_SIZE))
+        if self.image_size % self.downsampling:
+            raise ConfigError("image_tokenizer.image_size", f"{self.image_size} is not a multiple of the MAGVIT-v2's "
+                              f"downsampling ({self.downsampling})")
+        side = self.image_size // self.downsampling
+        self.grid = (side, side)
 
     @torch.no_grad()
     def encode(self, images) -> torch.Tensor:
@@ -279,10 +284,19 @@ class MagvitV2Tokenizer(ImageTokenizer):
 
     @torch.no_grad()
     def decode(self, codes) -> np.ndarray:
-        codes = torch.as_tensor(codes, dtype=torch.long).to(self.device)
-        images = self.model.decode_code(codes if codes.ndim == 2 else codes[None])
+        codes = torch.as_tensor(codes, dtype=torch.long)
+        if codes.ndim == 1:
+            codes = codes[None]
+        if codes.shape[1] != self.num_tokens:
+            raise ValueError(f"expected {self.num_tokens} codes per image, got {codes.shape[1]}")
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
+            raise ValueError(f"codes must lie in [0, {self.codebook_size})")
+        images = self.model.decode_code(codes.to(self.device), shape=self.grid)
         images = ((images.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
         return images.permute(0, 2, 3, 1).cpu().numpy()
+
+    def describe(self) -> dict:
+        return super().describe() | {"source": self.source}
 
 
 def _resize_center_crop(image, size: int) -> np.ndarray:
@@ -296,8 +310,10 @@ def _resize_center_crop(image, size: int) -> np.ndarray:
     return np.asarray(image.crop((left, top, left + size, top + size)))
 
 
-def load_image_tokenizer(spec: str | ImageTokenizer = "tiny", cache_dir=None, device=None) -> ImageTokenizer:
-    """"tiny" | "kmeans:<folder>" | "vq:<folder or hub id>" | "magvitv2[:<hub id>]" | an ImageTokenizer."""
+def load_image_tokenizer(spec: str | ImageTokenizer = "tiny", cache_dir=None, device=None,
+                         code_dir=None, image_size: int | None = None) -> ImageTokenizer:
+    """"tiny" | "kmeans:<folder>" | "vq:<folder or hub id>" | "magvitv2[:<folder or hub id>]" | an ImageTokenizer.
+    `code_dir`: MMaDA's models/ package for magvitv2 (else $MDM_MMADA_CODE); `image_size`: its pixels per side."""
     if isinstance(spec, ImageTokenizer):
         return spec
     kind, _, arg = str(spec).partition(":")
@@ -308,6 +324,6 @@ def load_image_tokenizer(spec: str | ImageTokenizer = "tiny", cache_dir=None, de
     if kind == "vq" and arg:
         return DiffusersVQTokenizer(arg, device=device)
     if kind == "magvitv2":
-        return MagvitV2Tokenizer(arg or "showlab/magvitv2", device=device)
+        return MagvitV2Tokenizer(arg or "showlab/magvitv2", image_size=image_size, device=device, code_dir=code_dir)
     raise ConfigError("image_tokenizer", f"unknown image tokenizer {spec!r}; allowed: tiny, kmeans:<folder>, "
-                      "vq:<folder or hub id>, magvitv2[:<hub id>]")
+                      "vq:<folder or hub id>, magvitv2[:<folder or hub id>]")

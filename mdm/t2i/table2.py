@@ -21,7 +21,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from mdm.t2i.task import TASK, grid_indices, t2i_cache
+from mdm.t2i.task import TASK, grid_indices, image_tokenizer_of, t2i_cache, task_options
 
 METHODS = ("ppots+mirror", "standard", "ppots", "mirror")  # the paper's row order
 METRICS = ("clip_score", "attribute_accuracy")
@@ -55,6 +55,8 @@ def summarize_runs(runs: str | Path, out: str | Path, methods=None, seeds=None, 
     results = load_results(runs)
     if not results:
         raise FileNotFoundError(f"no evaluated text-to-image runs (record.json) under {runs}")
+    if not all("attribute_accuracy" in r["metrics"] for r in results.values()):  # not the scenes: no attributes
+        return {}
     methods = [m for m in (methods or METHODS) if any(k[0] == m for k in results)] + \
         sorted({k[0] for k in results} - set(methods or METHODS))
     seeds = list(seeds or sorted({k[1] for k in results}))
@@ -71,7 +73,8 @@ def summarize_runs(runs: str | Path, out: str | Path, methods=None, seeds=None, 
     summary["wall_time_s"] = round(sum(r["wall_time_s"] for r in results.values()), 1)
     summary["wall_time_of"] = "the runs (sum of training + evaluation), without the cached codebook / base / CLIP builds"
     (out / "text_to_image_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    grid = comparison_grid(results, methods, seeds[0], cache, out / "samples_grid.png")
+    tokenizer = image_tokenizer_of(task_options(first["config"]["data"].get("options")), cache)
+    grid = comparison_grid(results, methods, seeds[0], tokenizer, out / "samples_grid.png")
     (out / "text_to_image.md").write_text(render_readme(summary, grid))
     echo(f"wrote {out}/text_to_image.md, text_to_image_summary.json, samples_grid.png")
     return summary
@@ -102,8 +105,9 @@ def summarize(results: dict, methods, seeds, retrieval: dict | None) -> dict:
             "clip_retrieval": retrieval, "n_eval": any_result["n_eval"], "seeds": list(seeds)}
 
 
-def comparison_grid(results: dict, methods, seed: int, cache, path: Path, n: int = 12):
-    """Rows: ground truth, then each method (seed `seed`), on `n` evaluation captions spread over the list."""
+def comparison_grid(results: dict, methods, seed: int, tokenizer, path: Path, n: int = 12):
+    """Rows: ground truth, then each method (seed `seed`), on `n` evaluation captions spread over the list;
+    `tokenizer`: the runs' image tokenizer (the ground truth is drawn at its image size)."""
     import random
 
     import numpy as np
@@ -126,12 +130,14 @@ def comparison_grid(results: dict, methods, seed: int, cache, path: Path, n: int
             scenes = [Scene(**s["scene"]) for s in samples]
             rng = random.Random("t2i-grid")
             truth = np.stack([render(sc, rng) for sc in scenes])
-            rows.append(truth)
             oks += [check_attributes(im, sc)["all"] for im, sc in zip(truth, scenes)]
-            labels.append("ground truth")
-            from mdm.t2i.image_tokenizer import tiny_image_tokenizer
+            if truth.shape[1] != tokenizer.image_size:
+                from PIL import Image
 
-            tokenizer = tiny_image_tokenizer(cache)
+                size = (tokenizer.image_size, tokenizer.image_size)
+                truth = np.stack([np.asarray(Image.fromarray(im).resize(size, Image.NEAREST)) for im in truth])
+            rows.append(truth)
+            labels.append("ground truth")
         rows.append(tokenizer.decode(np.array([s["codes"] for s in samples])))
         oks += [s["checks"]["all"] for s in samples]
         labels.append(f"{method} (seed {seed})")

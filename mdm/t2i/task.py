@@ -1,8 +1,11 @@
 """The text-to-image task plugin (`text-to-image` in mdm.data.tasks): what the one pipeline asks of a task.
 
-    loader     examples {prompt = caption, response = the image's code tokens as text, answer = the scene}
+    loader     examples {prompt = caption, codes = the image's codes, response = the codes as `<|img_c|>` text,
+               answer = the scene}, encoded by the run's image tokenizer (`data.options`, `TaskOptions`)
     tokenizer  the caption BPE + one `<|img_c|>` token per code: the tiny model's vocabulary
-    check      a run config's text-to-image settings (`eval.accuracy`, the model source), before any compute
+    tokenize   examples -> items in the model's own layout (`mdm.t2i.sequences`: the chat layout for the tiny
+               models, MMaDA's UniversalPrompting layout for MMaDA), refusing a codec the model does not fit
+    check      a run config's text-to-image settings (`eval.accuracy`, `data.options`), before any compute
     evaluate   decode the held-out captions with a trained run (MaskGIT), CLIP-score them, and write the record's
                `eval.text-to-image` and `metrics` (score = CLIP score), samples.jsonl and samples.png
     report     per-attribute table, sample grid, the tiny CLIP's check (mdm.t2i.table2: reads artifacts, never trains)
@@ -30,9 +33,47 @@ from mdm.train.config import Strict, validate_model
 
 TASK = "text-to-image"
 
-PAPER_MISSING = (
-    "text-to-image with a hub model needs MMaDA's MAGVIT-v2 image tokenizer, which this version does not wire into "
-    "the text-to-image task yet; the tiny preset (model.source: tiny) runs")
+HUB_NEEDS_MAGVIT = ("a hub model's image codes are MAGVIT-v2's (MMaDA): set data.options.image_tokenizer: "
+                    "magvitv2:showlab/magvitv2 (or a local MAGVIT-v2 folder); the tiny k-means codebook is the tiny "
+                    "models' (model.source: tiny)")
+
+
+class TaskOptions(Strict):
+    """`data.options` of the text-to-image task."""
+
+    image_tokenizer: str = Field("tiny", description="'tiny' (k-means codebook), 'magvitv2:<folder or hub id>', "
+                                 "'kmeans:<folder>' or 'vq:<folder or hub id>'")
+    image_size: int | None = Field(None, ge=8, description="pixels per side for MAGVIT-v2 (default: its config's)")
+    code_dir: str | None = Field(None, description="MMaDA's models/ package for MAGVIT-v2 (else $MDM_MMADA_CODE)")
+    images: Literal["scenes", "text-to-image-2m"] = "scenes"  # the tiny generated scenes, or the paper's data
+    root: str | None = Field(None, description="text-to-image-2m: a local folder of its data_*.tar shards")
+    max_text_len: int = Field(128, ge=4, description="MMaDA layout: caption positions (left-padded, cut beyond)")
+
+
+def task_options(options: dict | None) -> TaskOptions:
+    from pydantic import ValidationError
+
+    from mdm.schema import describe_validation_error
+
+    try:
+        return TaskOptions.model_validate(dict(options or {}))
+    except ValidationError as e:
+        raise ConfigError(*describe_validation_error(e, TaskOptions, "data.options")) from None
+
+
+def image_tokenizer_of(options: TaskOptions, cache_dir=None):
+    """The run's image tokenizer (cached in memory per process: the loader, tokenize and evaluate share it)."""
+    key = (options.image_tokenizer, options.image_size, options.code_dir, str(cache_dir))
+    if key not in _IMAGE_TOKENIZERS:
+        from mdm.t2i.image_tokenizer import load_image_tokenizer
+
+        kind = options.image_tokenizer.partition(":")[0]
+        extra = {"code_dir": options.code_dir, "image_size": options.image_size} if kind == "magvitv2" else {}
+        _IMAGE_TOKENIZERS[key] = load_image_tokenizer(options.image_tokenizer, cache_dir=cache_dir, **extra)
+    return _IMAGE_TOKENIZERS[key]
+
+
+_IMAGE_TOKENIZERS: dict = {}
 
 
 class EvalSettings(Strict):
@@ -43,18 +84,17 @@ class EvalSettings(Strict):
     split: Literal["test", "train"] = "test"  # the captions decoded: the test split's are never trained on
     limit: int | None = Field(None, ge=1)  # the first `limit` captions (all 80 test captions by default)
     grid: int = Field(32, ge=0)  # samples drawn into samples.png
-    # MaskGIT decoding (mdm.t2i.generate); accuracy moves with steps (Standard seed 42: 12 -> 25%, 24 -> 57%)
+    # MaskGIT decoding (mdm.t2i.sequences); accuracy moves with steps (Standard seed 42: 12 -> 25%, 24 -> 57%)
     steps: int = Field(24, ge=1)
     schedule: Literal["cosine", "linear"] = "cosine"
-    temperature: float = Field(0.0, ge=0)
+    temperature: float = Field(0.0, ge=0)  # 0: greedy
+    guidance_scale: float = Field(0.0, ge=0)  # classifier-free guidance (MMaDA's layout only)
     batch_size: int = Field(64, ge=1)
     seed: int = 0  # sampling at temperature > 0, and the reference renders
 
-    def decoding(self):
-        from mdm.t2i.generate import ImageDecodeConfig
-
-        return ImageDecodeConfig(steps=self.steps, schedule=self.schedule, temperature=self.temperature,
-                                 seed=self.seed, batch_size=self.batch_size)
+    def decoding(self) -> dict:
+        return {"sampler": "maskgit", **self.model_dump(include={"steps", "schedule", "temperature", "guidance_scale",
+                                                                  "seed", "batch_size"})}
 
 
 def eval_settings(settings: dict | None) -> EvalSettings:
@@ -76,92 +116,114 @@ def t2i_cache(cache_dir) -> Path | None:
 
 
 def loader(split: str = "train", n: int = 1000, seed: int = 0, **options) -> list[dict]:
-    """`make_task("text-to-image", split, n, seed)`: prompt = caption, response = the codes as `<|img_c|>` text."""
-    from mdm.t2i.data import T2ICodec, image_text
-    from mdm.t2i.scenes import make_examples
+    """`make_task("text-to-image", split, n, seed, **options)`: caption + the image's codes (see the docstring)."""
+    from mdm.t2i.data import image_text
 
-    if options:
-        raise ConfigError(f"task.options.{sorted(options)[0]}", "text-to-image (tiny scenes) takes no options")
-    codec = T2ICodec.tiny()
-    examples = make_examples(split, n, seed)
-    codes = codec.image_tokenizer.encode([e["image"] for e in examples]).tolist() if examples else []
-    return [{"prompt": e["caption"], "response": image_text(c), "answer": e["scene"].to_dict(), "task": TASK,
+    o = task_options(options)
+    if o.images == "scenes":
+        from mdm.t2i.scenes import make_examples
+
+        examples = [{"caption": e["caption"], "image": e["image"], "id": e["id"], "answer": e["scene"].to_dict()}
+                    for e in make_examples(split, n, seed)]
+    else:  # the paper's data; test: the pairs after the first `n` training ones
+        from mdm.t2i.data import text_to_image_2m
+
+        examples = list(text_to_image_2m(n, root=o.root, split=split))
+    if not examples:
+        return []
+    codes = image_tokenizer_of(o).encode([e["image"] for e in examples]).tolist()
+    return [{"prompt": e["caption"], "codes": c, "response": image_text(c), "answer": e.get("answer"), "task": TASK,
              "id": e["id"]} for e, c in zip(examples, codes)]
 
 
-def tokenizer(cache_dir=None, **options):
-    """The tiny model's tokenizer: caption BPE + one `<|img_c|>` token per code (len = the model's vocabulary).
-    `cache_dir`: the run's cache root (`mdm.cache`)."""
-    from mdm.t2i.data import T2ICodec
+def tokenize(tokenizer, examples: list[dict], max_length: int, model_config=None, **options) -> tuple[list, int]:
+    """Items in the model's layout (`mdm.t2i.sequences`) no longer than `max_length`, and how many were dropped."""
+    from mdm.t2i.sequences import sequence_format
 
-    return T2ICodec.tiny(t2i_cache(cache_dir)).tokenizer
+    o = task_options(options)
+    fmt = sequence_format(tokenizer, model_config, image_tokenizer_of(o), o.max_text_len)
+    items = fmt.items(examples)
+    kept = [it for it in items if len(it["input_ids"]) <= max_length]
+    return kept, len(items) - len(kept)
+
+
+def tokenizer(cache_dir=None, **options):
+    """The tiny model's tokenizer: caption BPE + one `<|img_c|>` token per code of the run's image tokenizer (len =
+    the model's vocabulary). `cache_dir`: the run's cache root (`mdm.cache`)."""
+    from mdm.t2i.data import T2ICodec, tiny_text_tokenizer
+
+    return T2ICodec.build(tiny_text_tokenizer(), image_tokenizer_of(task_options(options), t2i_cache(cache_dir))).tokenizer
 
 
 def check(cfg, planning: bool = False) -> None:
-    """Before any compute: bad `eval.accuracy` settings; and, unless only `planning` (`mdm bench`'s spec check, a
-    --dry-run), a hub model (it needs MAGVIT-v2, not wired yet): `mdm train` refuses it, a bench run fails at its start."""
+    """Before any compute: `data.options`, `eval.accuracy`, and a hub model with the tiny codebook (`planning`: kept
+    for the signature of the hook; nothing here needs the model)."""
+    o = task_options(cfg.data.options)
     if cfg.eval.accuracy is not None:
         eval_settings(cfg.eval.accuracy)
-    if cfg.model.source != "tiny" and not planning:
-        raise ConfigError("model.source", PAPER_MISSING)
+    if cfg.model.source != "tiny" and o.image_tokenizer == "tiny":
+        raise ConfigError("data.options.image_tokenizer", HUB_NEEDS_MAGVIT)
 
 
 def evaluate(run_dir: str | Path, settings: dict | None = None, *, scorer=None, write: bool = True) -> dict:
     """Decode one image per evaluation caption with the run's model/, score it, write the samples and (`write`)
     the record's `eval.text-to-image` + `metrics`. Returns what `mdm.eval.api.evaluate_run` returns (which calls
-    this for a text-to-image run)."""
+    this for a text-to-image run). On the tiny scenes also the attribute accuracy and the reference rows (ground
+    truth, its codebook reconstruction, chance); on text-to-image-2m the CLIP score alone."""
     import torch
 
     from mdm.eval.api import find_record, load_model, read_record, train_folder_record, update_record
     from mdm.t2i.clip import ClipScorer
-    from mdm.t2i.data import T2ICodec
-    from mdm.t2i.grid import save_grid
-    from mdm.t2i.image_tokenizer import tiny_image_tokenizer
-    from mdm.t2i.scenes import attribute_accuracy, captions_of, chance_accuracy, check_attributes, render
+    from mdm.t2i.sequences import sequence_format
 
     s = eval_settings(settings)
-    decoding = s.decoding()
     run_dir = Path(run_dir)
     model, tok, model_dir = load_model(run_dir)
     record_path = find_record(run_dir, model_dir)
     record = {**train_folder_record(record_path, model_dir), **read_record(record_path)}
-    cache = t2i_cache(((record.get("config") or {}).get("model") or {}).get("cache_dir"))
-    codec = T2ICodec.build(tok, tiny_image_tokenizer(cache))
-    pairs = captions_of(s.split)[: s.limit]
-    captions, scenes = [c for c, _ in pairs], [sc for _, sc in pairs]
-    with torch.no_grad():
-        from mdm.t2i.generate import generate_codes
+    config = record.get("config") or {}
+    o = task_options((config.get("data") or {}).get("options"))
+    cache = t2i_cache((config.get("model") or {}).get("cache_dir"))
+    image_tokenizer = image_tokenizer_of(o, cache)
+    fmt = sequence_format(tok, model.config, image_tokenizer, o.max_text_len)
+    if o.images == "scenes":
+        from mdm.t2i.scenes import captions_of
 
-        codes = generate_codes(model, codec, captions, decoding)
-    images = codec.image_tokenizer.decode(codes)
+        pairs = captions_of(s.split)[: s.limit]
+        captions, scenes = [c for c, _ in pairs], [sc for _, sc in pairs]
+    else:
+        examples = loader(s.split, s.limit or 1000, **o.model_dump(exclude_defaults=True))
+        captions, scenes = [e["prompt"] for e in examples], None
+    with torch.no_grad():
+        codes = fmt.generate(model, captions, **s.model_dump(include={"steps", "schedule", "temperature", "seed",
+                                                                       "batch_size", "guidance_scale"}))
+    images = image_tokenizer.decode(codes)
     scorer = scorer or ClipScorer.from_spec(s.clip_model, cache_dir=cache)
     clip = scorer.score(images, captions)
-    acc = attribute_accuracy(images, scenes)
-    checks = [check_attributes(img, sc) for img, sc in zip(images, scenes)]
-
-    rng = random.Random(f"t2i-eval-reference:{s.seed}")
-    truth = [render(sc, rng) for sc in scenes]
-    recon = codec.image_tokenizer.decode(codec.image_tokenizer.encode(truth))
-    reference = {"ground_truth": {"clip_score": scorer.score(truth, captions, cross_check=False)["clip_score"],
-                                  **_prefixed(attribute_accuracy(truth, scenes))},
-                 "tokenizer_reconstruction": {"clip_score": scorer.score(recon, captions, cross_check=False)["clip_score"],
-                                              **_prefixed(attribute_accuracy(recon, scenes))},
-                 "chance": _prefixed(chance_accuracy())}
     metrics = {"eval_task": TASK, "score": clip["clip_score"], "clip_score": clip["clip_score"],
-               "clip_score_torchmetrics": clip["clip_score_torchmetrics"], **_prefixed(acc)}
+               "clip_score_torchmetrics": clip["clip_score_torchmetrics"]}
+    reference, checks = None, [{} for _ in captions]
+    if scenes is not None:
+        reference, checks, acc = _scene_checks(images, scenes, captions, image_tokenizer, scorer, s.seed)
+        metrics |= _prefixed(acc)
     out = record_path.parent
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "samples.jsonl", "w") as f:
-        for cap, sc, cd, ck, cs in zip(captions, scenes, codes.tolist(), checks, clip["clip_score_per_sample"]):
-            f.write(json.dumps({"caption": cap, "scene": sc.to_dict(), "codes": cd, "checks": ck, "clip_score": cs}) + "\n")
+        for i, (cap, cd, ck, cs) in enumerate(zip(captions, codes.tolist(), checks, clip["clip_score_per_sample"])):
+            scene = scenes[i].to_dict() if scenes is not None else None
+            f.write(json.dumps({"caption": cap, "scene": scene, "codes": cd, "checks": ck, "clip_score": cs}) + "\n")
     grid = None
     if s.grid:
+        from mdm.t2i.grid import save_grid
+
         pick = grid_indices(len(images), s.grid)
         title = f"{record['method']} seed {record['seed']}: " if "method" in record and "seed" in record else ""
+        attrs = f", attributes {metrics['attribute_accuracy']:.0f}% (green = all right)" if scenes is not None else ""
         grid = str(save_grid(images[pick], out / "samples.png", [captions[i] for i in pick],
-                             [checks[i]["all"] for i in pick],
-                             title=f"{title}CLIP {clip['clip_score']:.1f}, attributes {acc['all']:.0f}% (green = all right)"))
-    result = {"n_eval": len(captions), "decoding": decoding.to_dict(), "settings": s.model_dump(),
+                             [checks[i].get("all", True) for i in pick],
+                             title=f"{title}CLIP {clip['clip_score']:.1f}{attrs}"))
+    result = {"n_eval": len(captions), "decoding": s.decoding(), "format": fmt.name,
+              "image_tokenizer": image_tokenizer.describe(), "settings": s.model_dump(),
               "clip": {"model": clip["clip_model"], "definition": clip["clip_definition"],
                        "negative_cosines": clip["negative_cosines"]},
               "reference": reference, "grid": grid, "model_dir": str(model_dir)}
@@ -176,10 +238,38 @@ def report(rows, roots, out) -> list[str]:
     samples, from the run folders (reads artifacts, never trains); the README lines that link them."""
     from mdm.t2i.table2 import summarize_runs
 
-    for root in roots:
-        summarize_runs(root, out, echo=lambda *_: None)
+    written = [summarize_runs(root, out, echo=lambda *_: None) for root in roots]
+    if not any(written):  # runs on other images than the tiny scenes: no attributes to summarize
+        return []
     return ["- [text-to-image: CLIP score, attribute accuracy per attribute, tiny-CLIP check](text_to_image.md)",
             "", "![generated samples: the same held-out captions for ground truth and every method](samples_grid.png)"]
+
+
+def _scene_checks(images, scenes, captions, image_tokenizer, scorer, seed: int):
+    """(reference rows, per-image attribute checks, attribute accuracy) on the tiny scenes; images of another size
+    (a MAGVIT-v2 at its own resolution) are resized to the scenes' before the checker reads them."""
+    from mdm.t2i.scenes import IMAGE_SIZE, attribute_accuracy, chance_accuracy, check_attributes, render
+
+    def at_scene_size(batch):
+        import numpy as np
+        from PIL import Image
+
+        if batch.shape[1:3] == (IMAGE_SIZE, IMAGE_SIZE):
+            return batch
+        return np.stack([np.asarray(Image.fromarray(im).resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR))
+                         for im in batch])
+
+    rng = random.Random(f"t2i-eval-reference:{seed}")
+    truth = [render(sc, rng) for sc in scenes]
+    recon = image_tokenizer.decode(image_tokenizer.encode(truth))
+    small = at_scene_size(images)
+    reference = {"ground_truth": {"clip_score": scorer.score(truth, captions, cross_check=False)["clip_score"],
+                                  **_prefixed(attribute_accuracy(truth, scenes))},
+                 "tokenizer_reconstruction": {"clip_score": scorer.score(recon, captions, cross_check=False)["clip_score"],
+                                              **_prefixed(attribute_accuracy(at_scene_size(recon), scenes))},
+                 "chance": _prefixed(chance_accuracy())}
+    checks = [check_attributes(img, sc) for img, sc in zip(small, scenes)]
+    return reference, checks, attribute_accuracy(small, scenes)
 
 
 def grid_indices(n: int, k: int) -> list[int]:

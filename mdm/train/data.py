@@ -71,14 +71,23 @@ def pad_with_eos(item: dict, eos_id: int, response_tokens: int) -> dict:
 
 
 def build_data(cfg: DataConfig, tokenizer, eos_pad: bool = True, examples: list[dict] | None = None,
-               echo=None) -> TrainData:
+               echo=None, model_config=None) -> TrainData:
     """`eos_pad`: apply `cfg.eos_pad` (MDM runs; ARM runs pass False). `examples`: already loaded. Dropped
-    rows are reported through `echo`; more than half of them dropped is a ConfigError."""
+    rows are reported through `echo`; more than half of them dropped is a ConfigError. A task plugin with a
+    `tokenize` hook lays its items out for the model itself (`model_config`: the model's config)."""
     examples = load_examples(cfg) if examples is None else examples
     train_ex, held_ex = split_heldout(examples, cfg.heldout_fraction, cfg.split_seed)
     spec = cfg.spec()
-    train, d1 = tokenize_examples(tokenizer, train_ex, spec, cfg.max_length)
-    held, d2 = tokenize_examples(tokenizer, held_ex, spec, cfg.max_length)
+    own = spec.hook("tokenize")
+    if own is not None:
+        try:
+            train, d1 = own(tokenizer, train_ex, cfg.max_length, model_config, **cfg.options)
+            held, d2 = own(tokenizer, held_ex, cfg.max_length, model_config, **cfg.options)
+        except ConfigError as e:
+            raise ConfigError(_data_where(e.where), e.problem) from None
+    else:
+        train, d1 = tokenize_examples(tokenizer, train_ex, spec, cfg.max_length)
+        held, d2 = tokenize_examples(tokenizer, held_ex, spec, cfg.max_length)
     dropped = f"{d1 + d2} of {len(examples)} examples are longer than max_length={cfg.max_length} tokens"
     if 2 * (d1 + d2) > len(examples):
         raise ConfigError("data.max_length", f"{dropped} and would be dropped; raise max_length")

@@ -159,7 +159,8 @@ class Trainer:
             torch.manual_seed(t.seed)
             self.peft = apply_lora(model, t.peft.lora, self.adapter)
         self.tokenizer = tokenizer
-        self.data = build_data(cfg.data, tokenizer, eos_pad=cfg.model.family == "mdm", examples=examples, echo=echo)
+        self.data = build_data(cfg.data, tokenizer, eos_pad=cfg.model.family == "mdm", examples=examples, echo=echo,
+                               model_config=model.config)
         self.collate = Collator(tokenizer, cfg.data.spec(), cfg.data.max_length,
                                 pad_carries_loss=not self.adapter.can_pad)
         self.mask_token_id = mask_token_id_of(tokenizer, model.config) if self.is_mdm else None
