@@ -89,7 +89,8 @@ def test_the_same_scores_give_byte_identical_plots(tmp_path):
     assert pngs and all((tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes() for n in pngs)
 
 
-def write_record(root: Path, method: str, seed: int, outcomes, heldout: float, passes: int) -> None:
+def write_record(root: Path, method: str, seed: int, outcomes, heldout: float, passes: int,
+                 capability: str = "AVX2") -> None:
     run = root / "arith" / method / f"seed{seed}"
     run.mkdir(parents=True)
     samples = [{"i": i, "id": f"arith-test-{i}", "scores": {"strict": bool(o), "flexible": bool(o)}}
@@ -98,7 +99,8 @@ def write_record(root: Path, method: str, seed: int, outcomes, heldout: float, p
     score = 100 * sum(outcomes) / len(outcomes)
     record = {"benchmark": "t", "model_family": "mdm", "method": method, "task": "arith", "seed": seed,
               "status": "done", "passes": passes, "metrics": {"score": score, "heldout_loss": heldout},
-              "eval": {"arith": {"scores": {"primary": "exact_match_strict"}, "samples_file": "eval_arith.jsonl"}}}
+              "eval": {"arith": {"scores": {"primary": "exact_match_strict"}, "samples_file": "eval_arith.jsonl"}},
+              "hardware": {"cpu_capability": capability, "cpu_count": 2, "torch": "2", "platform": "Linux"}}
     (run / "record.json").write_text(json.dumps(record))
 
 
@@ -121,6 +123,17 @@ def test_leaderboard_from_records_is_paired_per_run_and_honest(tmp_path):
     assert board.loc["ema", "gain"] == 0 and board.loc["mirror", "note"] == ""
     syn = synergy(load_scores([tmp_path]))
     assert syn.empty  # no combination was run
+    for seed in (1, 2, 3):  # a row run on another machine (another SIMD level: another cached base) is flagged
+        write_record(tmp_path, "isad", seed, easy, 0.5, 100, capability="AVX512")
+    board = leaderboard(load_scores([tmp_path])).set_index("method")
+    assert board.loc["isad", "note"].startswith("ran on AVX512, standard on AVX2: other machines")
+    assert board.loc["mirror", "note"] == ""
+    from mdm.report.claims import claims
+
+    page = claims(load_scores([tmp_path])).set_index("claim")
+    assert page.loc["isad improves on Standard", "verdict"] == "not comparable (other machines)"
+    assert "isad on AVX512" in page.loc["isad improves on Standard", "detail"]
+    assert page.loc["mirror improves on Standard", "verdict"] != "not comparable (other machines)"
 
 
 def test_claims_page_on_the_papers_own_numbers(table1, tmp_path):

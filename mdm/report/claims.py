@@ -58,10 +58,12 @@ def claims(df: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataFrame:
     ref = paper[paper.status == "done"] if paper is not None else None
     rows = []
 
-    def add(claim, task, paper_value, ours, lo, hi, null=0.0, above=True, n=None, detail=""):
+    def add(claim, task, paper_value, ours, lo, hi, null=0.0, above=True, n=None, detail="", methods=()):
+        mixed = _other_machines(done, task, methods)
         rows.append({"claim": claim, "task": task, "paper": paper_value, "ours": ours,
                      "ci95": None if np.isnan(lo) else f"[{lo:+.2f}, {hi:+.2f}]", "n_seeds": n,
-                     "verdict": verdict(lo, hi, null, above, n), "detail": detail})
+                     "verdict": "not comparable (other machines)" if mixed else verdict(lo, hi, null, above, n),
+                     "detail": "; ".join(x for x in (detail, mixed) if x)})
 
     for task in sorted(done.task.unique()):
         paper_name = paper_task(task)
@@ -78,7 +80,7 @@ def claims(df: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataFrame:
             lo, hi = bootstrap_interval(t, lambda m, r=r: 100 * (m[r] - m["standard"]))
             same = np.array_equal(t[r], t["standard"])
             add(f"{r} improves on Standard", task, paper_gain, _gain(t, r), lo, hi, n=len(t[r]),
-                detail="identical to Standard on every seed and prompt" if same else "")
+                detail="identical to Standard on every seed and prompt" if same else "", methods=("standard", r))
         for r in ("mirror", "+".join(COMBINATION)):  # the paper's comparisons are at equal steps; this one is not
             t = _tables(done, task, (EQUAL_COMPUTE, r))
             if t is None or min(len(t[r]), len(t[EQUAL_COMPUTE])) < 2:
@@ -86,7 +88,7 @@ def claims(df: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataFrame:
             lo, hi = bootstrap_interval(t, lambda m, r=r: 100 * (m[r] - m[EQUAL_COMPUTE]))
             add(f"{r} improves on {EQUAL_COMPUTE} (the same passes: equal compute)", task, np.nan,
                 float(100 * (np.mean(t[r]) - np.mean(t[EQUAL_COMPUTE]))), lo, hi, n=min(len(t[r]), len(t[EQUAL_COMPUTE])),
-                detail="not run in the paper: separates lower variance from twice the compute")
+                detail="not run in the paper: separates lower variance from twice the compute", methods=(EQUAL_COMPUTE, r))
         t = _tables(done, task, NAMES)
         pt = _tables(ref, paper_name, NAMES) if ref is not None else None
         paper_syn = _synergy({k: np.mean(v) for k, v in pt.items()}) if pt else np.nan
@@ -96,7 +98,7 @@ def claims(df: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataFrame:
             combo, parts = _gain(means, NAMES[1]), sum(_gain(means, p) for p in COMBINATION)
             add("P-POTS+MIRROR gains more than P-POTS and MIRROR summed (synergy)", task, paper_syn,
                 _synergy(means), lo, hi, n=min(len(v) for v in t.values()),
-                detail=f"gain {combo:+.2f} vs {parts:+.2f} summed")
+                detail=f"gain {combo:+.2f} vs {parts:+.2f} summed", methods=NAMES)
         for claim, a, b, above in (("MDM Standard's seed spread exceeds the ARMs' (SD ratio; ARMs pooled)",
                                     "standard", "arm", True),
                                    ("P-POTS+MIRROR narrows the seed spread (SD ratio to Standard)",
@@ -119,12 +121,27 @@ def claims(df: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataFrame:
             if t is None or min(len(t[released]), len(t[defined])) < 2:
                 continue
             lo, hi = bootstrap_interval(t, lambda m, a=released, b=defined: 100 * (m[a] - m[b]))
+            mixed = _other_machines(done, task, (released, defined))
             rows.append({"claim": f"the released code's {released} (as launched) against the paper's {defined}",
                          "task": task, "paper": np.nan, "ours": float(100 * (np.mean(t[released]) - np.mean(t[defined]))),
                          "ci95": f"[{lo:+.2f}, {hi:+.2f}]", "n_seeds": min(len(t[released]), len(t[defined])),
-                         "verdict": "released better" if lo > 0 else "released worse" if hi < 0
-                         else "no difference at 95%", "detail": "not a claim of the paper: the cost of the deviations"})
+                         "verdict": "not comparable (other machines)" if mixed else "released better" if lo > 0
+                         else "released worse" if hi < 0 else "no difference at 95%",
+                         "detail": "; ".join(x for x in ("not a claim of the paper: the cost of the deviations", mixed)
+                                             if x)})
     return pd.DataFrame(rows)
+
+
+def _other_machines(done: pd.DataFrame, task: str, methods) -> str:
+    """'' when the rows' runs share one set of kernels (machines), else what differs: a comparison across machines
+    compares the cached tiny bases too (mdm.report.tables.leaderboard flags it the same way)."""
+    if "kernels" not in done or len(methods) < 2:
+        return ""
+    sets = {m: frozenset(done[(done.model_family == "mdm") & (done.method == m) & (done.task == task)].kernels.dropna())
+            for m in methods}
+    if len({k for k in sets.values() if k}) <= 1:
+        return ""
+    return "runs on other machines: " + ", ".join(f"{m} on {'/'.join(sorted(k))}" for m, k in sets.items() if k)
 
 
 def _worst_gap(df: pd.DataFrame | None, task: str, method: str, n: int = 4000) -> tuple[float, float, float]:

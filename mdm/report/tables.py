@@ -72,6 +72,7 @@ def record_row(record: dict, path: Path) -> dict:
         "wall_s": record.get("wall_time_s", record.get("wall_s")),
         "preset": record.get("preset"),
         "hardware": _hardware_text(record.get("hardware")),
+        "kernels": _kernels(record.get("hardware")),
         "decoding": _decoding_text(record.get("eval"), record.get("task")),
         "source": str(path),
         **prompt_outcomes(record, path),
@@ -100,6 +101,14 @@ def prompt_outcomes(record: dict, path: Path) -> dict:
     if not len(outcomes) or not np.isclose(100 * outcomes.mean(), score):
         return {}
     return {"outcomes": outcomes, "prompt_ids": tuple(ids), "metric": f"accuracy % ({primary})"}
+
+
+def _kernels(hw: dict | None) -> str | None:
+    """What float32 results depend on across machines: the GPU, or the CPU's SIMD level torch used (the cached tiny
+    base a run fine-tunes is built on the run's machine, so runs on other kernels start from another base)."""
+    if not hw:
+        return None
+    return f"{hw['gpu']}" if hw.get("gpu") else hw.get("cpu_capability")
 
 
 def _hardware_text(hw: dict | None) -> str | None:
@@ -250,6 +259,9 @@ def leaderboard(df: pd.DataFrame, paper: pd.Series | None = None) -> pd.DataFram
                 if _identical_on_common_seeds(done, r.method, task):
                     why = "; the EMA control variate is gradient-neutral (METHODS.md 8)" if "ema" in r.method else ""
                     board.loc[i, "note"] = f"identical to standard on every seed{why}"
+                mixed = _other_kernels(done, r.method, task)
+                if mixed:
+                    board.loc[i, "note"] = (board.loc[i, "note"] + "; " if board.loc[i, "note"] else "") + mixed
         _equal_compute(board, g, tables, task)
         ranked = g.sort_values("mean", ascending=False)
         if len(ranked) > 1 and ranked["mean"].iloc[0] > ranked["mean"].iloc[1] and ranked.n_seeds.iloc[:2].min() > 1:
@@ -268,6 +280,19 @@ def leaderboard(df: pd.DataFrame, paper: pd.Series | None = None) -> pd.DataFram
                                                 & (done.task == r.task)].sort_values("seed").source))
                         for r in board.itertuples()]
     return board.sort_values(["is_arm", "task", "mean"], ascending=[True, True, False]).reset_index(drop=True)
+
+
+def _other_kernels(done: pd.DataFrame, method: str, task: str) -> str:
+    """A note when a row's runs ran on other kernels than Standard's (another machine: another tiny base, so its
+    gain mixes the method with the machine), else ''."""
+    if "kernels" not in done:
+        return ""
+    mine, std = (set(done[(done.model_family == "mdm") & (done.method == m) & (done.task == task)].kernels.dropna())
+                 for m in (method, "standard"))
+    if not mine or not std or mine == std:
+        return ""
+    return (f"ran on {', '.join(sorted(mine))}, standard on {', '.join(sorted(std))}: other machines (another base); "
+            "the gain is not a paired comparison")
 
 
 def is_compute_baseline(method: str) -> bool:
