@@ -239,3 +239,21 @@ def test_equal_compute_column_heldout_delta_and_spread_table(tmp_path):
     lo, hi = (float(x) for x in spread.loc["standard", "sd_ci95"].strip("[]").split(","))
     assert lo < spread.loc["standard", "sd"] < hi
     assert 0 <= spread.loc["standard", "seed_sd"] <= spread.loc["standard", "sd"]
+
+
+def test_profile_claims_read_the_variance_ratios_with_their_intervals(tmp_path):
+    from mdm.report.claims import profile_claims
+
+    def ratio(r, se):
+        return {"total_ratio": r, "total_ratio_se": se, "A_ratio": r, "A_ratio_se": se, "A_low_t_ratio": r,
+                "A_low_t_ratio_se": se}
+
+    path = tmp_path / "variance.json"
+    path.write_text(json.dumps({"a": 2, "b": 3, "c": 4, "model": "m", "data": "d", "methods": {
+        "standard": {"vs_standard": ratio(1.0, 0.0)}, "mirror": {"vs_standard": ratio(0.45, 0.01)},
+        "ppots": {"vs_standard": ratio(1.2, 0.05)}, "ppots+mirror": {"vs_standard": ratio(0.98, 0.05)}}}))
+    rows = {r["claim"].split(" (")[0]: r for r in profile_claims([path])}
+    assert rows["MIRROR at least halves the pattern noise A at t < 1/2"]["verdict"] == "reproduced"
+    assert rows["P-POTS lowers the total loss variance A+B+C"]["verdict"] == "contradicted"  # [1.10, 1.30] > 1
+    assert rows["P-POTS+MIRROR lowers the total loss variance"]["verdict"] == "inconclusive at 95%"
+    assert rows["P-POTS lowers the total loss variance A+B+C"]["ci95"] == "[1.102, 1.298]"

@@ -52,8 +52,9 @@ def _gain(t: dict, m: str) -> float:
     return float(100 * (np.mean(t[m]) - np.mean(t["standard"])))
 
 
-def claims(df: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataFrame:
-    """df: run rows (load_scores); paper: the paper's per-seed rows (load_scores of its CSV), or None."""
+def claims(df: pd.DataFrame, paper: pd.DataFrame | None = None, profiles=()) -> pd.DataFrame:
+    """df: run rows (load_scores); paper: the paper's per-seed rows (load_scores of its CSV), or None; profiles:
+    `mdm variance` outputs (variance.json) whose variance ratios to Standard check the variance claims."""
     done = df[df.status == "done"].dropna(subset=["score"])
     ref = paper[paper.status == "done"] if paper is not None else None
     rows = []
@@ -129,7 +130,39 @@ def claims(df: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataFrame:
                          else "released worse" if hi < 0 else "no difference at 95%",
                          "detail": "; ".join(x for x in ("not a claim of the paper: the cost of the deviations", mixed)
                                              if x)})
+    rows += profile_claims(profiles)
     return pd.DataFrame(rows)
+
+
+# the variance claims (METHODS.md 3-4): (method, term of vs_standard, bound, claimed below it, the claim)
+PROFILE_CLAIMS = (
+    ("mirror", "A_low_t", 0.5, "MIRROR at least halves the pattern noise A at t < 1/2 (ratio to Standard <= 0.5)"),
+    ("mirror", "A", 1.0, "MIRROR lowers the pattern noise A (ratio to Standard < 1)"),
+    ("ppots", "total", 1.0, "P-POTS lowers the total loss variance A+B+C (ratio to Standard < 1)"),
+    ("ppots+mirror", "total", 1.0, "P-POTS+MIRROR lowers the total loss variance (ratio to Standard < 1)"),
+)
+
+
+def profile_claims(paths) -> list[dict]:
+    """Claim rows from variance profiles: the ratio to Standard with a normal 95% interval from its paired
+    bootstrap SE (same resampled sequences); reproduced when the interval lies below the bound."""
+    import json
+
+    rows = []
+    for path in paths:
+        result = json.loads(path.read_text())
+        for method, term, bound, claim in PROFILE_CLAIMS:
+            vs = ((result.get("methods") or {}).get(method) or {}).get("vs_standard") or {}
+            ratio, se = vs.get(f"{term}_ratio"), vs.get(f"{term}_ratio_se")
+            if ratio is None or se is None or not np.isfinite(se):
+                continue
+            lo, hi = ratio - 1.96 * se, ratio + 1.96 * se
+            rows.append({"claim": claim, "task": f"profile: {result.get('data', path.parent.name)}", "paper": np.nan,
+                         "ours": float(ratio), "ci95": f"[{lo:.3f}, {hi:.3f}]", "n_seeds": None,
+                         "verdict": verdict(bound - hi, bound - lo),
+                         "detail": f"mdm variance (a={result.get('a')}, b={result.get('b')}, c={result.get('c')}; "
+                                   f"{result.get('model')}); {path.parent.name}/{path.name}"})
+    return rows
 
 
 def _other_machines(done: pd.DataFrame, task: str, methods) -> str:

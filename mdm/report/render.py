@@ -82,7 +82,7 @@ def write_report(df: pd.DataFrame, out: Path, benchmark: str, context: dict | No
         "One row per claim: the paper's number (from its per-seed table), ours with a paired 95% interval "
         "(`mdm.report.stats`; SD ratios: a bootstrap over seeds) and a verdict at 95% (`mdm.report.claims`). "
         "With few seeds a ratio of standard deviations is hard to tell from 1.\n\n"
-        + _markdown(claims(df, reference)) + "\n")
+        + _markdown(claims(df, reference, profiles=[e for e in extras if e.name == "variance.json"])) + "\n")
     spread = spread_table(df)
     spread.to_csv(out / "spread.csv", index=False)
     (out / "spread.md").write_text(
