@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 
@@ -10,6 +11,7 @@ from mdm.errors import ConfigError
 
 
 def cmd_methods(args) -> None:
+    # deferred: mdm.objective imports torch; `mdm --help` stays torch-free
     from mdm.objective.method import PRESETS, Method
 
     rows = []
@@ -22,6 +24,7 @@ def cmd_methods(args) -> None:
     if args.json:
         print(json.dumps(rows, indent=2))
         return
+    # deferred: rich, only for the table output
     from rich.console import Console
     from rich.table import Table
 
@@ -47,8 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _subcommand_modules():
     """Each subsystem (variance, train, bench, eval, generate, report) adds its own subcommands."""
-    import importlib
-
     for module in ("mdm.variance.cli", "mdm.train.cli", "mdm.bench.cli", "mdm.eval.cli", "mdm.generate.cli",
                    "mdm.report.cli"):
         yield importlib.import_module(module).register

@@ -76,7 +76,7 @@ def read_json(path: str | Path):
 
 def file_lock(path: str | Path):
     """`with file_lock(folder.with_name(folder.name + ".lock")):` one process at a time (the lock file stays)."""
-    from filelock import FileLock
+    from filelock import FileLock  # deferred: filelock, only when a lock is taken
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(path))
@@ -86,7 +86,7 @@ def file_lock(path: str | Path):
 def folder_lock(folder: str | Path):
     """An exclusive flock on the folder itself (POSIX), so no lock file lands among the results."""
     try:
-        import fcntl
+        import fcntl  # deferred: fcntl is POSIX-only (ImportError elsewhere)
     except ImportError:  # pragma: no cover - not POSIX
         yield
         return

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
+from mdm.adapters import load_model
 from mdm.tiny import TinySize
 
 # Dream-org/Dream-v0-Instruct-7B is refused by `mdm.adapters` (its logits are shifted by one)
@@ -46,8 +47,6 @@ def build_tiny_model(tokenizer, causal: bool = False, seed: int = 0, size: TinyS
 
 def load_hub_model(model_id: str, causal: bool | None = None, dtype=torch.bfloat16, code_dir=None):
     """Load a hub model (or local folder) and its tokenizer with its family's adapter (`mdm.adapters`)."""
-    from mdm.adapters import load_model
-
     causal = model_id not in HUB_MDMS if causal is None else causal
     return load_model(model_id, causal=causal, dtype=dtype, code_dir=code_dir)
 

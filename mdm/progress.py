@@ -52,7 +52,7 @@ class PlainProgress:
 def progress(total: int, desc: str, *, enabled: bool = True, unit: str = "step", initial: int = 0,
              every: int | None = None, file=None):
     """A tqdm bar when `file` (stderr) is a terminal, else PlainProgress; nothing at all when not `enabled`."""
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # deferred: tqdm, only when a bar is made
 
     file = file or sys.stderr
     if enabled and not file.isatty():

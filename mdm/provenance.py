@@ -37,7 +37,7 @@ def cpu_name() -> str:
 
 
 def hardware() -> dict:
-    import torch
+    import torch  # deferred: torch, heavy; mdm.provenance is torch-free
 
     # the CPU kernels float32 results depend on (tests/README.md, "Numerics policy"): the SIMD level torch
     # dispatches to, and the environment switches that change it (ATEN_CPU_CAPABILITY, MKL_CBWR)

@@ -37,7 +37,7 @@ TOLERANCE = {
 
 
 def run(results: Path, only: str | None = None) -> None:
-    from mdm.cli import main
+    from mdm.cli import main  # deferred: kept local: this module defines its own `main`
 
     args = ["bench", str(SPEC), "--results", str(results)] + (["--only", only] if only else [])
     if main(args) != 0:

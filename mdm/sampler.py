@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from mdm.adapters import checked
 from mdm.adapters.core import batches
 from mdm.errors import ConfigError
 from mdm.objective.rng import derive_seed
@@ -159,8 +160,6 @@ class _Denoiser:
     (rows above `len(tokenizer)` are padded embedding rows, never sampled)."""
 
     def __init__(self, model, vocab_size: int | None = None):
-        from mdm.adapters import checked
-
         self.model, self.vocab_size = model, vocab_size
         self.adapter = checked(model)  # one probe forward per model: refuses attention that is not bidirectional
         self.options = _forward_options(model)
@@ -363,6 +362,7 @@ def generate(
 def chat_prompt_ids(tokenizer, prompt: str, messages: list[dict] | None = None) -> list[int]:
     """The generation prompt in the training format (`mdm.data.format_chat`): the user turn (or the conversation
     `messages`) plus the assistant header (chat template), or `<|bos|><|user|>prompt<|assistant|>` (tiny tokenizer)."""
+    # deferred: mdm.data.collate imports transformers; the sampler loads torch only
     from mdm.data.collate import format_chat
 
     ids, _ = format_chat(tokenizer, prompt, "", messages)

@@ -4,7 +4,12 @@ Every top-level unit of the package (a subpackage or a module: `mdm.train`, `mdm
 a unit may import only units of lower layers. Imports are read from the source (AST): module-level and
 function-level `import` / `from ... import`, and `importlib.import_module("mdm....")` with a literal name.
 Plugins named by string in a registry (`register_lazy`, a TaskSpec `loader`, `lazy_exports`) are lookups, not
-imports. Run: `python -m tests.layers [package_dir]`; exit 1 with one line per upward import.
+imports. Run: `python -m tests.layers [package_dir]`; exit 1 with one line per problem.
+
+It also checks the rule "function-level imports only where they defer a heavy optional dependency, each with its
+reason": every `import` / `from ... import` inside a function or method carries a `# deferred: <reason>` comment
+on its first line or on the line directly above it; a comment above the first statement of a consecutive run of
+import statements covers the whole run. One line per import without its reason.
 """
 
 from __future__ import annotations
@@ -52,6 +57,45 @@ def imports_of(path: Path):
             yield node.lineno, node.args[0].value
 
 
+DEFERRED = "# deferred:"
+FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def undeferred_imports(source: str, filename: str = "<string>") -> list[int]:
+    """Line of every function-level import in `source` that carries no `# deferred:` reason."""
+    lines = source.splitlines()
+
+    def on(lineno: int) -> bool:  # the statement's first line carries the reason
+        return DEFERRED in lines[lineno - 1]
+
+    def above(lineno: int) -> bool:  # a comment line of its own directly above
+        return lineno > 1 and lines[lineno - 2].lstrip().startswith("#") and DEFERRED in lines[lineno - 2]
+
+    out = []
+
+    def check(block: list) -> None:  # one statement list: runs of consecutive import statements
+        i = 0
+        while i < len(block):
+            j = i
+            while j < len(block) and isinstance(block[j], (ast.Import, ast.ImportFrom)):
+                j += 1
+            if j > i and not above(block[i].lineno):  # a comment above the run covers it
+                out.extend(s.lineno for s in block[i:j] if not (on(s.lineno) or above(s.lineno)))
+            i = max(j, i + 1)
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        in_function = in_function or isinstance(node, FUNCTIONS)
+        for name in ("body", "orelse", "finalbody"):
+            block = getattr(node, name, None)
+            if in_function and isinstance(block, list):
+                check(block)
+        for child in ast.iter_child_nodes(node):
+            visit(child, in_function)
+
+    visit(ast.parse(source, filename), False)
+    return sorted(out)
+
+
 def violations(package: Path) -> list[str]:
     out = []
     for path in sorted(package.rglob("*.py")):
@@ -61,6 +105,9 @@ def violations(package: Path) -> list[str]:
         if src not in RANK:
             out.append(f"{path}: unit {src!r} is in no layer of tests/layers.py (add it to LAYERS)")
             continue
+        for line in undeferred_imports(path.read_text(), str(path)):
+            out.append(f"{path}:{line}: function-level import without its reason: add `# deferred: <reason>` "
+                       "on its line or the line above (tests/layers.py)")
         for line, target in imports_of(path):
             dst = unit_of(target)
             if dst == src:

@@ -42,6 +42,7 @@ def adapter_class(config, where: str = "model") -> type[Adapter]:
 def load_model(path, *, causal: bool | None, dtype, code_dir=None):
     """(model, tokenizer) of a hub id or local folder, loaded by its family's adapter; `code_dir`: the family's
     code where it is not on the hub (MMaDA's `models/` package, `model.code_dir`)."""
+    # deferred: transformers (slow import), only when a model is loaded; mdm.adapters loads torch only
     from transformers import AutoTokenizer
 
     config = read_config(path, "model.source", code_dir=code_dir)
@@ -92,7 +93,7 @@ def checked_on_main(model, causal: bool, accelerator) -> Adapter:
     broadcast, so every rank uses the same adapter or stops with the same line."""
     if accelerator is None or accelerator.num_processes == 1:
         return checked(model, causal)
-    from accelerate.utils import broadcast_object_list
+    from accelerate.utils import broadcast_object_list  # deferred: accelerate, only in a multi-process launch
 
     verdict: list = [None, None]
     if accelerator.is_main_process:

@@ -57,12 +57,14 @@ class Adapter:
     def read_config(cls, path, raw: dict, *, code_dir=None, where: str = "model"):
         """The model's config from its folder or hub id; `raw` is config.json as a dict, `code_dir` a folder of the
         family's code where that is not on the hub (MMaDA)."""
+        # deferred: transformers (slow import), only when a config is read
         from transformers import AutoConfig
 
         return AutoConfig.from_pretrained(str(path), trust_remote_code=True)
 
     def load(self, path, config, *, causal: bool | None, dtype):
         """The model in `dtype`; causal None: as saved (an evaluation of a finished run)."""
+        # deferred: transformers (slow import), only when a model is loaded
         from transformers import AutoModel, AutoModelForCausalLM
 
         try:
@@ -154,9 +156,10 @@ def forward_params(model) -> set[str]:
 
 def read_config(path, where: str = "model", code_dir=None):
     """The config of a hub id or local folder, read by its family's adapter (found from config.json's model_type)."""
+    # deferred: transformers (slow import), only when a config is read
     from transformers import PretrainedConfig
 
-    from mdm.adapters import ADAPTERS
+    from mdm.adapters import ADAPTERS  # deferred: mdm.adapters imports this module (circular)
 
     if looks_like_path(str(path)) and not Path(path).expanduser().is_dir():
         raise ConfigError(where, f"{path}: no such model folder (a local folder holds config.json and the weights "

@@ -29,6 +29,7 @@ class LLaDA(Adapter):
     lora_targets = ("q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out")
 
     def load(self, path, config, *, causal: bool, dtype):
+        # deferred: transformers (slow import), only when a model is loaded
         from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
         config.use_cache = False

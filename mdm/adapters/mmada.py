@@ -53,6 +53,7 @@ class MMaDA(LLaDA):
         if code_dir is not None:
             config_cls = import_llm(code_dir).MMadaConfig
         elif auto:
+            # deferred: transformers (slow import), only for a config named by auto_map
             from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
             config_cls = get_class_from_dynamic_module(auto, str(path))

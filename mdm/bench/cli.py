@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+
+from mdm.errors import ConfigError
+
 
 def cmd_bench(args) -> None:
+    # deferred: the CLI's subcommands import only what they run
     from mdm.bench.spec import expand, load_spec, parse_only, parse_shard, select
 
     spec = load_spec(args.spec, args.set, args.preset)  # every problem is one ConfigError line, before any compute
-    from mdm.bench.runner import print_plan, run_plan  # imports torch: after the spec's errors
+    from mdm.bench.runner import print_plan, run_plan  # deferred: imports torch: after the spec's errors
     shard = parse_shard(args.shard)
-    from mdm.errors import ConfigError
-
     if args.jobs < 1:
         raise ConfigError("--jobs", f"must be >= 1; got {args.jobs}")
     if args.launch and not args.dry_run:
@@ -23,8 +26,6 @@ def cmd_bench(args) -> None:
         return
     counts = run_plan(spec, runs, jobs=args.jobs, rerun_stale=args.rerun_stale)
     if counts.get("stopped_by"):
-        import sys
-
         print(f"mdm bench: interrupted by {counts['stopped_by']}: {counts['interrupted']} running run(s) recorded "
               f"'interrupted', {counts['done']} done; rerun the same command to resume", file=sys.stderr)
         raise SystemExit(130)

@@ -13,6 +13,7 @@ Ctrl-C (SIGINT) or SIGTERM: no further run starts, the running ones stop at once
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing as mp
 import os
 import signal
 import subprocess
@@ -24,12 +25,18 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
+from mdm.bench import memory
 from mdm.bench.estimate import hours, human, model_params
+from mdm.bench.memory import read_launch
 from mdm.bench.spec import PlannedRun, Spec
+from mdm.cache import writable_cache
 from mdm.errors import ConfigError
+from mdm.eval.api import evaluate_run
 from mdm.io import atomic_write_json, read_json
+from mdm.objective import Method
 from mdm.provenance import code_version, hardware
-from mdm.train.trainer import RESULT, set_aside, stale_reason
+from mdm.train import ppots
+from mdm.train.trainer import RESULT, set_aside, stale_reason, train_run
 
 CHECKPOINT_WARN_BYTES = 1e12  # --dry-run warns when one run's checkpoints write more than this
 DEEPSPEED_MISSING = ("DeepSpeed is not installed: pip install 'mdm[deepspeed]' (make setup GPU=1 does), or launch "
@@ -39,6 +46,7 @@ DEEPSPEED_MISSING = ("DeepSpeed is not installed: pip install 'mdm[deepspeed]' (
 def require_deepspeed(where: str) -> None:
     """One ConfigError line, before any compute, when a DeepSpeed launch meets an environment without it."""
     try:
+        # deferred: deepspeed is optional (only a ZeRO-2 launch needs it)
         import deepspeed  # noqa: F401
     except ImportError:
         raise ConfigError(where, DEEPSPEED_MISSING) from None
@@ -55,14 +63,12 @@ def evaluate_accuracy(run_dir: Path, settings: dict | None) -> dict | None:
     settings)."""
     if settings is None:
         return None
-    from mdm.eval.api import evaluate_run
-
     return evaluate_run(run_dir, settings)
 
 
 def _launch_train(run: PlannedRun, launch) -> dict:
     """Train through `accelerate launch` (multi-GPU presets): the config file travels in the run dir."""
-    import yaml
+    import yaml  # deferred: yaml, only to write a launched run's config
 
     cfg_path = run.run_dir / "run.yaml"
     run.run_dir.mkdir(parents=True, exist_ok=True)
@@ -103,10 +109,8 @@ def _catch_signals(keep_ignored: bool = False) -> dict:
 
 def execute(run: PlannedRun, version: dict, launch=None, threads: int | None = None) -> dict:
     """Train + evaluate one run and write its record. Never raises for a failed run."""
-    from mdm.train.trainer import train_run
-
     if threads:  # parallel jobs share the CPU: at most `threads` each, whatever the preset says
-        import torch
+        import torch  # deferred: torch, only to cap the threads of parallel jobs
 
         torch.set_num_threads(threads)
         run.config.training.threads = min(run.config.training.threads or threads, threads)
@@ -188,14 +192,10 @@ def set_aside_stale(runs: list[PlannedRun], rerun_stale: bool, echo=print) -> No
 def run_plan(spec: Spec, runs: list[PlannedRun], jobs: int = 1, echo=print, rerun_stale: bool = False) -> dict:
     preset = spec.bench.presets[runs[0].preset] if runs else None
     if preset is not None and preset.launch is not None:  # a launch the environment cannot do fails before compute
-        from mdm.bench.memory import read_launch
-
         if read_launch(preset.launch.config_file).backend == "zero2":
             require_deepspeed(f"{spec.path}: presets.{runs[0].preset}.launch.config_file")
     set_aside_stale(runs, rerun_stale, echo)
     todo = [r for r in runs if record_status(r) != "done"]
-    from mdm.cache import writable_cache
-
     for cache_dir in sorted({r.config.model.cache_dir or "" for r in todo}):  # every run would fail alike
         writable_cache(cache_dir or None)
     skipped = len(runs) - len(todo)
@@ -250,8 +250,6 @@ def schedule(todo: list[PlannedRun], preset) -> list[PlannedRun]:
 def _run_parallel(todo: list[PlannedRun], jobs: int, version: dict, launch, report) -> None:
     """`jobs` spawned workers; on a signal, queued runs are cancelled and running ones told to stop (SIGTERM),
     and their `interrupted` records are awaited (each worker writes its own)."""
-    import multiprocessing as mp
-
     threads = max(1, (os.cpu_count() or 1) // jobs)
     by_index = {r.index: r for r in todo}
     ctx = mp.get_context("spawn")
@@ -304,9 +302,6 @@ def _run_parallel(todo: list[PlannedRun], jobs: int, version: dict, launch, repo
 
 def estimate(run: PlannedRun, preset) -> dict:
     """Sequences, forward/backward token passes, FLOPs and hours of one run (no model is loaded)."""
-    from mdm.objective import Method
-    from mdm.train import ppots
-
     cfg = run.config
     ts = preset.tasks[run.task]
     avg = (ts.avg_tokens if ts and ts.avg_tokens else None) or cfg.data.max_length / 2
@@ -373,9 +368,6 @@ def print_plan(spec: Spec, preset_name: str, all_runs: list[PlannedRun], runs: l
 def print_memory(preset, runs: list[PlannedRun], launch_file: str | None, echo=print) -> None:
     """Per-GPU memory by component of each model of the plan under the launch config (mdm.bench.memory), the
     fit on the preset's GPU, and the checkpoint disk per run. Nothing without a launch config (`--launch`)."""
-    from mdm.bench import memory
-    from mdm.objective import Method
-
     path = launch_file or (preset.launch.config_file if preset.launch else None)
     if path is None or not runs:
         return

@@ -18,7 +18,11 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
 
+from mdm.data import TASKS
+from mdm.data.dataset import check_source
+from mdm.data.tasks import get_task, make_task
 from mdm.errors import ConfigError
+from mdm.eval import api
 from mdm.train.config import (
     DataConfig,
     EvalConfig,
@@ -132,8 +136,6 @@ def deep_merge(base: dict, *overrides: dict) -> dict:
 
 
 def known_tasks() -> list[str]:
-    from mdm.data import TASKS
-
     return list(TASKS)
 
 
@@ -158,6 +160,7 @@ def load_spec(path: str | Path, overrides: list[str] | None = None, preset: str 
 
 
 def _check(spec: Spec) -> None:
+    # deferred: mdm.objective imports torch; a spec's errors come before any torch import
     from mdm.objective import Method
 
     where, bench = spec.path, spec.bench
@@ -224,8 +227,6 @@ def resolve_launch(config_file: str, spec_path: str, where: str) -> Path:
 
 def _check_generated_options(task: str, settings: TaskSettings | None, where: str) -> None:
     """A generated task's options (its level) are checked by drawing one example, before any compute."""
-    from mdm.data.tasks import get_task, make_task
-
     spec = get_task(task)
     if settings is None or not settings.options or not spec.generated or spec.hooks:  # a plugin checks its own
         return
@@ -238,8 +239,6 @@ def _check_generated_options(task: str, settings: TaskSettings | None, where: st
 def _check_generated_size(cfg, where: str) -> None:
     """A generated task must have as many distinct training prompts as its runs draw (SFT split, base
     pretraining, tokenizer); drawing them takes well under a second."""
-    from mdm.data.tasks import get_task, make_task
-
     task, m = cfg.data.task, cfg.model
     if not get_task(task).generated or get_task(task).hooks:
         return
@@ -256,8 +255,6 @@ def _check_dataset(cfg, where: str) -> None:
     """A `dataset` task (the user's data): its options, its files and a test source for accuracy, before compute."""
     if cfg.data.task != "dataset":
         return
-    from mdm.data.dataset import check_source
-
     try:
         cfg.data.spec()
         check_source(cfg.data.options, accuracy=cfg.eval.accuracy is not None)
@@ -267,9 +264,6 @@ def _check_dataset(cfg, where: str) -> None:
 
 def _check_accuracy_settings(settings: dict | None, task: str, where: str, preset: Preset, cfg) -> None:
     """`eval.accuracy` goes to mdm.eval.api.evaluate_run (or a task plugin's `evaluate`): check it now."""
-    from mdm.data import get_task
-    from mdm.eval import api
-
     check = get_task(task).hook("check")
     if check is not None:  # a task plugin checks its own settings, its eval.accuracy included
         try:

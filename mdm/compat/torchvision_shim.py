@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.util
+import os
 import sys
 
 _SCHEMAS = [
@@ -52,9 +53,10 @@ _library = None  # keeps the torch.library.Library alive for the process lifetim
 
 def _extension_loads(package_dir: str) -> bool:
     """True if torchvision's compiled ops are usable (the CUDA wheel's `_C` can load yet register nothing)."""
+    # deferred: glob, only once torchvision is imported (this hook loads at every interpreter start)
     import glob
-    import os
 
+    # deferred: torch, only once torchvision is imported (this hook loads at every interpreter start)
     import torch
 
     for path in glob.glob(os.path.join(package_dir, "_C*.so")) + glob.glob(os.path.join(package_dir, "_C*.pyd")):
@@ -74,6 +76,7 @@ def declare_missing_ops(package_dir: str) -> bool:
     global _library
     if _extension_loads(package_dir):
         return False
+    # deferred: torch, only once torchvision is imported (this hook loads at every interpreter start)
     import torch
 
     if _library is None:

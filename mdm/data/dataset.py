@@ -21,6 +21,7 @@ import json
 import os
 from pathlib import Path
 
+from mdm.data.tasks import BOXED_DELIMITERS, GSM8K_DELIMITERS, TaskSpec, closing_brace, find_all
 from mdm.errors import ConfigError
 
 SOURCE_OPTIONS = ("path", "hub_id", "config", "split", "streaming", "revision", "test_path", "test_split")
@@ -62,8 +63,6 @@ def check_options(options: dict) -> dict:
 
 def dataset_spec(options: dict):
     """The TaskSpec of a `dataset` run: its scorer and its delimiter / syntax lists (default: the scorer's)."""
-    from mdm.data.tasks import BOXED_DELIMITERS, GSM8K_DELIMITERS, TaskSpec
-
     o = check_options(options)
     default = {"gsm8k": GSM8K_DELIMITERS, "boxed": BOXED_DELIMITERS, "hitab": BOXED_DELIMITERS}.get(o["scorer"], ())
     delimiters = tuple(o["delimiters"]) if o.get("delimiters") is not None else default
@@ -75,7 +74,7 @@ def dataset_spec(options: dict):
 
 def _read_file(path: Path) -> list[dict]:
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # deferred: pyarrow, only for a .parquet file
 
         try:
             return pq.read_table(path).to_pylist()
@@ -106,7 +105,7 @@ def _read_file(path: Path) -> list[dict]:
 
 
 def _read_folder(path: Path, split: str, key: str):
-    import datasets
+    import datasets  # deferred: datasets (slow import), only for a saved datasets folder
 
     try:
         data = datasets.load_from_disk(str(path))
@@ -136,7 +135,7 @@ def _read_path(path_text: str, split: str | None, key: str, split_key: str):
 
 
 def _read_hub(o: dict, split: str, key: str):
-    import datasets
+    import datasets  # deferred: datasets (slow import), only for a hub dataset
 
     offline = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
     try:
@@ -252,8 +251,6 @@ def split_messages(messages, where: str) -> tuple[list[dict], str]:
 
 
 def boxed_answers(text: str) -> list[str]:
-    from mdm.data.tasks import BOXED_DELIMITERS, closing_brace, find_all
-
     out = []
     for _, e in find_all(text, [BOXED_DELIMITERS[0]]):
         j = closing_brace(text, e - 1)

@@ -132,7 +132,7 @@ class TaskSpec:
 
 
 def _dataset_spec(options: dict) -> TaskSpec:
-    from mdm.data.dataset import dataset_spec
+    from mdm.data.dataset import dataset_spec  # deferred: mdm.data.dataset imports this module
 
     return dataset_spec(options)
 
@@ -175,7 +175,7 @@ def make_task(name: str, split: str = "train", /, n: int | None = None, seed: in
             "task.split", f"task {name!r} has no split {split!r}; allowed: {', '.join(spec.splits)}"
         )
     if name == "dataset":
-        from mdm.data.dataset import load_dataset_task
+        from mdm.data.dataset import load_dataset_task  # deferred: mdm.data.dataset imports this module
 
         return load_dataset_task(split, n, **options)
     loader = spec.hook("loader")
@@ -450,7 +450,7 @@ def load_gsm8k(split: str, n: int | None = None, root: str | Path | None = None)
     if path.is_dir():
         rows = _read_jsonl(path / f"{split}.jsonl", ("question", "answer"))
     else:
-        import datasets
+        import datasets  # deferred: datasets (slow import), only when GSM8K is loaded
 
         rows = datasets.load_dataset("openai/gsm8k", "main", split=split)
     out = []
@@ -602,7 +602,7 @@ def load_openscience(
     """Rows of the hub dataset's train split, streamed in order (needs internet). With `tokenizer`, lengths
     are counted in its tokens (the paper's rule); without, approximately (`approx_tokens`)."""
     if dataset is None:
-        import datasets
+        import datasets  # deferred: datasets (slow import), only when OpenScience is loaded
 
         dataset = datasets.load_dataset(OPENSCIENCE_HUB_ID, split="train", streaming=True)
     if tokenizer is not None:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerFast
 
+from mdm.cache import cache_root
+
 PAD, BOS, EOS, MASK, USER, ASSISTANT = (
     "<|pad|>",
     "<|bos|>",
@@ -30,8 +32,6 @@ _FORMAT_VERSION = "bpe-v1"  # bump when the recipe below changes, so stale cache
 
 
 def default_cache_dir() -> Path:
-    from mdm.cache import cache_root
-
     return cache_root() / "tokenizers"
 
 
@@ -44,6 +44,7 @@ def _key(texts: list[str], vocab_size: int, digit_space: bool = False) -> str:
 
 
 def _train(texts: list[str], vocab_size: int, digit_space: bool = False) -> PreTrainedTokenizerFast:
+    # deferred: the tokenizers training API, only to train the tiny tokenizer
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -99,6 +100,6 @@ def build_tokenizer(
 def mask_token_id_of(tokenizer, model_config=None) -> int:
     """The id used for masked positions: the model config's `mask_token_id` and the tokenizer's (`mask_token`, or the
     `<|mdm_mask|>` token found by name, as in LLaDA's tokenizer) must agree; see `mdm.adapters.core.Adapter`."""
-    from mdm.adapters import mask_token_id
+    from mdm.adapters import mask_token_id  # deferred: mdm.adapters imports torch; this module is torch-free
 
     return mask_token_id(tokenizer, model_config)

@@ -38,7 +38,10 @@ import re
 import time
 from pathlib import Path
 
+from mdm.data import make_task
+from mdm.data.tasks import TASKS, get_task
 from mdm.errors import ConfigError
+from mdm.eval import scorers
 from mdm.io import atomic_write_json, finite, folder_lock, read_json, write_jsonl
 
 SETTINGS = {
@@ -104,7 +107,7 @@ def train_folder_record(record_path: Path, model_dir: Path) -> dict:
 
 
 def resolve_device(device=None):
-    import torch
+    import torch  # deferred: torch, heavy; mdm.eval.api is torch-free (mdm.bench.spec imports it)
 
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -112,7 +115,7 @@ def resolve_device(device=None):
 
 
 def resolve_dtype(dtype, device):
-    import torch
+    import torch  # deferred: torch, heavy; mdm.eval.api is torch-free (mdm.bench.spec imports it)
 
     if dtype is None or dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -127,9 +130,10 @@ def resolve_dtype(dtype, device):
 
 def load_model(path: str | Path, device=None, dtype=None):
     """(model, tokenizer, model_dir) from a run folder or a model folder; remote code allowed (LLaDA)."""
+    # deferred: transformers (slow import), only when a model is loaded
     from transformers import AutoTokenizer
 
-    from mdm.adapters import adapter_class, read_config
+    from mdm.adapters import adapter_class, read_config  # deferred: mdm.adapters imports torch
 
     model_dir = find_model_dir(path)
     device = resolve_device(device)
@@ -182,8 +186,6 @@ def normalize_settings(settings: dict | None, record: dict | None = None) -> dic
     if not tasks:
         raise ConfigError("eval.tasks", "no task given and the run record names none; pass --task")
     tasks = [tasks] if isinstance(tasks, str) else list(tasks)
-    from mdm.data.tasks import get_task
-
     for t in tasks:
         get_task(t)  # unknown task -> ConfigError listing the allowed ones
     out = {
@@ -203,7 +205,7 @@ def normalize_settings(settings: dict | None, record: dict | None = None) -> dic
 
 
 def decode_config_for(task: str, decoding: dict):
-    from mdm.sampler import TASK_DECODING, DecodeConfig
+    from mdm.sampler import TASK_DECODING, DecodeConfig  # deferred: mdm.sampler imports torch
 
     return DecodeConfig.from_dict(decoding, base=TASK_DECODING.get(task, DecodeConfig()))
 
@@ -222,9 +224,6 @@ def _safe(fn, *args):
 def score_predictions(task, predictions: list[str], examples: list[dict]) -> tuple[dict, list[dict]]:
     """(aggregate scores, per-sample score dicts) under the task's rule (PAPER.md "Scoring"); `task`: a name or a
     TaskSpec (a `dataset` run's, built from its options)."""
-    from mdm.data.tasks import get_task
-    from mdm.eval import scorers
-
     metric = get_task(task).metric
     per = []
     if metric == "exact":
@@ -309,8 +308,6 @@ def evaluate_run(run_dir: str | Path, settings: dict | None = None, *, model=Non
     model_dir = find_model_dir(run_dir) if model is None else run_dir
     record_path = find_record(run_dir, model_dir)
     record = {**train_folder_record(record_path, model_dir), **read_record(record_path)}
-    from mdm.data.tasks import TASKS
-
     own = TASKS[record["task"]].hook("evaluate") if record.get("task") in TASKS else None
     if own is not None and model is None:  # a task plugin that decodes and scores its runs itself (text-to-image)
         return own(run_dir, settings)
@@ -321,8 +318,8 @@ def evaluate_run(run_dir: str | Path, settings: dict | None = None, *, model=Non
         model, tokenizer, model_dir = load_model(run_dir, cfg["device"], cfg["dtype"])
     elif tokenizer is None:
         raise ValueError("pass the tokenizer with the model")
-    from mdm.data import mask_token_id_of
-    from mdm.sampler import is_autoregressive
+    from mdm.data import mask_token_id_of  # deferred: mdm.data's tokenizer imports transformers
+    from mdm.sampler import is_autoregressive  # deferred: mdm.sampler imports torch
 
     family = str(record.get("model_family", ""))
     if cfg["causal"] is not None:
@@ -355,9 +352,8 @@ def evaluate_run(run_dir: str | Path, settings: dict | None = None, *, model=Non
 
 
 def _evaluate_task(task, cfg, decoding, model, tokenizer, causal, mask_id, out_dir) -> dict:
-    from mdm.data import make_task
+    # deferred: collation, likelihood and the sampler import torch
     from mdm.data.collate import tokenize_examples
-    from mdm.data.tasks import get_task
     from mdm.eval.likelihood import arm_nll, heldout_elbo
     from mdm.sampler import autoregressive_generate, chat_prompt_ids, decode_text, generate
 
@@ -378,7 +374,7 @@ def _evaluate_task(task, cfg, decoding, model, tokenizer, causal, mask_id, out_d
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     t0 = time.perf_counter()
     if spec.metric == "none":  # no scorer: the held-out likelihood only
-        from mdm.sampler import GenerationOutput
+        from mdm.sampler import GenerationOutput  # deferred: mdm.sampler imports torch
 
         out = GenerationOutput([[] for _ in examples], [0] * len(examples), config={"sampler": "none"})
     elif causal:

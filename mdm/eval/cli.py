@@ -6,7 +6,7 @@ import json
 
 
 def cmd_eval(args) -> None:
-    from mdm.eval.api import evaluate_run
+    from mdm.eval.api import evaluate_run  # deferred: the CLI's subcommands import only what they run
 
     settings = {"tasks": args.task, "n": args.n, "split": args.split, "data_seed": args.data_seed,
                 "batch_size": args.batch_size, "likelihood": not args.no_likelihood, "likelihood_n": args.likelihood_n,

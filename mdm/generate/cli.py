@@ -22,7 +22,7 @@ def resolve_target(target: str) -> tuple[str, Path | None]:
     """("local", run-or-model folder) or ("hub", None); a path that is neither is one ConfigError."""
     path = Path(target).expanduser()
     if path.exists():
-        from mdm.eval.api import find_model_dir
+        from mdm.eval.api import find_model_dir  # deferred: the CLI's subcommands import only what they run
 
         find_model_dir(path)  # names what was looked for when the folder holds no model
         return "local", path
@@ -35,6 +35,7 @@ def run_defaults(path: Path | None) -> tuple[dict, str | None, str]:
     """(decoding knobs, task, model family) a run folder records; empty for a model folder or a hub id."""
     if path is None:
         return {}, None, ""
+    # deferred: the CLI's subcommands import only what they run
     from mdm.eval.api import find_model_dir, find_record, read_record, run_decoding, train_folder_record
 
     model_dir = find_model_dir(path)
@@ -44,6 +45,7 @@ def run_defaults(path: Path | None) -> tuple[dict, str | None, str]:
 
 
 def load(target: str, kind: str, device, dtype):
+    # deferred: the CLI's subcommands import only what they run
     from transformers.utils import logging as hf_logging
 
     from mdm.eval.api import load_model, resolve_device, resolve_dtype
@@ -53,7 +55,7 @@ def load(target: str, kind: str, device, dtype):
     if kind == "local":
         model, tokenizer, _ = load_model(target, device, dtype)
         return model, tokenizer
-    from mdm.models import load_hub_model
+    from mdm.models import load_hub_model  # deferred: the CLI's subcommands import only what they run
 
     dev = resolve_device(device)
     try:
@@ -68,6 +70,7 @@ def load(target: str, kind: str, device, dtype):
 def cmd_generate(args) -> None:
     kind, path = resolve_target(args.target)
     run_decoding, task, family = run_defaults(path)
+    # deferred: the CLI's subcommands import only what they run
     from mdm.sampler import TASK_DECODING, DecodeConfig
 
     cli = {"gen_length": args.gen_length, "steps": args.steps, "block_length": args.block_length,
@@ -99,6 +102,7 @@ class Answerer:
     """Prompts -> response texts, in the run's chat format and with one decoding config."""
 
     def __init__(self, model, tokenizer, config, family: str, batch_size: int):
+        # deferred: the CLI's subcommands import only what they run
         from mdm.data import mask_token_id_of
         from mdm.sampler import is_autoregressive
 
@@ -107,6 +111,7 @@ class Answerer:
         self.mask_id = None if self.causal else mask_token_id_of(tokenizer, getattr(model, "config", None))
 
     def __call__(self, prompts: list[str]) -> list[str]:
+        # deferred: the CLI's subcommands import only what they run
         from mdm.sampler import autoregressive_generate, chat_prompt_ids, decode_text, generate
 
         tok = self.tokenizer

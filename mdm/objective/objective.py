@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from mdm.adapters import checked
 from mdm.objective.batch import MDMBatch
 from mdm.objective.components.masks import RowUniforms
 from mdm.objective.method import Method
@@ -30,8 +31,6 @@ TokenCE = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tor
 
 def logits_of(model, input_ids, attention_mask, causal: bool = False) -> torch.Tensor:
     """One forward, the padding shown the way this model honours it (`mdm.adapters`: probed once per model)."""
-    from mdm.adapters import checked
-
     return checked(model, causal).logits(model, input_ids, attention_mask)
 
 

@@ -7,10 +7,12 @@ own per-seed CSV, the same page says what the paper's numbers themselves support
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
-from mdm.report.stats import bootstrap_interval
+from mdm.report.stats import bootstrap_interval, seed_component
 from mdm.report.tables import done_scores, outcome_table, paired, paper_task
 
 REDUCERS = ("ppots", "mirror", "isad", "syrm", "strats", "ema")
@@ -146,8 +148,6 @@ PROFILE_CLAIMS = (
 def profile_claims(paths) -> list[dict]:
     """Claim rows from variance profiles: the ratio to Standard with a normal 95% interval from its paired
     bootstrap SE (same resampled sequences); reproduced when the interval lies below the bound."""
-    import json
-
     rows = []
     for path in paths:
         result = json.loads(path.read_text())
@@ -209,7 +209,7 @@ def _n_seeds(df, task, who) -> int:
 def _sd_ratio(df: pd.DataFrame | None, task: str, a: str, b: str) -> tuple[float, float, float]:
     """SD(a) / SD(b) over seeds with its 95% interval from the F distribution of a variance ratio (normal
     seeds): nan when either side has fewer than 2 seeds."""
-    from scipy.stats import f
+    from scipy.stats import f  # deferred: scipy.stats.f, only for this interval
 
     if df is None:
         return np.nan, np.nan, np.nan
@@ -225,9 +225,7 @@ def spread_table(df: pd.DataFrame) -> pd.DataFrame:
     """Run-to-run spread per task and row: the seed SD with its 95% interval (chi-square, normal seeds), the
     seed component alone (per-prompt sampling noise taken out: two-way ANOVA, where outcomes are kept), the
     worst run, and the SD's ratio to the ARMs' pooled seed SD with its F interval."""
-    from scipy.stats import chi2
-
-    from mdm.report.stats import seed_component
+    from scipy.stats import chi2  # deferred: scipy.stats.chi2, only for this interval
 
     done = df[df.status == "done"].dropna(subset=["score"])
     rows = []

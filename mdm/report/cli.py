@@ -7,6 +7,7 @@ from pathlib import Path
 
 
 def cmd_report(args) -> None:
+    # deferred: the CLI's subcommands import only what they run
     from mdm.report.render import write_report
     from mdm.report.tables import load_scores
 
@@ -25,7 +26,7 @@ def cmd_report(args) -> None:
 def task_reports(rows, inputs, out: Path) -> list[str]:
     """Each task plugin's own report files (its `report` hook, which reads artifacts and never trains); returns
     the README lines that link them."""
-    from mdm.data import TASKS
+    from mdm.data import TASKS  # deferred: the CLI's subcommands import only what they run
 
     roots = [Path(p) for p in inputs if Path(p).is_dir()]
     links = []

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mdm.data import TASKS
 from mdm.errors import ConfigError
+from mdm.eval.api import read_record, train_folder_record
 
 COLUMNS = ["model_family", "method", "task", "seed", "score"]
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference"
@@ -33,8 +35,6 @@ def read_records(root: Path, warn=None) -> pd.DataFrame:
     """Every `record.json` under root (`mdm bench`), and every `mdm train` folder (result.json, run_config.json,
     and record.json if `mdm eval` wrote one). A record that cannot be read is skipped with a line to `warn`
     naming the file; a folder with no run at all is a ConfigError."""
-    from mdm.eval.api import read_record, train_folder_record
-
     rows = []
     paths = {*root.rglob("record.json"), *(p.with_name("record.json") for p in root.rglob("result.json"))}
     for path in sorted(paths):
@@ -171,8 +171,6 @@ def paper_reference(benchmark: str) -> pd.DataFrame | None:
 
 def paper_task(task: str) -> str:
     """The paper's task a task stands for (its TaskSpec's `stands_for`: same format and scorer), else itself."""
-    from mdm.data import TASKS
-
     spec = TASKS.get(task)
     return spec.stands_for if spec is not None and spec.stands_for else task
 
@@ -205,6 +203,7 @@ def leaderboard(df: pd.DataFrame, paper: pd.Series | None = None) -> pd.DataFram
     """Per task and method: every seed, mean with its 95% interval, sample std, min, max, range, compute per
     run, the gain over Standard with a paired 95% interval and a permutation p over seeds, and `best` only
     where the paired interval of the best row's lead over the runner-up excludes 0 (mdm.report.stats)."""
+    # deferred: mdm.report.stats imports scipy, only for intervals and p-values
     from mdm.report.stats import bootstrap_interval, permutation_p
 
     done = df[df.status == "done"].dropna(subset=["score"])
@@ -303,6 +302,7 @@ def is_compute_baseline(method: str) -> bool:
 def _equal_compute(board: pd.DataFrame, g: pd.DataFrame, tables: dict, task: str) -> None:
     """Each row's gain over the baseline row that spent the same forward/backward passes per run (within 2%):
     Standard for a 1-pass method, `multisample2` for a 2-view one; none where no baseline matches."""
+    # deferred: mdm.report.stats imports scipy, only for intervals and p-values
     from mdm.report.stats import bootstrap_interval
 
     if "passes/run" not in g:
@@ -342,6 +342,7 @@ def synergy(df: pd.DataFrame, costs: dict[str, float] | None = None) -> pd.DataF
     """For each combination 'a+b(+...)' whose parts and 'standard' were run: gains over Standard, their
     sum, synergy = gain(combo) - sum of gains with a paired 95% interval (bootstrap over seeds and, where
     per-prompt outcomes are kept, prompts: mdm.report.stats), and gains per pass."""
+    # deferred: mdm.report.stats imports scipy, only for intervals and p-values
     from mdm.report.stats import bootstrap_interval
 
     mdm = df[(df.status == "done") & (df.model_family == "mdm")].dropna(subset=["score"])

@@ -35,6 +35,18 @@ import torch
 import torch.nn.functional as F
 
 from mdm.errors import ConfigError
+from mdm.t2i.cache import cached_dir
+from mdm.t2i.image_tokenizer import as_uint8_batch
+from mdm.t2i.scenes import (
+    COLOURS,
+    LAYOUTS,
+    SHAPES,
+    TEMPLATES_ONE,
+    Scene,
+    caption,
+    captions_of,
+    make_examples,
+)
 
 TINY_CLIP_NAME = "mdm-tiny-clip"
 TINY_CLIP_CONFIG = {
@@ -89,6 +101,7 @@ class _IndexProcessor:
 
 def torchmetrics_clip_score(image_emb: torch.Tensor, text_emb: torch.Tensor) -> float:
     """torchmetrics.multimodal.CLIPScore on row-aligned embeddings (its definition: max(mean(100 cos), 0))."""
+    # deferred: torchmetrics, only for the reference CLIP score
     from torchmetrics.multimodal.clip_score import CLIPScore
 
     n = image_emb.shape[0]
@@ -112,7 +125,7 @@ class ClipScorer:
     @classmethod
     def from_open_clip(cls, model_name: str = "ViT-B-32", pretrained: str | None = "openai", device=None,
                        cache_dir: str | None = None) -> ClipScorer:
-        import open_clip
+        import open_clip  # deferred: open_clip (slow import), only when a CLIP model is built
 
         model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained,
                                                                      device=device or "cpu", cache_dir=cache_dir)
@@ -133,9 +146,7 @@ class ClipScorer:
         return cls.from_open_clip(model_name, pretrained, device=device)
 
     def _pil(self, images):
-        from PIL import Image
-
-        from mdm.t2i.image_tokenizer import as_uint8_batch
+        from PIL import Image  # deferred: PIL, only to hand images to open_clip's preprocessing
 
         if isinstance(images, (list, tuple)) and images and hasattr(images[0], "convert"):
             return [im.convert("RGB") for im in images]
@@ -176,7 +187,7 @@ class ClipScorer:
 
 
 def _register_tiny_config(folder: Path) -> None:
-    import open_clip
+    import open_clip  # deferred: open_clip (slow import), only when a CLIP model is built
 
     path = folder / f"{TINY_CLIP_NAME}.json"
     if not path.is_file():
@@ -207,9 +218,7 @@ def _soft_contrastive(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor,
 @torch.enable_grad()  # it may be built lazily inside an evaluation that runs under no_grad
 def train_tiny_clip(folder: Path, settings: dict, echo=None) -> dict:
     """Train the tiny CLIP on training captions + fresh renders; writes the checkpoint and a log."""
-    import open_clip
-
-    from mdm.t2i.scenes import make_examples
+    import open_clip  # deferred: open_clip (slow import), only when a CLIP model is built
 
     _register_tiny_config(folder)
     if settings.get("threads"):
@@ -219,7 +228,7 @@ def train_tiny_clip(folder: Path, settings: dict, echo=None) -> dict:
         model, _, preprocess = open_clip.create_model_and_transforms(TINY_CLIP_NAME, pretrained=None)
     tokenizer = open_clip.get_tokenizer(TINY_CLIP_NAME)
     examples = make_examples("train", settings["n_pairs"], seed=settings["data_seed"])
-    from PIL import Image
+    from PIL import Image  # deferred: PIL, only to hand images to open_clip's preprocessing
 
     images = torch.stack([preprocess(Image.fromarray(e["image"])) for e in examples])
     tokens = tokenizer([e["caption"] for e in examples])
@@ -257,9 +266,7 @@ def train_tiny_clip(folder: Path, settings: dict, echo=None) -> dict:
 
 def tiny_clip(cache_dir=None, device=None, echo=None, **overrides) -> ClipScorer:
     """The cached tiny CLIP as a ClipScorer (trained now if missing, ~1 CPU minute)."""
-    import open_clip
-
-    from mdm.t2i.cache import cached_dir
+    import open_clip  # deferred: open_clip (slow import), only when a CLIP model is built
 
     unknown = sorted(set(overrides) - set(TINY_CLIP_TRAIN))
     if unknown:
@@ -287,16 +294,6 @@ def retrieval_eval(scorer: ClipScorer, n: int = 400, seed: int = 12) -> dict:
     top1: the best-scoring test caption describes the image's scene;
     hard_<attribute>: the caption beats every caption (same template) that changes only that attribute;
     clip_score_matched / clip_score_mismatched: mean CLIP score of matching / mismatched pairs."""
-    from mdm.t2i.scenes import (
-        COLOURS,
-        LAYOUTS,
-        SHAPES,
-        Scene,
-        caption,
-        captions_of,
-        make_examples,
-    )
-
     examples = make_examples("test", n, seed=seed)
     captions = captions_of("test")
     img = F.normalize(scorer.embed_images([e["image"] for e in examples]).double(), dim=-1)
@@ -334,8 +331,6 @@ def retrieval_eval(scorer: ClipScorer, n: int = 400, seed: int = 12) -> dict:
 
 
 def _template_index(text: str, scene) -> int:
-    from mdm.t2i.scenes import TEMPLATES_ONE, caption
-
     for k in range(len(TEMPLATES_ONE)):
         if caption(scene, k) == text:
             return k

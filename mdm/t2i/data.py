@@ -19,13 +19,16 @@ method preset unchanged.
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
+from mdm.data import build_tokenizer
 from mdm.data.tokenizer import ASSISTANT, BOS, USER
-from mdm.t2i.image_tokenizer import ImageTokenizer, load_image_tokenizer
+from mdm.t2i.image_tokenizer import ImageTokenizer, load_image_tokenizer, tiny_image_tokenizer
+from mdm.t2i.scenes import captions_of
 
 TEXT_VOCAB = 384  # tiny BPE on the captions: every word is one token
 
@@ -51,9 +54,6 @@ def add_image_tokens(text_tokenizer, codebook_size: int):
 
 def tiny_text_tokenizer(vocab_size: int = TEXT_VOCAB, cache_dir=None):
     """The tiny BPE trained on the task's training captions (cached by content, `mdm.data.build_tokenizer`)."""
-    from mdm.data import build_tokenizer
-    from mdm.t2i.scenes import captions_of
-
     return build_tokenizer([c for c, _ in captions_of("train")], vocab_size=vocab_size, cache_dir=cache_dir)
 
 
@@ -79,8 +79,6 @@ class T2ICodec:
 
     @classmethod
     def tiny(cls, cache_dir=None) -> T2ICodec:
-        from mdm.t2i.image_tokenizer import tiny_image_tokenizer
-
         return cls.build(tiny_text_tokenizer(), tiny_image_tokenizer(cache_dir))
 
     # ------------------------------------------------------------ ids
@@ -112,6 +110,7 @@ class T2ICodec:
     def prompt_ids(self, caption: str) -> list[int]:
         """`<|bos|><|user|>caption<|assistant|>` (the data layer's format without a chat template)."""
         if getattr(self.tokenizer, "chat_template", None):
+            # deferred: mdm.sampler (the objective's pydantic schema), only for a chat template
             from mdm.sampler import chat_prompt_ids
 
             return chat_prompt_ids(self.tokenizer, caption)
@@ -165,9 +164,7 @@ def text_to_image_2m(n: int | None = None, root: str | None = None, shards: int 
     `jpg` and a `json` holding the `prompt` per sample), following the dataset card's loader. `root`: a local
     folder of `data_*.tar` shards (else the hub's 35 shards); `split` "test" reads the last shard only, "train"
     the others (the dataset has no test split; the paper's subset, steps and resolution are not stated: OPEN)."""
-    import glob
-
-    import datasets
+    import datasets  # deferred: datasets (slow import), only for the Text-to-Image-2M shards
 
     files = sorted(glob.glob(f"{root}/**/data_*.tar", recursive=True)) if root else \
         [T2I_2M_SHARD.format(i=i) for i in range(shards)]

@@ -12,7 +12,7 @@ GREEN, RED, GREY = (60, 200, 90), (230, 60, 60), (110, 110, 110)
 
 
 def _font(size: int = 11):
-    from PIL import ImageFont
+    from PIL import ImageFont  # deferred: PIL, only when a grid is drawn
 
     try:
         return ImageFont.load_default(size=size)
@@ -24,8 +24,9 @@ def save_grid(images, path: str | Path, captions: Sequence[str] | None = None, o
               cols: int = 8, scale: int = 4, row_labels: Sequence[str] | None = None, title: str | None = None) -> Path:
     """Tile uint8 [N, H, W, 3] images (row-major, `cols` per row), each upscaled `scale` x (nearest), with its
     caption below and a frame coloured by `ok` (green True, red False, grey None). `row_labels` prefix rows."""
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw  # deferred: PIL, only when a grid is drawn
 
+    # deferred: mdm.t2i.image_tokenizer imports torch; this module is torch-free
     from mdm.t2i.image_tokenizer import as_uint8_batch
 
     imgs = as_uint8_batch(images)

@@ -34,6 +34,9 @@ import numpy as np
 import torch
 
 from mdm.errors import ConfigError
+from mdm.t2i.cache import cached_dir
+from mdm.t2i.magvit import DEFAULT_IMAGE_SIZE, load_magvit, magvit_sizes
+from mdm.t2i.scenes import IMAGE_SIZE, make_examples
 
 
 def as_uint8_batch(images) -> np.ndarray:
@@ -115,6 +118,7 @@ class KMeansPatchTokenizer(ImageTokenizer):
     @classmethod
     def fit(cls, images, codebook_size: int = 256, patch: int = 4, seed: int = 0) -> KMeansPatchTokenizer:
         """k-means (k = min(codebook_size, distinct patches)) over the distinct patches, weighted by count."""
+        # deferred: scikit-learn (slow import), only to fit the tiny codebook
         from sklearn.cluster import KMeans
 
         imgs = as_uint8_batch(images)
@@ -179,9 +183,6 @@ TINY_DEFAULTS = {"codebook_size": 256, "patch": 4, "n_images": 2000, "data_seed"
 
 def tiny_image_tokenizer(cache_dir: str | Path | None = None, **settings) -> KMeansPatchTokenizer:
     """The tiny task's k-means codebook, fitted on `n_images` training images once and cached."""
-    from mdm.t2i.cache import cached_dir
-    from mdm.t2i.scenes import IMAGE_SIZE, make_examples
-
     unknown = sorted(set(settings) - set(TINY_DEFAULTS))
     if unknown:
         raise ConfigError(f"image_tokenizer.{unknown[0]}", f"unknown setting; allowed: {', '.join(TINY_DEFAULTS)}")
@@ -207,6 +208,7 @@ class DiffusersVQTokenizer(ImageTokenizer):
 
     def __init__(self, model, image_size: int | None = None, device=None, dtype=torch.float32):
         if isinstance(model, (str, Path)):
+            # deferred: diffusers (slow import), only for a VQ model folder or hub id
             from diffusers import VQModel
 
             model = VQModel.from_pretrained(str(model), torch_dtype=dtype)
@@ -257,8 +259,6 @@ class MagvitV2Tokenizer(ImageTokenizer):
     name = "magvitv2"
 
     def __init__(self, model="showlab/magvitv2", image_size: int | None = None, device=None, code_dir=None):
-        from mdm.t2i.magvit import DEFAULT_IMAGE_SIZE, load_magvit, magvit_sizes
-
         self.source = str(model) if isinstance(model, (str, Path)) else None
         if isinstance(model, (str, Path)):
             model = load_magvit(model, code_dir=code_dir)
@@ -274,7 +274,7 @@ class MagvitV2Tokenizer(ImageTokenizer):
 
     @torch.no_grad()
     def encode(self, images) -> torch.Tensor:
-        from PIL import Image
+        from PIL import Image  # deferred: PIL, only to resize images
 
         imgs = as_uint8_batch(images)
         if imgs.shape[1:3] != (self.image_size, self.image_size):
@@ -300,7 +300,7 @@ class MagvitV2Tokenizer(ImageTokenizer):
 
 
 def _resize_center_crop(image, size: int) -> np.ndarray:
-    from PIL import Image
+    from PIL import Image  # deferred: PIL, only to resize images
 
     w, h = image.size
     scale = size / min(w, h)

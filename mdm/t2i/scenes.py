@@ -185,7 +185,7 @@ def _classify_shape(comp: np.ndarray) -> str:
 
 def read_image(image: np.ndarray) -> Reading:
     """Segment an image (uint8 or float in [0, 1], HxWx3) into the checker's reading."""
-    from scipy import ndimage
+    from scipy import ndimage  # deferred: scipy, only to read back a rendered image
 
     img = np.asarray(image, dtype=np.float64)
     if img.max() <= 1.0 and image.dtype != np.uint8:

@@ -22,16 +22,18 @@ from dataclasses import dataclass
 
 import torch
 
+from mdm.adapters.mmada_prompting import RESERVED, T2IIds, t2i_sequences
 from mdm.errors import ConfigError
+from mdm.maskgit import maskgit_generate
 
 
 def sequence_format(tokenizer, model_config, image_tokenizer, max_text_len: int = 128):
     """The format of this (tokenizer, model config, image tokenizer) triple, or one ConfigError saying why not."""
-    from mdm.t2i.data import image_token
+    from mdm.t2i.data import image_token  # deferred: mdm.t2i.data imports transformers (its text tokenizer)
 
     vocab = tokenizer.get_vocab()
     if image_token(0) in vocab:
-        from mdm.t2i.data import T2ICodec
+        from mdm.t2i.data import T2ICodec  # deferred: mdm.t2i.data imports transformers (its text tokenizer)
 
         try:
             return ChatFormat(T2ICodec.build(tokenizer, image_tokenizer))
@@ -60,6 +62,7 @@ class ChatFormat:
 
     def generate(self, model, captions, *, steps: int, schedule: str = "cosine", temperature: float = 0.0,
                  seed: int = 0, batch_size: int = 64, guidance_scale: float = 0.0) -> torch.Tensor:
+        # deferred: mdm.t2i.generate (with the objective's pydantic schema), only to decode
         from mdm.t2i.generate import ImageDecodeConfig, generate_codes
 
         if guidance_scale:
@@ -82,8 +85,7 @@ class MMaDAFormat:
 
     @classmethod
     def build(cls, tokenizer, config, image_tokenizer, max_text_len: int) -> MMaDAFormat:
-        from mdm.adapters.mmada_prompting import RESERVED, T2IIds
-        from mdm.data import mask_token_id_of
+        from mdm.data import mask_token_id_of  # deferred: mdm.data's tokenizer imports transformers
 
         where = "data.options.image_tokenizer"
         if image_tokenizer.name != "magvitv2":
@@ -113,8 +115,6 @@ class MMaDAFormat:
         return cls(tokenizer, image_tokenizer, ids, offset, mask_token_id_of(tokenizer, config), max_text_len)
 
     def _rows(self, captions, image_ids: torch.Tensor, drop=None):
-        from mdm.adapters.mmada_prompting import t2i_sequences
-
         texts = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in captions]
         seq, mask, _ = t2i_sequences(texts, image_ids, self.ids, self.max_text_len, drop=drop)
         return seq, mask
@@ -132,8 +132,6 @@ class MMaDAFormat:
 
     def generate(self, model, captions, *, steps: int, schedule: str = "cosine", temperature: float = 0.0,
                  seed: int = 0, batch_size: int = 64, guidance_scale: float = 0.0) -> torch.Tensor:
-        from mdm.maskgit import maskgit_generate
-
         if schedule != "cosine":
             raise ConfigError("eval.accuracy.schedule", "MMaDA decodes with MaskGIT's cosine schedule")
         device = next(model.parameters()).device

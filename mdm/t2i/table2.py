@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import sys
 from pathlib import Path
@@ -50,7 +51,7 @@ def load_results(runs: str | Path) -> dict:
 
 def summarize_runs(runs: str | Path, out: str | Path, methods=None, seeds=None, scorer=None, echo=print) -> dict:
     """Summary, markdown table, CLIP retrieval and comparison grid of the text-to-image runs under `runs`."""
-    from mdm.t2i.clip import retrieval_eval, tiny_clip
+    from mdm.t2i.clip import retrieval_eval, tiny_clip  # deferred: mdm.t2i.clip imports torch and open_clip
 
     results = load_results(runs)
     if not results:
@@ -108,8 +109,7 @@ def summarize(results: dict, methods, seeds, retrieval: dict | None) -> dict:
 def comparison_grid(results: dict, methods, seed: int, tokenizer, path: Path, n: int = 12):
     """Rows: ground truth, then each method (seed `seed`), on `n` evaluation captions spread over the list;
     `tokenizer`: the runs' image tokenizer (the ground truth is drawn at its image size)."""
-    import random
-
+    # deferred: numpy and the image helpers, only for the comparison grid
     import numpy as np
 
     from mdm.t2i.grid import save_grid
@@ -124,6 +124,7 @@ def comparison_grid(results: dict, methods, seed: int, tokenizer, path: Path, n:
         samples = [json.loads(line) for line in (Path(run["run_dir"]) / "samples.jsonl").read_text().splitlines()]
         samples = [samples[i] for i in grid_indices(len(samples), n)]
         if captions is None:
+            # deferred: numpy and the image helpers, only for the comparison grid
             from mdm.t2i.scenes import Scene
 
             captions = [s["caption"] for s in samples]
@@ -132,7 +133,7 @@ def comparison_grid(results: dict, methods, seed: int, tokenizer, path: Path, n:
             truth = np.stack([render(sc, rng) for sc in scenes])
             oks += [check_attributes(im, sc)["all"] for im, sc in zip(truth, scenes)]
             if truth.shape[1] != tokenizer.image_size:
-                from PIL import Image
+                from PIL import Image  # deferred: PIL, only for the comparison grid
 
                 size = (tokenizer.image_size, tokenizer.image_size)
                 truth = np.stack([np.asarray(Image.fromarray(im).resize(size, Image.NEAREST)) for im in truth])

@@ -26,9 +26,11 @@ import random
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from mdm.errors import ConfigError
+from mdm.eval.api import find_record, load_model, read_record, train_folder_record, update_record
+from mdm.schema import describe_validation_error
 from mdm.train.config import Strict, validate_model
 
 TASK = "text-to-image"
@@ -51,10 +53,6 @@ class TaskOptions(Strict):
 
 
 def task_options(options: dict | None) -> TaskOptions:
-    from pydantic import ValidationError
-
-    from mdm.schema import describe_validation_error
-
     try:
         return TaskOptions.model_validate(dict(options or {}))
     except ValidationError as e:
@@ -65,6 +63,7 @@ def image_tokenizer_of(options: TaskOptions, cache_dir=None):
     """The run's image tokenizer (cached in memory per process: the loader, tokenize and evaluate share it)."""
     key = (options.image_tokenizer, options.image_size, options.code_dir, str(cache_dir))
     if key not in _IMAGE_TOKENIZERS:
+        # deferred: torch; the task plugin loads torch-free for config checks
         from mdm.t2i.image_tokenizer import load_image_tokenizer
 
         kind = options.image_tokenizer.partition(":")[0]
@@ -117,15 +116,17 @@ def t2i_cache(cache_dir) -> Path | None:
 
 def loader(split: str = "train", n: int = 1000, seed: int = 0, **options) -> list[dict]:
     """`make_task("text-to-image", split, n, seed, **options)`: caption + the image's codes (see the docstring)."""
+    # deferred: torch and transformers; the task plugin loads torch-free for config checks
     from mdm.t2i.data import image_text
 
     o = task_options(options)
     if o.images == "scenes":
-        from mdm.t2i.scenes import make_examples
+        from mdm.t2i.scenes import make_examples  # deferred: numpy, only for generated scenes
 
         examples = [{"caption": e["caption"], "image": e["image"], "id": e["id"], "answer": e["scene"].to_dict()}
                     for e in make_examples(split, n, seed)]
     else:  # the paper's data; test: the pairs after the first `n` training ones
+        # deferred: torch and transformers; the task plugin loads torch-free for config checks
         from mdm.t2i.data import text_to_image_2m
 
         examples = list(text_to_image_2m(n, root=o.root, split=split))
@@ -138,6 +139,7 @@ def loader(split: str = "train", n: int = 1000, seed: int = 0, **options) -> lis
 
 def tokenize(tokenizer, examples: list[dict], max_length: int, model_config=None, **options) -> tuple[list, int]:
     """Items in the model's layout (`mdm.t2i.sequences`) no longer than `max_length`, and how many were dropped."""
+    # deferred: torch; the task plugin loads torch-free for config checks
     from mdm.t2i.sequences import sequence_format
 
     o = task_options(options)
@@ -150,6 +152,7 @@ def tokenize(tokenizer, examples: list[dict], max_length: int, model_config=None
 def tokenizer(cache_dir=None, **options):
     """The tiny model's tokenizer: caption BPE + one `<|img_c|>` token per code of the run's image tokenizer (len =
     the model's vocabulary). `cache_dir`: the run's cache root (`mdm.cache`)."""
+    # deferred: torch and transformers; the task plugin loads torch-free for config checks
     from mdm.t2i.data import T2ICodec, tiny_text_tokenizer
 
     return T2ICodec.build(tiny_text_tokenizer(), image_tokenizer_of(task_options(options), t2i_cache(cache_dir))).tokenizer
@@ -170,9 +173,9 @@ def evaluate(run_dir: str | Path, settings: dict | None = None, *, scorer=None, 
     the record's `eval.text-to-image` + `metrics`. Returns what `mdm.eval.api.evaluate_run` returns (which calls
     this for a text-to-image run). On the tiny scenes also the attribute accuracy and the reference rows (ground
     truth, its codebook reconstruction, chance); on text-to-image-2m the CLIP score alone."""
+    # deferred: torch and the t2i stack, only to evaluate; the task plugin loads torch-free
     import torch
 
-    from mdm.eval.api import find_record, load_model, read_record, train_folder_record, update_record
     from mdm.t2i.clip import ClipScorer
     from mdm.t2i.sequences import sequence_format
 
@@ -187,7 +190,7 @@ def evaluate(run_dir: str | Path, settings: dict | None = None, *, scorer=None, 
     image_tokenizer = image_tokenizer_of(o, cache)
     fmt = sequence_format(tok, model.config, image_tokenizer, o.max_text_len)
     if o.images == "scenes":
-        from mdm.t2i.scenes import captions_of
+        from mdm.t2i.scenes import captions_of  # deferred: numpy, only for generated scenes
 
         pairs = captions_of(s.split)[: s.limit]
         captions, scenes = [c for c, _ in pairs], [sc for _, sc in pairs]
@@ -214,7 +217,7 @@ def evaluate(run_dir: str | Path, settings: dict | None = None, *, scorer=None, 
             f.write(json.dumps({"caption": cap, "scene": scene, "codes": cd, "checks": ck, "clip_score": cs}) + "\n")
     grid = None
     if s.grid:
-        from mdm.t2i.grid import save_grid
+        from mdm.t2i.grid import save_grid  # deferred: numpy and PIL, only for the sample grid
 
         pick = grid_indices(len(images), s.grid)
         title = f"{record['method']} seed {record['seed']}: " if "method" in record and "seed" in record else ""
@@ -236,7 +239,7 @@ def evaluate(run_dir: str | Path, settings: dict | None = None, *, scorer=None, 
 def report(rows, roots, out) -> list[str]:
     """`mdm report` hook: attribute accuracy per attribute, the tiny CLIP's retrieval check and a grid of generated
     samples, from the run folders (reads artifacts, never trains); the README lines that link them."""
-    from mdm.t2i.table2 import summarize_runs
+    from mdm.t2i.table2 import summarize_runs  # deferred: mdm.t2i.table2 imports this module
 
     written = [summarize_runs(root, out, echo=lambda *_: None) for root in roots]
     if not any(written):  # runs on other images than the tiny scenes: no attributes to summarize
@@ -248,9 +251,11 @@ def report(rows, roots, out) -> list[str]:
 def _scene_checks(images, scenes, captions, image_tokenizer, scorer, seed: int):
     """(reference rows, per-image attribute checks, attribute accuracy) on the tiny scenes; images of another size
     (a MAGVIT-v2 at its own resolution) are resized to the scenes' before the checker reads them."""
+    # deferred: numpy, only for generated scenes
     from mdm.t2i.scenes import IMAGE_SIZE, attribute_accuracy, chance_accuracy, check_attributes, render
 
     def at_scene_size(batch):
+        # deferred: numpy and PIL, only to check rendered scenes
         import numpy as np
         from PIL import Image
 

@@ -8,10 +8,12 @@ from pathlib import Path
 
 
 def cmd_train(args) -> None:
-    from mdm.train.config import load_run_config
+    from mdm.train.config import load_run_config  # deferred: the CLI's subcommands import only what they run
 
     cfg = load_run_config(args.config, args.set, args.output_dir)  # config errors come before torch is imported
-    from mdm.io import read_json
+    from mdm.io import read_json  # deferred: the CLI's subcommands import only what they run
+
+    # deferred: mdm.train.trainer imports torch: after the config's errors
     from mdm.train.trainer import RESULT, set_aside, stale_reason, train_run
 
     main = int(os.environ.get("RANK", "0")) == 0

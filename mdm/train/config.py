@@ -13,10 +13,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
+from mdm.data.dataset import absolute_paths, check_source
+from mdm.data.tasks import TASKS, get_task
 from mdm.errors import ConfigError
 from mdm.remote_code import check_code_dir, looks_like_path
 from mdm.schema import Strict, apply_overrides, describe_validation_error, read_yaml, validate_model  # noqa: F401
 from mdm.tiny import TinySize
+from mdm.train.trackers import check_trackers
 
 TINY = TinySize()
 
@@ -105,15 +108,11 @@ class DataConfig(Strict):
     @model_validator(mode="after")
     def _dataset_paths(self):
         if self.task == "dataset":  # the record names the user's files absolutely (mdm eval from anywhere)
-            from mdm.data.dataset import absolute_paths
-
             self.options = absolute_paths(self.options)
         return self
 
     def spec(self):
         """The run's TaskSpec (ISAD delimiters, SyRM syntax, scorer); a `dataset` run's is built from its options."""
-        from mdm.data.tasks import get_task
-
         return get_task(self.task, self.options)
 
 
@@ -216,6 +215,7 @@ class RunConfig(Strict):
 
 def check_method(cfg: RunConfig, where: str) -> None:
     """Build the method once, so an unknown preset or option is reported before any compute."""
+    # deferred: mdm.objective imports torch; config errors come before any torch import
     from mdm.objective import Method
 
     if cfg.model.family == "arm":
@@ -235,21 +235,15 @@ def check_run(cfg: RunConfig, where: str) -> None:
     if t.micro_batch_size > t.global_batch_size:
         raise ConfigError(f"{where}: training.micro_batch_size", f"{t.micro_batch_size} is larger than "
                           f"global_batch_size {t.global_batch_size}")
-    from mdm.train.trackers import check_trackers
-
     check_trackers(t.report_to, where)
     if t.peft is not None and importlib.util.find_spec("peft") is None:
         raise ConfigError(f"{where}: training.peft", "LoRA needs the 'peft' package, which is not installed; "
                           "pip install peft (or set training.peft: null for a full fine-tune)")
-    from mdm.data.tasks import TASKS
-
     if cfg.data.task not in TASKS:
         raise ConfigError(f"{where}: data.task", f"unknown task {cfg.data.task!r}; allowed: {', '.join(TASKS)}")
     try:
         cfg.data.spec()  # a task declared by its options (dataset): a bad scorer or option is named now
         if cfg.data.task == "dataset":
-            from mdm.data.dataset import check_source
-
             check_source(cfg.data.options, accuracy=cfg.eval.accuracy is not None)
         own = TASKS[cfg.data.task].hook("check")
         if own is not None:  # a task plugin checks its own settings

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mdm.data import make_task, tokenize_examples
+from mdm.data import get_task, make_task, tokenize_examples
 from mdm.errors import ConfigError
 from mdm.objective.rng import generator
 from mdm.train.config import DataConfig
@@ -25,8 +25,6 @@ def _data_where(where: str) -> str:
 def load_examples(cfg: DataConfig) -> list[dict]:
     """The task's training examples; a problem with the data (a missing file, a bad row, an unknown option, no
     rows) is one ConfigError naming the key or file."""
-    from mdm.data import get_task
-
     spec = get_task(cfg.task)
     try:
         if spec.generated:

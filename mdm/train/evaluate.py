@@ -13,6 +13,8 @@ repeats a batch with weight 0): FSDP and ZeRO-3 gather parameters in each forwar
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from mdm.adapters import checked
@@ -38,8 +40,6 @@ def heldout_loss(model, tokenizer, items: list[dict], task, max_length: int, *, 
         todo = [(idx, float(keep)) for idx, keep in shard(todo, accelerator.process_index, accelerator.num_processes)]
         autocast = accelerator.autocast()
     else:
-        import contextlib
-
         todo, autocast = [(idx, 1.0) for idx in todo], contextlib.nullcontext()
     try:
         with autocast:

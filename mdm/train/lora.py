@@ -12,6 +12,7 @@ import warnings
 
 import torch
 
+from mdm.adapters.gemma3 import Gemma3
 from mdm.errors import ConfigError
 
 WHERE = "training.peft.lora.target_modules"
@@ -45,11 +46,10 @@ def targets(model, lora, adapter) -> list[str]:
 def check_tiny(cfg) -> None:
     """A tiny run's targets checked on its architecture (meta device: no weights, no compute), before its base model
     may be pretrained."""
-    from transformers import Gemma3ForCausalLM
+    from transformers import Gemma3ForCausalLM  # deferred: transformers (slow import), only for a tiny run
 
-    from mdm.adapters.gemma3 import Gemma3
-    from mdm.models import TinySize, tiny_config
-    from mdm.train.model import tiny_tokenizer
+    from mdm.models import TinySize, tiny_config  # deferred: mdm.models imports transformers
+    from mdm.train.model import tiny_tokenizer  # deferred: mdm.train.model loads pydantic, for tiny runs only
 
     m = cfg.model
     tokenizer = tiny_tokenizer(m, cfg.data.task, cfg.data.options)
@@ -60,7 +60,7 @@ def check_tiny(cfg) -> None:
 
 def apply_lora(model, lora, adapter):
     """The PeftModel around `model` (LoRA injected into `model` in place; only the adapters require grad)."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model  # deferred: peft (imports transformers), only when LoRA is on
 
     names = targets(model, lora, adapter)
     head = output_layer(model)

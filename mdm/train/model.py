@@ -15,7 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mdm.cache import cache_root as root
 from mdm.cache import config_hash
+from mdm.data import get_task
+from mdm.data.dataset import fingerprint
 from mdm.io import file_lock
 from mdm.train.config import ModelConfig, RunConfig
 
@@ -23,12 +26,11 @@ BASE_FORMAT = "tiny-base-v1"  # bump when the recipe changes, so stale caches ar
 
 
 def cache_root(cfg: ModelConfig) -> Path:
-    from mdm.cache import cache_root as root
-
     return root(cfg.cache_dir)
 
 
 def _quiet_transformers():
+    # deferred: transformers (slow import); this module is torch- and transformers-free
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -38,6 +40,7 @@ def _quiet_transformers():
 def tiny_tokenizer(cfg: ModelConfig, task: str, options: dict | None = None):
     """The tiny BPE of a task: trained on a fixed draw of the task's training text (cached by content), or the
     task's own (its `tokenizer` hook). `options`: the task's loader options (generated tasks: level)."""
+    # deferred: mdm.data's tokenizer imports transformers
     from mdm.data import build_tokenizer, get_task, make_task
 
     options = options or {}
@@ -52,8 +55,6 @@ def tiny_tokenizer(cfg: ModelConfig, task: str, options: dict | None = None):
 
 
 def _generated(task: str) -> bool:
-    from mdm.data import get_task
-
     return get_task(task).generated
 
 
@@ -61,9 +62,9 @@ def load_dtype(cfg: RunConfig):
     """The dtype a pretrained model is loaded in: bfloat16 inside a DeepSpeed launch with bf16 (DeepSpeed casts the
     module to bf16 and keeps its own fp32 master weights, so an fp32 load only doubles every rank's host RAM: 32 GB
     for an 8B model), else float32 (DDP's autocast and FSDP's mixed precision keep fp32 weights in the module)."""
-    import torch
+    import torch  # deferred: torch, heavy; this module is torch-free
 
-    from mdm.train.trainer import use_bf16
+    from mdm.train.trainer import use_bf16  # deferred: mdm.train.trainer imports this module (and torch)
 
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"  # set by accelerate launch
     return torch.bfloat16 if deepspeed and use_bf16(cfg.training.bf16) else torch.float32
@@ -80,18 +81,19 @@ def build_model(cfg: RunConfig):
         path = ensure_base(cfg) if m.base == "auto" else Path(m.base)
         return load_pretrained(path, causal, dtype, code_dir=m.code_dir)
     if m.source == "tiny":
+        # deferred: mdm.models imports torch and transformers
         from mdm.models import TinySize, build_tiny_model
 
         tokenizer = tiny_tokenizer(m, cfg.data.task, cfg.data.options)
         model = build_tiny_model(tokenizer, causal=causal, seed=m.init_seed, size=TinySize(**m.size.model_dump()))
         return model, tokenizer
-    from mdm.models import load_hub_model
+    from mdm.models import load_hub_model  # deferred: mdm.models imports torch and transformers
 
     return load_hub_model(m.source, causal=causal, dtype=dtype, code_dir=m.code_dir)
 
 
 def load_pretrained(path: Path, causal: bool, dtype, code_dir=None):
-    from mdm.adapters import load_model
+    from mdm.adapters import load_model  # deferred: mdm.adapters imports torch
 
     _quiet_transformers()
     if not (Path(path) / "config.json").is_file():
@@ -127,8 +129,6 @@ def base_key(cfg: RunConfig) -> str:
     probe["model"].pop("cache_dir", None)
     what = [BASE_FORMAT, probe]
     if cfg.data.task == "dataset":  # the user's file may change under the same options: key on its content too
-        from mdm.data.dataset import fingerprint
-
         what.append(fingerprint(cfg.data.options))
     return f"{cfg.data.task}-{cfg.model.family}-{config_hash(what)}"
 
@@ -174,7 +174,7 @@ def ensure_base(cfg: RunConfig) -> Path:
 
 
 def _pretrain(base_cfg: RunConfig) -> None:
-    from mdm.train.trainer import Trainer
+    from mdm.train.trainer import Trainer  # deferred: mdm.train.trainer imports this module (and torch)
 
     result = Trainer(base_cfg).train()
     if result["status"] != "done":

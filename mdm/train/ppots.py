@@ -13,6 +13,7 @@ its cost is paid once per (model, task) instead of once per run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from mdm.io import atomic_write_json, file_lock, read_json
 from mdm.objective.rng import generator
 
 
@@ -42,8 +44,6 @@ def fit_density(*, model, items, collate, mask_token_id, pilot, device, meta=Non
     ({grid, density, ..., "pilot_cache": {key, reused}}). With `accelerator`, every rank calls this: the pilot's
     forwards are sharded over the ranks (the wrapped model, its autocast), each rank fits the same summed table, and
     the main process alone reads and writes the cache (holding its lock while the ranks compute)."""
-    import contextlib
-
     profile = fitter()
     main = accelerator is None or accelerator.is_main_process
     a = min(pilot.a, len(items))
@@ -58,8 +58,6 @@ def fit_density(*, model, items, collate, mask_token_id, pilot, device, meta=Non
 
     if cache_dir is None:
         return fit()
-    from mdm.io import atomic_write_json, file_lock, read_json
-
     key = path = cached = None
     if main:
         inner = accelerator.unwrap_model(model) if accelerator is not None else model
@@ -69,6 +67,7 @@ def fit_density(*, model, items, collate, mask_token_id, pilot, device, meta=Non
         if main:
             cached = read_json(path)
         if accelerator is not None:
+            # deferred: accelerate, only in a multi-process launch
             from accelerate.utils import broadcast_object_list
 
             shared = [cached, key]

@@ -29,10 +29,26 @@ from pathlib import Path
 
 import torch
 
+from mdm.adapters import checked_on_main
+from mdm.cache import writable_cache
+from mdm.data import Collator, get_task, mask_token_id_of
 from mdm.errors import ConfigError
 from mdm.io import atomic_write_json, atomic_write_text, read_json
+from mdm.objective import ARMObjective, MDMObjective, Method
+from mdm.objective.objective import model_token_ce
+from mdm.progress import progress
+from mdm.train import ppots, trackers
 from mdm.train.config import RunConfig
-from mdm.train.data import accumulation_steps, build_data, global_batch, micro_ranges, total_steps
+from mdm.train.data import (
+    accumulation_steps,
+    build_data,
+    global_batch,
+    load_examples,
+    micro_ranges,
+    total_steps,
+)
+from mdm.train.evaluate import heldout_loss
+from mdm.train.lora import apply_lora, check_tiny
 from mdm.train.trackers import check_trackers, tracker_dir
 
 LOG = "train_log.jsonl"
@@ -55,7 +71,7 @@ SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_
 
 def lr_scheduler(optimizer, schedule: str, warmup: int, total: int):
     """transformers' schedule: linear warmup from 0, then linear / cosine decay to 0 (or constant)."""
-    from transformers import get_scheduler
+    from transformers import get_scheduler  # deferred: transformers' schedulers, only when a run is set up
 
     return get_scheduler(SCHEDULES[schedule], optimizer, num_warmup_steps=warmup, num_training_steps=total)
 
@@ -98,23 +114,17 @@ class Trainer:
     # ------------------------------------------------------------ setup
 
     def setup(self) -> None:
+        # deferred: accelerate (slow import), only when a run is set up
         from accelerate import Accelerator
         from accelerate.utils import broadcast_object_list
 
-        from mdm.adapters import checked_on_main
-        from mdm.cache import writable_cache
-        from mdm.data import Collator, mask_token_id_of
-        from mdm.objective import ARMObjective, MDMObjective, Method
-        from mdm.train import ppots
-        from mdm.train.data import load_examples
+        # deferred: bound per run, so a test's stand-in for mdm.train.model.build_model is the one called
         from mdm.train.model import build_model, cache_root, ensure_base
 
         cfg, t = self.cfg, self.cfg.training
         if t.threads:
             torch.set_num_threads(t.threads)
         check_trackers(t.report_to)  # also for a config not read by load_run_config (check_run)
-        from mdm.data import get_task
-
         own_check = get_task(cfg.data.task).hook("check")
         if own_check is not None:  # a task plugin's checks (e.g. a model it cannot train yet), before any compute
             own_check(cfg)
@@ -127,8 +137,6 @@ class Trainer:
         if cfg.model.source == "tiny" or cfg.model.base == "auto" or fit_ppots:
             writable_cache(cfg.model.cache_dir)  # before any compute: tokenizers, bases and pilots are cached
         if t.peft is not None and cfg.model.source == "tiny":
-            from mdm.train.lora import check_tiny
-
             check_tiny(cfg)  # LoRA targets: before a tiny base is pretrained (other models: once loaded)
         if cfg.model.base == "auto":
             ensure_base(cfg)  # the tiny base is pretrained (a separate process inside a launch) before the Accelerator
@@ -153,8 +161,6 @@ class Trainer:
             self.adapter.enable_checkpointing(model)
         self.peft = None
         if t.peft is not None:  # LoRA injected into `model`; the PeftModel is kept to save and merge the adapter
-            from mdm.train.lora import apply_lora
-
             # the adapters' init and LoRA dropout use torch's global generator: seeded here, saved in checkpoints
             torch.manual_seed(t.seed)
             self.peft = apply_lora(model, t.peft.lora, self.adapter)
@@ -287,9 +293,8 @@ class Trainer:
 
     def train_step(self, step: int) -> dict:
         """Forward/backward over this process's micro-batches of global batch `step` (0-based), then update."""
+        # deferred: accelerate (slow import) stays out of this module's import
         from accelerate.utils import gather_object
-
-        from mdm.objective.objective import model_token_ce
 
         acc, t = self.acc, self.cfg.training
         items = self.data.train
@@ -389,9 +394,6 @@ class Trainer:
             raise
         self._segment_start = time.perf_counter()
         acc, t = self.acc, self.cfg.training
-        from mdm.progress import progress
-        from mdm.train import trackers
-
         every = max(1, math.ceil(self.total / 10)) if t.log_every == "auto" else t.log_every
         bar = progress(self.total, self.cfg.name or self.run_dir.name, initial=self.state["step"], every=every,
                        enabled=acc.is_main_process and t.progress)
@@ -456,8 +458,6 @@ class Trainer:
             "metrics": metrics,
         }
         if cfg.training.report_to:
-            from mdm.train import trackers
-
             acc.log({f"final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))} |
                     {"final/failed": int(status != "done")}, step=self.state["step"])
             trackers.finish(acc)
@@ -471,8 +471,6 @@ class Trainer:
     def _metrics(self) -> dict:
         """Train-loss summaries (main process: it wrote the log) and the held-out loss of the wrapped model, sharded
         over all ranks under autocast (mdm.train.evaluate)."""
-        from mdm.train.evaluate import heldout_loss
-
         metrics: dict = {}
         if self.acc.is_main_process:
             losses = [e["loss_raw"] for e in read_log(self.run_dir)]

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from pydantic import Field
 
 from mdm.objective.components.t_samplers import PPOTS, GridDensity
@@ -137,8 +138,6 @@ class AdaptivePPOTS(PPOTS):
 
 
 def _all_reduce(x: torch.Tensor) -> torch.Tensor:
-    import torch.distributed as dist
-
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         return x.clone()
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"

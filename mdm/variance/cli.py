@@ -74,6 +74,7 @@ def _writable_out(path: str) -> Path:
 
 
 def _setup(args, gradient: bool = False):
+    # deferred: the CLI's subcommands import only what they run
     from mdm.variance.estimator import check_sizes
     from mdm.variance.spec import load_spec
 
@@ -82,7 +83,7 @@ def _setup(args, gradient: bool = False):
     if threads is not None:
         if threads < 1:
             raise ConfigError("--threads", f"must be >= 1 (got {threads})")
-        import torch
+        import torch  # deferred: the CLI's subcommands import only what they run
 
         torch.set_num_threads(threads)
     base = spec.gradient if gradient else spec.pilot
@@ -100,6 +101,7 @@ def cmd_variance(args) -> None:
     methods = [m.strip() for m in (args.methods.split(",") if args.methods else spec.methods) if m.strip()]
     if not methods:
         raise ConfigError("--methods", "no method given")
+    # deferred: the CLI's subcommands import only what they run
     from mdm.objective.components.t_samplers import PPOTS
     from mdm.variance.epr import MIN_GRID
     from mdm.variance.estimator import t_grid
@@ -109,7 +111,7 @@ def cmd_variance(args) -> None:
         warnings.simplefilter("ignore")
         built = [build_method(n, f"--methods.{n}") for n in methods if n != ARM]  # fail before loading anything
     if args.ppots_density:
-        from mdm.variance import fit as fitting
+        from mdm.variance import fit as fitting  # deferred: the CLI's subcommands import only what they run
 
         try:
             fitting.load(args.ppots_density)
@@ -119,6 +121,7 @@ def cmd_variance(args) -> None:
     if needs_fit and not args.ppots_density and len(t_grid(b, spec.pilot.grid)[0]) < MIN_GRID:
         raise ConfigError("pilot.b", f"grid too coarse to fit P-POTS: {b} t values; the EPR fit needs at least "
                           f"{MIN_GRID} (or pass --ppots-density)")
+    # deferred: the CLI's subcommands import only what they run
     from mdm.adapters import checked
     from mdm.variance.plots import plot_variance
     from mdm.variance.profile import Profiler, run_variance, save_json
@@ -146,6 +149,7 @@ def cmd_variance(args) -> None:
 
 
 def print_table(result: dict) -> None:
+    # deferred: the CLI's subcommands import only what they run
     from rich.console import Console
     from rich.table import Table
 
@@ -170,6 +174,7 @@ def _pm(value, se) -> str:
 
 def cmd_fit_ppots(args) -> None:
     spec, a, b, c, seed, budget = _setup(args)
+    # deferred: the CLI's subcommands import only what they run
     from mdm.adapters import checked
     from mdm.variance import fit as fitting
     from mdm.variance.plots import plot_ppots

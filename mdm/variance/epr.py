@@ -40,6 +40,7 @@ def _one_blas_thread():
     """L-BFGS-B makes thousands of tiny BLAS calls; a multi-threaded BLAS on a busy machine turns each into
     a thread synchronisation (measured: 6 ms instead of 40 us per step on 2 shared cores)."""
     try:
+        # deferred: threadpoolctl is optional (only speed depends on it)
         from threadpoolctl import threadpool_limits
     except ImportError:  # optional: only speed depends on it
         return contextlib.nullcontext()

@@ -125,6 +125,7 @@ def share(artifact: dict | None, src: int = 0) -> dict:
     """Fit on rank `src`, then call this on every rank: returns rank src's artifact everywhere.
 
     Without torch.distributed (or with one process) it returns the artifact unchanged."""
+    # deferred: torch, only to share a fit across ranks; this module is torch-free
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:

@@ -26,6 +26,7 @@ from mdm.errors import ConfigError
 from mdm.objective import ARMObjective, MDMBatch, MDMObjective, Method
 from mdm.objective.components.t_samplers import PPOTS, U_SOURCES, Clipped, PPOTSReleased, TSampler
 from mdm.objective.objective import model_token_ce
+from mdm.progress import progress as bar
 from mdm.variance.gradient import LinearGradients
 
 
@@ -130,8 +131,6 @@ class PilotRun:
 
 def bar_of(total: int, progress: bool | str, name: str):
     """A tqdm bar on a terminal, a few plain lines elsewhere (`progress`: False, True or the label)."""
-    from mdm.progress import progress as bar
-
     return bar(total, progress if isinstance(progress, str) else name, enabled=bool(progress), unit="row")
 
 

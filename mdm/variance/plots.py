@@ -10,10 +10,10 @@ COLORS = {"A": "#4C72B0", "B": "#DD8452", "C": "#55A868"}
 
 
 def _plt():
-    import matplotlib
+    import matplotlib  # deferred: matplotlib (slow import), only when a plot is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: pyplot only after matplotlib.use("Agg")
 
     return plt
 

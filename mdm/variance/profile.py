@@ -18,6 +18,7 @@ the EMA control variate is gradient-neutral, so its gradient variance is Standar
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from pathlib import Path
@@ -198,7 +199,5 @@ def finite_or_none(obj):
 
 
 def save_json(obj: dict, path: Path) -> None:
-    import json
-
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(finite_or_none(obj), indent=1))

@@ -35,8 +35,14 @@ import numpy as np
 import torch
 from pydantic import ConfigDict, Field
 
+from mdm.adapters import load_model
+from mdm.cache import writable_cache
+from mdm.data import get_task, make_task
+from mdm.data.dataset import fingerprint
 from mdm.errors import ConfigError
-from mdm.schema import Strict
+from mdm.objective import ARMObjective, MDMObjective
+from mdm.progress import progress as progress_bar
+from mdm.schema import Strict, read_yaml, validate_model
 
 WARMUP_VERSION = "warmup-v1"  # bump when the warm-up recipe changes, so stale caches are not reused
 
@@ -56,8 +62,6 @@ class DataConfig(_Strict):
 
     def spec(self):
         """The TaskSpec (a `dataset` task's is built from its options)."""
-        from mdm.data import get_task
-
         return get_task(self.task, self.options)
 
 
@@ -118,8 +122,6 @@ class Spec(_Strict):
 
 def load_spec(path: str | Path | dict) -> Spec:
     """The spec of a YAML file (or a mapping); every problem is one ConfigError naming the key and what is allowed."""
-    from mdm.schema import read_yaml, validate_model
-
     if isinstance(path, dict):
         return validate_model(Spec, path, "spec")
     if not Path(path).is_file():
@@ -143,8 +145,6 @@ class Loaded:
 
 
 def cache_dir() -> Path:
-    from mdm.cache import writable_cache
-
     return writable_cache() / "variance"
 
 
@@ -155,8 +155,6 @@ def device_of(name: str) -> torch.device:
 
 
 def load_examples(data: DataConfig) -> list[dict]:
-    from mdm.data import make_task
-
     options = ({"root": data.root} if data.root else {}) | data.options
     examples = make_task(data.task, data.split, n=data.n, seed=data.seed, **options)
     if not examples:
@@ -165,7 +163,7 @@ def load_examples(data: DataConfig) -> list[dict]:
 
 
 def tokenize(tokenizer, examples: list[dict], data: DataConfig) -> list[dict]:
-    from mdm.data import tokenize_examples
+    from mdm.data import tokenize_examples  # deferred: mdm.data's collation imports transformers
 
     items, dropped = tokenize_examples(tokenizer, examples, data.spec(), data.max_length)
     if not items:
@@ -175,8 +173,6 @@ def tokenize(tokenizer, examples: list[dict], data: DataConfig) -> list[dict]:
 
 
 def _load_checkpoint(path: str, dtype):
-    from mdm.adapters import load_model
-
     if not Path(path).is_dir():
         raise ConfigError("model.checkpoint", f"no such folder {path!r} (a save_pretrained directory)")
     return load_model(path, causal=None, dtype=dtype)  # as saved, by its family's adapter (LLaDA: remote code)
@@ -186,6 +182,7 @@ def attach_lora(model, checkpoint: str):
     """A LoRA run's model with its adapter attached unmerged: `<run>/model/` holds the merged weights W + s B A, so the
     adapter (`<run>/adapter/`) is loaded and s B A taken off the base weights. The model computes the same function
     and its LoRA factors are the trained ones, so their gradients are those of the end of the run."""
+    # deferred: peft (imports transformers), only for a LoRA checkpoint
     from peft import PeftModel
     from peft.tuners.lora import LoraLayer
 
@@ -208,11 +205,13 @@ def attach_lora(model, checkpoint: str):
 def load(spec: Spec, *, arm: bool = False, progress: bool = True, lora: bool = False) -> Loaded:
     """Data, tokenizer, model (and its ARM twin when `arm`), ready for the pilot; `lora`: a LoRA run's model with
     its adapter attached (`attach_lora`)."""
+    # deferred: mdm.data's tokenizer and mdm.models import transformers
     from mdm.data import build_tokenizer, mask_token_id_of
     from mdm.models import load_hub_model
 
     m, data = spec.model, spec.data
     if not sys.stderr.isatty():  # no weight-loading bars ('\r' lines) in logs
+        # deferred: transformers (slow import), only for a hub model
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
@@ -258,7 +257,7 @@ def load(spec: Spec, *, arm: bool = False, progress: bool = True, lora: bool = F
 
 def tiny_model(spec: Spec, tokenizer, items: list[dict], *, causal: bool, progress: bool = True):
     """The tiny backbone, warmed up by `warmup_steps` steps (cached on disk); -> (model, info)."""
-    from mdm.models import TinySize, build_tiny_model
+    from mdm.models import TinySize, build_tiny_model  # deferred: mdm.models imports transformers
 
     m = spec.model
     try:
@@ -275,8 +274,6 @@ def tiny_model(spec: Spec, tokenizer, items: list[dict], *, causal: bool, progre
     what = {"v": WARMUP_VERSION, "causal": causal, "size": vars(size), "model": m.model_dump(exclude={"device"}),
             "data": spec.data.model_dump(), "seed": spec.seed, "vocab": tokenizer.get_vocab()}
     if spec.data.task == "dataset":  # the user's file may change under the same options
-        from mdm.data.dataset import fingerprint
-
         what["data_content"] = fingerprint(spec.data.options)
     key = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:20]
     path = cache_dir() / f"{kind}-{key}.pt"
@@ -294,9 +291,7 @@ def tiny_model(spec: Spec, tokenizer, items: list[dict], *, causal: bool, progre
 
 def warm_up(model, tokenizer, items: list[dict], spec: Spec, *, causal: bool, progress: bool = True) -> float:
     """Standard MDM (or ARM) training on the pilot's data: AdamW, 10-step linear warm-up, grad clip 1."""
-    from mdm.data import Collator, mask_token_id_of
-    from mdm.objective import ARMObjective, MDMObjective
-    from mdm.progress import progress as progress_bar
+    from mdm.data import Collator, mask_token_id_of  # deferred: mdm.data's collation imports transformers
 
     m = spec.model
     device = device_of(m.device)
@@ -332,7 +327,7 @@ def pick_x0(items: list[dict], a: int, seed: int, tokenizer, task, max_length: i
             pad_carries_loss: bool = False):
     """`a` clean sequences drawn without replacement with the seed, collated into one MDMBatch (`pad_carries_loss`:
     models that cannot be shown padding, `mdm.data.Collator`)."""
-    from mdm.data import Collator
+    from mdm.data import Collator  # deferred: mdm.data's collation imports transformers
 
     if a > len(items):
         raise ConfigError("pilot.a", f"asks for {a} clean sequences; the data has {len(items)} usable ones")
