@@ -177,13 +177,20 @@ def test_sigkill_of_mdm_train_with_default_settings_then_rerun_logs_each_step_on
     assert result["metrics"] == json.loads((unbroken / RESULT).read_text())["metrics"]
 
 
+def default_signals() -> None:
+    """In the child: SIGINT and SIGTERM as in a terminal's foreground job, whatever this test process inherited (a
+    test runner's worker or a background job may ignore SIGINT, and an ignored signal stays ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def interrupt_when_training(path, results, runs, *extra, group=True, sig=signal.SIGINT, after=None):
     """Start `mdm bench`, signal it once a run under `runs` has logged 17 steps (after its step-15 checkpoint) (`group`: the whole process group, as Ctrl-C in
     a terminal does; else the main process alone). Returns (exit code, stderr, seconds from the signal to the exit)."""
     cmd = [sys.executable, "-m", "mdm.cli", "bench", str(path), "--results", str(results), *extra]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=default_signals)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         logs = [p for d in (after or [runs]) for p in d.rglob("train_log.jsonl")]
@@ -246,3 +253,33 @@ def test_ctrl_c_and_sigterm_of_mdm_bench_stop_at_once_record_interrupted_and_a_r
         log = read_log(runs / "arith" / method / "seed3")
         assert [e["step"] for e in log] == list(range(1, 61)), method
     assert any(final[m]["resumed_from"] == [15] for m in fresh) and any(final[m]["resumed_from"] == [15] for m in first)
+
+
+def test_a_bench_that_ignores_sigint_keeps_every_worker_running_through_a_group_sigint(tmp_path):
+    """`mdm bench ... &` (SIGINT ignored, as in a shell's background job): a SIGINT to the whole group stops no
+    worker either, so the benchmark finishes whole instead of half its runs being recorded 'interrupted'."""
+    data = spec(tmp_path / "cache")
+    data["presets"]["tiny"]["tasks"] = {"arith": {"n_train": 200, "max_length": 128}}
+    data["presets"]["tiny"]["training"].update(max_steps=24, checkpoint_every=8)
+    path, results = tmp_path / "spec.yaml", tmp_path / "runs"
+    path.write_text(yaml.safe_dump(data))
+
+    def ignore_sigint():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    cmd = [sys.executable, "-m", "mdm.cli", "bench", str(path), "--results", str(results), "--jobs", "2"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=ignore_sigint)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        logs = list((results / "killtest").rglob("train_log.jsonl"))
+        if len(logs) == 2 and all(len(p.read_text().splitlines()) >= 3 for p in logs):
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, proc.communicate()
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-3000:]
+    records = [json.loads(p.read_text()) for p in (results / "killtest").rglob("record.json")]
+    assert sorted(r["status"] for r in records) == ["done", "done"] and "2 done, 0 failed" in out

@@ -88,13 +88,17 @@ class MMaDA(LLaDA):
 def import_llm(code_dir):
     """MMaDA's `modeling_mmada` module from `code_dir`, imported as a submodule of the package without running the
     package's `__init__.py` (MAGVIT-v2, diffusers): a private package name per folder, so two clones never mix."""
-    folder = check_code_dir(code_dir)
+    return import_code(check_code_dir(code_dir), "modeling_mmada", "LLM", "transformers")
+
+
+def import_code(folder, module: str, what: str, against: str):
+    """`module` of MMaDA's package in `folder`; one ConfigError line saying how to fix a failed import."""
     try:
-        return importlib.import_module(f"{mmada_package(folder)}.modeling_mmada")
+        return importlib.import_module(f"{mmada_package(folder)}.{module}")
     except ImportError as e:
         fix = f"pip install {e.name}" if isinstance(e, ModuleNotFoundError) and e.name else \
-            "use MMaDA's code at a commit that matches the installed transformers"
-        raise ConfigError("model.code_dir", f"{folder}: MMaDA's LLM code does not import ({e}); {fix}") from None
+            f"use MMaDA's code at a commit that matches the installed {against}"
+        raise ConfigError("model.code_dir", f"{folder}: MMaDA's {what} code does not import ({e}); {fix}") from None
 
 
 def mmada_package(folder) -> str:

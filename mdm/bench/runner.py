@@ -98,12 +98,13 @@ def _on_signal(signum, frame) -> None:
             raise KeyboardInterrupt
 
 
-def _catch_signals(keep_ignored: bool = False) -> dict:
+def _catch_signals(keep_ignored: bool = False, ignored=()) -> dict:
     """Our handler for SIGINT and SIGTERM (`keep_ignored`: not for a signal ignored by the caller, e.g. SIGINT of a
-    shell's background job); returns the previous handlers."""
+    shell's background job; `ignored`: signals to leave ignored whatever); returns the previous handlers."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         return {}
-    signals = [s for s in (signal.SIGINT, signal.SIGTERM) if not (keep_ignored and signal.getsignal(s) == signal.SIG_IGN)]
+    signals = [s for s in (signal.SIGINT, signal.SIGTERM) if s not in ignored
+               and not (keep_ignored and signal.getsignal(s) == signal.SIG_IGN)]
     return {s: signal.signal(s, _on_signal) for s in signals}
 
 
@@ -169,9 +170,11 @@ def _worker(args):
         STOP["raise"] = False
 
 
-def _worker_init(event) -> None:
+def _worker_init(event, ignored=()) -> None:
+    """A worker catches what the main process catches: a signal the main process ignores (SIGINT of a background
+    job) is ignored by its workers too, so it never stops half of a benchmark."""
     STOP.update({"raise": False, "event": event})
-    _catch_signals()
+    _catch_signals(ignored=ignored)
 
 
 def set_aside_stale(runs: list[PlannedRun], rerun_stale: bool, echo=print) -> None:
@@ -256,8 +259,10 @@ def _run_parallel(todo: list[PlannedRun], jobs: int, version: dict, launch, repo
     stop = ctx.Event()
     caught = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)} \
         if threading.current_thread() is threading.main_thread() else {}
+    ignored = tuple(s for s, handler in caught.items() if handler == signal.SIG_IGN)
     try:  # the workers start with the signals ignored (inherited) until _worker_init: none dies starting up
-        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init, initargs=(stop,))
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
+                                   initargs=(stop, ignored))
         futures = [pool.submit(_worker, (r, version, launch, threads)) for r in todo]
     finally:
         for sig, handler in caught.items():

@@ -77,6 +77,17 @@ class ImageTokenizer:
     def decode(self, codes) -> np.ndarray:
         raise NotImplementedError
 
+    def checked_codes(self, codes) -> torch.Tensor:
+        """Codes as a long [B, num_tokens] tensor; a ValueError when their count or range is not this tokenizer's."""
+        codes = torch.as_tensor(codes, dtype=torch.long)
+        if codes.ndim == 1:
+            codes = codes[None]
+        if codes.shape[1] != self.num_tokens:
+            raise ValueError(f"expected {self.num_tokens} codes per image, got {codes.shape[1]}")
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
+            raise ValueError(f"codes must lie in [0, {self.codebook_size})")
+        return codes
+
     def describe(self) -> dict:
         return {"name": self.name, "codebook_size": self.codebook_size, "image_size": self.image_size,
                 "grid": list(self.grid)}
@@ -146,13 +157,7 @@ class KMeansPatchTokenizer(ImageTokenizer):
         return dist.argmin(1).reshape(b, n)
 
     def decode(self, codes) -> np.ndarray:
-        codes = torch.as_tensor(codes, dtype=torch.long)
-        if codes.ndim == 1:
-            codes = codes[None]
-        if codes.shape[1] != self.num_tokens:
-            raise ValueError(f"expected {self.num_tokens} codes per image, got {codes.shape[1]}")
-        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
-            raise ValueError(f"codes must lie in [0, {self.codebook_size})")
+        codes = self.checked_codes(codes)
         return from_patches(self.codebook[codes.numpy()], self.patch, self.grid)
 
     def save(self, folder: str | Path) -> None:
@@ -284,13 +289,7 @@ class MagvitV2Tokenizer(ImageTokenizer):
 
     @torch.no_grad()
     def decode(self, codes) -> np.ndarray:
-        codes = torch.as_tensor(codes, dtype=torch.long)
-        if codes.ndim == 1:
-            codes = codes[None]
-        if codes.shape[1] != self.num_tokens:
-            raise ValueError(f"expected {self.num_tokens} codes per image, got {codes.shape[1]}")
-        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
-            raise ValueError(f"codes must lie in [0, {self.codebook_size})")
+        codes = self.checked_codes(codes)
         images = self.model.decode_code(codes.to(self.device), shape=self.grid)
         images = ((images.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
         return images.permute(0, 2, 3, 1).cpu().numpy()

@@ -74,16 +74,11 @@ def shim_diffusers() -> list[str]:
 
 def import_magvit(code_dir=None):
     """MMaDA's `modeling_magvitv2` module from `code_dir` (else $MDM_MMADA_CODE), diffusers shimmed first."""
-    from mdm.adapters.mmada import mmada_package  # deferred: mdm.adapters imports torch
+    from mdm.adapters.mmada import import_code  # deferred: mdm.adapters imports torch
 
     folder = code_folder(code_dir)
     shim_diffusers()
-    try:
-        return importlib.import_module(f"{mmada_package(folder)}.modeling_magvitv2")
-    except ImportError as e:
-        fix = f"pip install {e.name}" if isinstance(e, ModuleNotFoundError) and e.name else \
-            "use MMaDA's code at a commit that matches the installed diffusers"
-        raise ConfigError("model.code_dir", f"{folder}: MMaDA's MAGVIT-v2 code does not import ({e}); {fix}") from None
+    return import_code(folder, "modeling_magvitv2", "MAGVIT-v2", "diffusers")
 
 
 def sized_magvit(code_dir=None):
