@@ -127,7 +127,7 @@ class AdaptivePPOTS(PPOTS):
         d = self._density
         return {"stats": self.stats.clone(), "window": self.window.clone(), "params": self.params,
                 "refits": self.refits, "last_refit_step": self.last_refit_step,
-                "density": None if d is None else {"grid": d.t.tolist(), "density": d.p.tolist()}}
+                "density": None if d is None else d.source}
 
     def load_state_dict(self, state: dict) -> None:
         self.stats, self.window = state["stats"].clone(), state["window"].clone()

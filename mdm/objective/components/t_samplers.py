@@ -121,6 +121,9 @@ class GridDensity:
             raise ValueError("density values must be finite and > 0")
         if torch.any(t[1:] <= t[:-1]) or t[0] < 0 or t[-1] > 1:
             raise ValueError("density grid must be strictly increasing inside [0, 1]")
+        # what it was built from: rebuilding from this gives the same bits (normalising the normalised values again
+        # would not: their sum is 1 only up to the order of a float sum, which differs between CPU kernels)
+        self.source = {"grid": t.tolist(), "density": p.tolist()}
         if t[0] > 0:
             t, p = torch.cat([t.new_zeros(1), t]), torch.cat([p[:1], p])
         if t[-1] < 1:
