@@ -352,7 +352,7 @@ def test_t2i_hooks_give_the_trainer_the_codec_s_ids_and_check_settings_before_co
     check(cfg())
     hub = {"model": {"source": "Gen-Verse/MMaDA-8B-MixCoT"}}
     with pytest.raises(ConfigError, match="MAGVIT-v2") as e:  # a hub model with the tiny codebook: refused at once
-        check(cfg(**hub), planning=True)
+        check(cfg(**hub))
     assert e.value.where == "data.options.image_tokenizer"
     check(cfg(**hub, data={"task": "text-to-image", "options": {"image_tokenizer": "magvitv2:showlab/magvitv2"}}))
     for bad, match in (({"clip_model": "ViT-B-32"}, "ViT-B-32/openai"), ({"steps": 0}, "greater than or equal"),

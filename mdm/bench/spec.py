@@ -23,18 +23,14 @@ from mdm.data.dataset import check_source
 from mdm.data.tasks import get_task, make_task
 from mdm.errors import ConfigError
 from mdm.eval import api
+from mdm.schema import Strict, apply_overrides, describe_validation_error, read_yaml, validate_model
 from mdm.train.config import (
     DataConfig,
     EvalConfig,
     ModelConfig,
     PilotConfig,
     RunConfig,
-    Strict,
     TrainingConfig,
-    apply_overrides,
-    describe_validation_error,
-    read_yaml,
-    validate_model,
 )
 
 NAME = r"^[A-Za-z0-9_.+-]+$"  # row names become directory names
@@ -267,7 +263,7 @@ def _check_accuracy_settings(settings: dict | None, task: str, where: str, prese
     check = get_task(task).hook("check")
     if check is not None:  # a task plugin checks its own settings, its eval.accuracy included
         try:
-            check(cfg, planning=True)
+            check(cfg)
         except ConfigError as e:
             raise ConfigError(f"{where}.tasks.{task}", f"{e.where}: {e.problem}") from None
         return

@@ -108,7 +108,7 @@ class TaskSpec:
     # plugin hooks, "module:function", imported on first use (a task plugin outside this layer is named, never
     # imported, by the data layer; the runner, spec checks and report call hooks, never a task by name):
     #   loader(split, n, seed, **options) -> examples
-    #   check(run_config, planning=False) -> None or ConfigError (planning: a spec check or --dry-run, no run starts)
+    #   check(run_config) -> None or ConfigError (a spec check, mdm train and the Trainer's setup call it)
     #   tokenizer(cache_dir, **options) -> the tiny model's tokenizer (a task with its own vocabulary)
     #   tokenize(tokenizer, examples, max_length, model_config, **options) -> (items, dropped) in the model's layout
     #   evaluate(run_dir, settings) -> mdm.eval.api.evaluate_run's result (decode + score a trained run)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from mdm.report.stats import bootstrap_interval, seed_component
-from mdm.report.tables import done_scores, outcome_table, paired, paper_task
+from mdm.report.tables import done_scores, other_machines, outcome_table, paired, paper_task
 
 REDUCERS = ("ppots", "mirror", "isad", "syrm", "strats", "ema")
 COMBINATION = ("ppots", "mirror")
@@ -136,7 +136,7 @@ def claims(df: pd.DataFrame, paper: pd.DataFrame | None = None, profiles=()) -> 
     return pd.DataFrame(rows)
 
 
-# the variance claims (METHODS.md 3-4): (method, term of vs_standard, bound, claimed below it, the claim)
+# the variance claims (METHODS.md 3-4): (method, term of vs_standard, the bound it is claimed below, the claim)
 PROFILE_CLAIMS = (
     ("mirror", "A_low_t", 0.5, "MIRROR at least halves the pattern noise A at t < 1/2 (ratio to Standard <= 0.5)"),
     ("mirror", "A", 1.0, "MIRROR lowers the pattern noise A (ratio to Standard < 1)"),
@@ -166,13 +166,9 @@ def profile_claims(paths) -> list[dict]:
 
 
 def _other_machines(done: pd.DataFrame, task: str, methods) -> str:
-    """'' when the rows' runs share one set of kernels (machines), else what differs: a comparison across machines
-    compares the cached tiny bases too (mdm.report.tables.leaderboard flags it the same way)."""
-    if "kernels" not in done or len(methods) < 2:
-        return ""
-    sets = {m: frozenset(done[(done.model_family == "mdm") & (done.method == m) & (done.task == task)].kernels.dropna())
-            for m in methods}
-    if len({k for k in sets.values() if k}) <= 1:
+    """'' when the rows' runs share one set of kernels, else what differs (`other_machines`)."""
+    sets = other_machines(done, task, methods)
+    if not sets:
         return ""
     return "runs on other machines: " + ", ".join(f"{m} on {'/'.join(sorted(k))}" for m, k in sets.items() if k)
 

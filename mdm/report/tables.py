@@ -281,17 +281,23 @@ def leaderboard(df: pd.DataFrame, paper: pd.Series | None = None) -> pd.DataFram
     return board.sort_values(["is_arm", "task", "mean"], ascending=[True, True, False]).reset_index(drop=True)
 
 
-def _other_kernels(done: pd.DataFrame, method: str, task: str) -> str:
-    """A note when a row's runs ran on other kernels than Standard's (another machine: another tiny base, so its
-    gain mixes the method with the machine), else ''."""
+def other_machines(done: pd.DataFrame, task: str, methods) -> dict[str, frozenset]:
+    """The kernels each MDM row of `methods` ran on, when they are not one set (runs on other machines start from
+    other cached tiny bases, so comparing them is no paired comparison); {} when they are, or are not recorded."""
     if "kernels" not in done:
+        return {}
+    sets = {m: frozenset(done[(done.model_family == "mdm") & (done.method == m) & (done.task == task)].kernels.dropna())
+            for m in methods}
+    return sets if len({k for k in sets.values() if k}) > 1 else {}
+
+
+def _other_kernels(done: pd.DataFrame, method: str, task: str) -> str:
+    """The leaderboard's note when a row's runs ran on other kernels than Standard's, else ''."""
+    sets = other_machines(done, task, (method, "standard"))
+    if not sets:
         return ""
-    mine, std = (set(done[(done.model_family == "mdm") & (done.method == m) & (done.task == task)].kernels.dropna())
-                 for m in (method, "standard"))
-    if not mine or not std or mine == std:
-        return ""
-    return (f"ran on {', '.join(sorted(mine))}, standard on {', '.join(sorted(std))}: other machines (another base); "
-            "the gain is not a paired comparison")
+    return (f"ran on {', '.join(sorted(sets[method]))}, standard on {', '.join(sorted(sets['standard']))}: other "
+            "machines (another base); the gain is not a paired comparison")
 
 
 def is_compute_baseline(method: str) -> bool:

@@ -30,8 +30,7 @@ from pydantic import Field, ValidationError
 
 from mdm.errors import ConfigError
 from mdm.eval.api import find_record, load_model, read_record, train_folder_record, update_record
-from mdm.schema import describe_validation_error
-from mdm.train.config import Strict, validate_model
+from mdm.schema import Strict, describe_validation_error, validate_model
 
 TASK = "text-to-image"
 
@@ -61,12 +60,13 @@ def task_options(options: dict | None) -> TaskOptions:
 
 def image_tokenizer_of(options: TaskOptions, cache_dir=None):
     """The run's image tokenizer (cached in memory per process: the loader, tokenize and evaluate share it)."""
-    key = (options.image_tokenizer, options.image_size, options.code_dir, str(cache_dir))
+    kind = options.image_tokenizer.partition(":")[0]
+    # only the tiny codebook lives in the cache: a MAGVIT-v2 is the same whichever cache a hook names
+    key = (options.image_tokenizer, options.image_size, options.code_dir, str(cache_dir) if kind == "tiny" else None)
     if key not in _IMAGE_TOKENIZERS:
         # deferred: torch; the task plugin loads torch-free for config checks
         from mdm.t2i.image_tokenizer import load_image_tokenizer
 
-        kind = options.image_tokenizer.partition(":")[0]
         extra = {"code_dir": options.code_dir, "image_size": options.image_size} if kind == "magvitv2" else {}
         _IMAGE_TOKENIZERS[key] = load_image_tokenizer(options.image_tokenizer, cache_dir=cache_dir, **extra)
     return _IMAGE_TOKENIZERS[key]
@@ -120,21 +120,26 @@ def loader(split: str = "train", n: int = 1000, seed: int = 0, **options) -> lis
     from mdm.t2i.data import image_text
 
     o = task_options(options)
-    if o.images == "scenes":
-        from mdm.t2i.scenes import make_examples  # deferred: numpy, only for generated scenes
-
-        examples = [{"caption": e["caption"], "image": e["image"], "id": e["id"], "answer": e["scene"].to_dict()}
-                    for e in make_examples(split, n, seed)]
-    else:  # the paper's data; test: the pairs after the first `n` training ones
-        # deferred: torch and transformers; the task plugin loads torch-free for config checks
-        from mdm.t2i.data import text_to_image_2m
-
-        examples = list(text_to_image_2m(n, root=o.root, split=split))
+    examples = _pairs(split, n, seed, o)
     if not examples:
         return []
     codes = image_tokenizer_of(o).encode([e["image"] for e in examples]).tolist()
     return [{"prompt": e["caption"], "codes": c, "response": image_text(c), "answer": e.get("answer"), "task": TASK,
              "id": e["id"]} for e, c in zip(examples, codes)]
+
+
+def _pairs(split: str, n: int, seed: int, o: TaskOptions) -> list[dict]:
+    """{caption, image, id, answer} of the run's images: the generated scenes, or text-to-image-2m (whose last shard
+    is the test split)."""
+    if o.images == "scenes":
+        from mdm.t2i.scenes import make_examples  # deferred: numpy, only for generated scenes
+
+        return [{"caption": e["caption"], "image": e["image"], "id": e["id"], "answer": e["scene"].to_dict()}
+                for e in make_examples(split, n, seed)]
+    # deferred: torch and transformers; the task plugin loads torch-free for config checks
+    from mdm.t2i.data import text_to_image_2m
+
+    return list(text_to_image_2m(n, root=o.root, split=split))
 
 
 def tokenize(tokenizer, examples: list[dict], max_length: int, model_config=None, **options) -> tuple[list, int]:
@@ -158,9 +163,9 @@ def tokenizer(cache_dir=None, **options):
     return T2ICodec.build(tiny_text_tokenizer(), image_tokenizer_of(task_options(options), t2i_cache(cache_dir))).tokenizer
 
 
-def check(cfg, planning: bool = False) -> None:
-    """Before any compute: `data.options`, `eval.accuracy`, and a hub model with the tiny codebook (`planning`: kept
-    for the signature of the hook; nothing here needs the model)."""
+def check(cfg) -> None:
+    """Before any compute (also when a spec is only planned): `data.options`, `eval.accuracy`, and a hub model with
+    the tiny codebook."""
     o = task_options(cfg.data.options)
     if cfg.eval.accuracy is not None:
         eval_settings(cfg.eval.accuracy)
@@ -195,8 +200,7 @@ def evaluate(run_dir: str | Path, settings: dict | None = None, *, scorer=None, 
         pairs = captions_of(s.split)[: s.limit]
         captions, scenes = [c for c, _ in pairs], [sc for _, sc in pairs]
     else:
-        examples = loader(s.split, s.limit or 1000, **o.model_dump(exclude_defaults=True))
-        captions, scenes = [e["prompt"] for e in examples], None
+        captions, scenes = [e["caption"] for e in _pairs(s.split, s.limit or 1000, 0, o)], None  # no encoding
     with torch.no_grad():
         codes = fmt.generate(model, captions, **s.model_dump(include={"steps", "schedule", "temperature", "seed",
                                                                        "batch_size", "guidance_scale"}))

@@ -17,7 +17,7 @@ from mdm.data.dataset import absolute_paths, check_source
 from mdm.data.tasks import TASKS, get_task
 from mdm.errors import ConfigError
 from mdm.remote_code import check_code_dir, looks_like_path
-from mdm.schema import Strict, apply_overrides, describe_validation_error, read_yaml, validate_model  # noqa: F401
+from mdm.schema import Strict, apply_overrides, read_yaml, validate_model
 from mdm.tiny import TinySize
 from mdm.train.trackers import check_trackers
 
