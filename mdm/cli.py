@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _subcommand_modules():
     """Each subsystem (variance, train, bench, eval, generate, report) adds its own subcommands."""
-    for module in ("mdm.variance.cli", "mdm.train.cli", "mdm.bench.cli", "mdm.eval.cli", "mdm.generate.cli",
+    for module in ("mdm.profiling.cli", "mdm.train.cli", "mdm.bench.cli", "mdm.eval.cli", "mdm.generate.cli",
                    "mdm.report.cli"):
         yield importlib.import_module(module).register
 

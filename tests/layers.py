@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("variance", "eval"),  # the profiler and P-POTS fit; decoding + scoring of a trained run
     ("train",),  # the trainer (uses the P-POTS fit of mdm.variance)
     ("t2i",),  # the text-to-image task stack
-    ("bench", "report", "generate"),  # benchmark runner, reports, `mdm generate`
+    ("bench", "report", "generate", "profiling"),  # benchmark runner, reports, `mdm generate`, `mdm variance`
     ("cli",),  # the command line: every subsystem registers its subcommands
     ("regression", "mdm"),  # the pinned regression (runs the CLI); the package root
 ]

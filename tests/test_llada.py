@@ -303,8 +303,8 @@ def test_variance_gradient_default_params_find_the_last_llada_block(folders):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_mdm_variance_and_fit_ppots_on_llada(folders, tmp_path, variant):
-    spec = {"name": "llada", "seed": 0, "data": {"task": "arith", "n": 40, "max_length": 96},
-            "model": {"checkpoint": str(folders[variant]), "dtype": "float32"},
+    spec = {"name": "llada", "seed": 0, "data": {"task": "arith", "n_train": 40, "max_length": 96},
+            "model": {"source": str(folders[variant])}, "dtype": "float32",
             "pilot": {"a": 3, "b": 10, "c": 2, "bootstrap": 20, "token_budget": 4096},
             "fit": {"restarts": 1}, "gradient": {"projection": 16, "a": 2, "b": 3, "c": 2}}
     path = tmp_path / "spec.yaml"

@@ -278,7 +278,7 @@ def test_bench_spec_task_and_variance_profiler_on_the_users_data(tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert "presets.tiny.tasks.dataset.options.test_path: " in err and "nope.jsonl: no such file" in err, err
 
-    variance = {**SPEC, "data": {"task": "dataset", "n": 40, "max_length": 96, "options": options}}
+    variance = {**SPEC, "data": {"task": "dataset", "n_train": 40, "max_length": 96, "options": options}}
     (tmp_path / "v.yaml").write_text(yaml.safe_dump(variance))
     for command in ("variance", "fit-ppots"):
         argv = [command, "--config", str(tmp_path / "v.yaml"), "--out", str(tmp_path / command), "--no-progress"]

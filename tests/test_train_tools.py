@@ -176,7 +176,7 @@ def test_variance_gradient_mode_on_the_lora_factors(lora_run, tmp_path, monkeypa
     from mdm.cli import main
 
     monkeypatch.setenv("MDM_CACHE", str(tmp_path / "cache"))
-    spec = {"data": {"task": "arith", "n": 120, "max_length": 128}, "model": {"checkpoint": str(lora_run["dir"] / "model")},
+    spec = {"data": {"task": "arith", "n_train": 120, "max_length": 128}, "model": {"base": str(lora_run["dir"] / "model")},
             "pilot": {"a": 3, "b": 10, "c": 2, "bootstrap": 10}, "gradient": {"params": "lora", "projection": 16,
                                                                               "a": 2, "b": 3, "c": 2}}
     path = tmp_path / "spec.yaml"
@@ -191,7 +191,7 @@ def test_variance_gradient_mode_on_the_lora_factors(lora_run, tmp_path, monkeypa
     assert result["gradient"]["parameters"] == lora_run["result"]["trainable_params"]
     assert result["methods"]["standard"]["total"] > 0
 
-    spec["model"] = {"warmup_steps": 0}  # no checkpoint: no LoRA run to profile
+    spec["model"] = {"base": "auto"}  # no run folder: no LoRA run to profile
     path.write_text(yaml.safe_dump(spec))
     assert main(["variance", "--config", str(path), "--methods", "standard", "--gradient", "--out", str(tmp_path / "o2"),
                  "--no-progress"]) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,8 +19,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SPEC = {
     "name": "cli-test",
     "seed": 0,
-    "data": {"task": "arith", "n": 120, "max_length": 96},
-    "model": {"vocab_size": 512, "warmup_steps": 3, "warmup_batch": 4,
+    "data": {"task": "arith", "n_train": 120, "max_length": 96},
+    "model": {"vocab_size": 512, "tokenizer_examples": 200, "base": "auto",
+              "pretrain": {"n_examples": 120, "max_steps": 3, "global_batch_size": 4, "micro_batch_size": 4},
               "size": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
                        "num_key_value_heads": 1, "head_dim": 16, "intermediate_size": 64}},
     "pilot": {"a": 3, "b": 10, "c": 2, "bootstrap": 20, "token_budget": 4096},
@@ -59,11 +61,14 @@ def test_variance_writes_the_json_and_the_plot(spec_file, tmp_path):
         assert len(entry["t"]) == len(entry["g"]) == len(entry["v"]) == len(entry["A_by_t"]) == 10
     assert result["methods"]["arm"]["A"] == 0 and result["methods"]["arm"]["B"] == 0
     assert result["ppots_density"].startswith("fitted")
-    assert result["warmup"]["steps"] == 3 and not result["warmup"]["cached"]
-    # the warmed-up model is cached: a second run reuses it and reproduces the numbers
+    # the model is the run's cached tiny base (mdm train's model.base: auto, 3 pretraining steps)
+    base = Path(result["base"]["path"])
+    assert result["model"] == f"tiny base {base.name}" and len((base / "pretrain_log.jsonl").read_text().splitlines())
+    built = (base / "config.json").stat().st_mtime_ns
+    # a second run reuses the base and reproduces the numbers
     assert main(argv[:-1] + ["--no-progress"]) == 0
     again = json.loads((out / "variance.json").read_text())
-    assert again["warmup"]["cached"]
+    assert (base / "config.json").stat().st_mtime_ns == built
     assert again["methods"]["standard"]["total"] == result["methods"]["standard"]["total"]
 
 
@@ -109,9 +114,9 @@ def test_empty_dataset_and_coarse_grid_are_clear_errors(spec_file, tmp_path, cap
     empty = tmp_path / "gsm8k"
     empty.mkdir()
     (empty / "train.jsonl").write_text("")
-    assert main(["variance", "--config", spec_file(data={"task": "gsm8k", "root": str(empty)}), "--out",
+    assert main(["variance", "--config", spec_file(data={"task": "gsm8k", "options": {"root": str(empty)}}), "--out",
                  str(tmp_path / "o"), "--no-progress", "--methods", "standard"]) == 2
-    assert "has no examples" in capsys.readouterr().err
+    assert "has no training examples" in capsys.readouterr().err
     assert main(["fit-ppots", "--config", spec_file(), "--b", "6", "--out", str(tmp_path / "o"),
                  "--no-progress"]) == 2
     assert "grid too coarse: 6 t values" in capsys.readouterr().err

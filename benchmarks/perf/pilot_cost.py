@@ -192,7 +192,7 @@ def quality(args) -> None:
     from mdm.variance.estimator import moments_by_t
     from mdm.variance.fit import fit_ppots
     from mdm.variance.profile import Profiler, predicted_gain
-    from mdm.variance.spec import load, load_spec, pick_x0
+    from mdm.profiling.spec import load, load_spec, pick_x0
 
     spec = load_spec(args.config)
     loaded = load(spec, progress=sys.stderr.isatty())

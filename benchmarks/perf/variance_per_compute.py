@@ -37,7 +37,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def profile_all(loaded, spec, methods, a, b, c, gradient: bool, bootstrap: int) -> dict:
     from mdm.errors import ConfigError
     from mdm.variance.profile import Profiler, run_variance
-    from mdm.variance.spec import pick_x0
+    from mdm.profiling.spec import pick_x0
 
     x0 = pick_x0(loaded.items, a, spec.seed, loaded.tokenizer, spec.data.task, spec.data.max_length)
     profiler = Profiler(loaded.model, x0, mask_token_id=loaded.mask_token_id, b=b, c=c, grid=spec.pilot.grid,
@@ -83,7 +83,7 @@ def main() -> int:
 
     import mdm.variance  # noqa: F401
     from mdm.objective.method import PRESETS
-    from mdm.variance.spec import load, load_spec
+    from mdm.profiling.spec import load, load_spec
 
     methods = list(PRESETS) if args.methods == "all" else [m for m in args.methods.split(",") if m]
     spec = load_spec(args.config)

@@ -70,13 +70,13 @@ def load_dtype(cfg: RunConfig):
     return torch.bfloat16 if deepspeed and use_bf16(cfg.training.bf16) else torch.float32
 
 
-def build_model(cfg: RunConfig):
+def build_model(cfg: RunConfig, dtype=None):
     """(model, tokenizer) for a run: float32 (mixed precision is the accelerator's job), pretrained weights in
-    `load_dtype` (bf16 under DeepSpeed)."""
+    `dtype` (default `load_dtype`: bf16 under DeepSpeed)."""
     _quiet_transformers()
     m = cfg.model
     causal = m.family == "arm"
-    dtype = load_dtype(cfg)
+    dtype = load_dtype(cfg) if dtype is None else dtype
     if m.base:
         path = ensure_base(cfg) if m.base == "auto" else Path(m.base)
         return load_pretrained(path, causal, dtype, code_dir=m.code_dir)

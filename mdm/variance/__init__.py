@@ -5,8 +5,8 @@
     gradient   the same decomposition on per-sample gradients (parameter subset, optional projection)
     epr, fit   EPR density, its KL fit, the shared ppots.json artifact
     adaptive   `ppots_adaptive`: P-POTS refitted during training from per-t-bin loss moments
-    spec       the YAML spec (model + data + pilot sizes), model loading and the cached warm-up
-    profile    `mdm variance` / `mdm fit-ppots` end to end; cli registers both subcommands
+    profile    the decomposition per method and the P-POTS fit on one model (`mdm variance` / `mdm fit-ppots`,
+               whose spec and loading are mdm.profiling's: a run's model and data)
 
 Importing this package imports nothing heavy; `mdm.objective.components` registers `ppots_adaptive`.
 """

@@ -26,13 +26,13 @@ MAX_TABLE_BYTES = 4 << 30
 
 def select_linears(model, params: str) -> list[tuple[str, torch.nn.Linear]]:
     """`last`: the Linear layers of the last transformer block (`...layers.N.`, LLaDA's `...blocks.N.`); `lora`: the LoRA
-    factors (A and B) of every adapted layer (a LoRA run's model: mdm.variance.spec.attach_lora); else a regex on
+    factors (A and B) of every adapted layer (a LoRA run's model: mdm.profiling.spec.attach_lora); else a regex on
     names."""
     linears = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     if params == "lora":
         pattern = re.compile(r"\.lora_[AB]\.")
         if not any(pattern.search(n) for n, _ in linears):
-            raise ConfigError("gradient.params", "'lora' found no LoRA layers in the model; set model.checkpoint to "
+            raise ConfigError("gradient.params", "'lora' found no LoRA layers in the model; set model.base to "
                               "the model/ folder of a run with training.peft.lora")
     elif params == "last":
         blocks = [(int(x.group(2)), x.group(1)) for n, _ in linears if (x := re.search(r"\b(layers|blocks)\.(\d+)\.", n))]

@@ -83,7 +83,7 @@ class Profiler:
             label = f"pilot {method if method == ARM else method.name}"
             if method == ARM:
                 if self.arm_model is None:
-                    raise ConfigError("methods", "'arm' needs the causal twin (model.arm_checkpoint or the tiny model)")
+                    raise ConfigError("methods", "'arm' needs the causal twin (arm_base, or a tiny model: its ARM family)")
                 run = run_arm(self.arm_model, self.x0, self.b, self.c, token_budget=self.token_budget,
                               probe=self.arm_probe, progress=self.progress and label)
             else:

@@ -14,7 +14,8 @@ from mdm.errors import ConfigError
 def register(sub) -> None:
     p = sub.add_parser("variance", help="decompose a model's training-loss variance into A (pattern), "
                        "B (rate), C (data) for each method")
-    p.add_argument("--config", required=True, help="spec YAML (model, data, pilot sizes), e.g. benchmarks/variance_tiny.yaml")
+    p.add_argument("--config", required=True, help="spec YAML (a run's model and data sections, pilot sizes), e.g. "
+                   "benchmarks/variance_tiny.yaml")
     p.add_argument("--methods", help="comma-separated presets (e.g. standard,mirror,ppots+mirror,strats; 'arm' = "
                    "the causal twin); default: the spec's list")
     _sizes(p)
@@ -76,7 +77,7 @@ def _writable_out(path: str) -> Path:
 def _setup(args, gradient: bool = False):
     # deferred: the CLI's subcommands import only what they run
     from mdm.variance.estimator import check_sizes
-    from mdm.variance.spec import load_spec
+    from mdm.profiling.spec import load_spec
 
     spec = load_spec(args.config)
     threads = spec.threads if args.threads is None else args.threads
@@ -94,6 +95,12 @@ def _setup(args, gradient: bool = False):
     budget = args.token_budget or spec.pilot.token_budget
     _writable_out(args.out)
     return spec, a, b, c, seed, budget
+
+
+def provenance() -> dict:
+    from mdm.provenance import code_version, hardware  # deferred: the CLI's subcommands import only what they run
+
+    return {"code_version": code_version(), "hardware": hardware()}
 
 
 def cmd_variance(args) -> None:
@@ -125,7 +132,7 @@ def cmd_variance(args) -> None:
     from mdm.adapters import checked
     from mdm.variance.plots import plot_variance
     from mdm.variance.profile import Profiler, run_variance, save_json
-    from mdm.variance.spec import load, pick_x0
+    from mdm.profiling.spec import load, pick_x0
 
     progress = not args.no_progress
     loaded = load(spec, arm=ARM in methods, progress=progress, lora=args.gradient and spec.gradient.params == "lora")
@@ -139,7 +146,7 @@ def cmd_variance(args) -> None:
                               bootstrap=spec.pilot.bootstrap, ppots_density=args.ppots_density,
                               fit_options=spec.fit.model_dump())
     result |= {"model": loaded.model_id, "data": loaded.data_id, "seed": seed, "config": str(args.config),
-               "warmup": loaded.warmup}
+               "spec": spec.model_dump(mode="json"), "base": loaded.base} | provenance()
     out = Path(args.out)
     save_json(result, out / "variance.json")
     plot_variance(result, out / "variance.png")
@@ -179,7 +186,7 @@ def cmd_fit_ppots(args) -> None:
     from mdm.variance import fit as fitting
     from mdm.variance.plots import plot_ppots
     from mdm.variance.profile import Profiler, predicted_gain
-    from mdm.variance.spec import load, pick_x0
+    from mdm.profiling.spec import load, pick_x0
 
     options = spec.fit.model_dump()
     for key in ("full_second_moment", "mix", "strict"):
@@ -195,7 +202,7 @@ def cmd_fit_ppots(args) -> None:
                         seed=seed, token_budget=budget, progress=progress)
     with _user_errors("fit"):
         artifact = profiler.fit_ppots(**options, meta={"model": loaded.model_id, "data": loaded.data_id,
-                                                      "seed": seed, "config": str(args.config)})
+                                                      "seed": seed, "config": str(args.config)} | provenance())
     artifact["predicted"] = predicted_gain(profiler, artifact)
     out = Path(args.out)
     fitting.save(artifact, out / "ppots.json")
