@@ -15,7 +15,7 @@ from mdm.data.collate import tokenize_examples
 from mdm.errors import ConfigError
 from mdm.eval import scorers
 from mdm.eval.api import evaluate_run, find_model_dir, score_predictions
-from mdm.eval.likelihood import arm_nll, heldout_elbo
+from mdm.eval.likelihood import heldout_nll
 from mdm.objective import ARMObjective
 from tests.numerics import approx
 from tests.test_eval_fixtures import save_run, sharp_model, tiny_tokenizer  # noqa: F401
@@ -181,22 +181,31 @@ class Recorder(torch.nn.Module):
         return type("Out", (), {"logits": torch.zeros(*input_ids.shape, self.vocab) + self.w})()
 
 
+def _nll(model, tok, items, family="mdm", **kw):
+    return heldout_nll(model, tok, items, "arith", 512, family=family, mask_token_id=tok.mask_token_id, **kw)
+
+
 @pytest.mark.numerics
-def test_heldout_elbo_is_deterministic_with_fixed_masks(tok):
+def test_heldout_nll_is_deterministic_with_fixed_masks(tok):
     items, _ = tokenize_examples(tok, make_task("arith", "test", n=5), "arith", max_length=512)
     a, b = Recorder(len(tok)), Recorder(len(tok))
-    ra = heldout_elbo(a, items, tok.mask_token_id, grid=8, batch_size=3)
-    rb = heldout_elbo(b, items, tok.mask_token_id, grid=8, batch_size=16)
+    ra = _nll(a, tok, items, t_grid=8, batch_size=3)
+    rb = _nll(b, tok, items, t_grid=8, batch_size=16)
     assert sorted(a.seen) == sorted(b.seen)  # the same masked inputs, whatever the model and batch size
-    # this model's logits do not depend on the batch (a constant), and the bound is summed in float64 in the same
-    # row order: only float64 rounding can differ, hence 1e-12
+    # this model's logits do not depend on the batch (a constant); the per-sequence bounds are summed in float64
+    # in the same row order: only float64 rounding can differ, hence 1e-12
     assert ra["nll_per_token"] == pytest.approx(rb["nll_per_token"], rel=1e-12)
-    # uniform model: CE = log V per masked token; the t-grid estimate of E[(1/t) |M_t|] / |E| is close to 1
+    assert ra["per_sequence_nll"] == pytest.approx(rb["per_sequence_nll"], rel=1e-12)
+    # uniform model: CE = log V per masked token; the t-grid estimate of E[(1/p) |M_t|] / |E| is close to 1
     assert ra["nll_per_token"] / math.log(len(tok)) == pytest.approx(1.0, abs=0.2)
-    other_seed = heldout_elbo(Recorder(len(tok)), items, tok.mask_token_id, grid=8, seed=1)
+    # the micro and macro averages of the per-sequence bounds; macro is the trainer's sum (float32 per row)
+    n = [len(it["input_ids"]) - it["prompt_length"] for it in items]
+    assert ra["nll_per_token"] == pytest.approx(sum(ra["per_sequence_nll"]) / sum(n), rel=1e-12)
+    assert ra["nll_per_token_macro"] == approx(sum(b / k for b, k in zip(ra["per_sequence_nll"], n)) / len(n))
+    other_seed = _nll(Recorder(len(tok)), tok, items, t_grid=8, seed=1)
     assert other_seed["nll_per_token"] != ra["nll_per_token"]
     model = sharp_model(tok)
-    assert heldout_elbo(model, items, tok.mask_token_id, grid=4) == heldout_elbo(model, items, tok.mask_token_id, grid=4)
+    assert _nll(model, tok, items, t_grid=4) == _nll(model, tok, items, t_grid=4)
 
 
 @pytest.mark.numerics
@@ -207,9 +216,11 @@ def test_arm_nll_matches_the_arm_training_loss(tok):
     batch = Collator(tok, "arith", 512)(items)
     with torch.no_grad():
         loss = ARMObjective()(model, batch).loss
-    res = arm_nll(model, items, batch_size=2)
+    res = _nll(model, tok, items, family="arm", batch_size=2)
     assert res["metric"] == "arm_nll"
     assert res["nll_per_token_macro"] == approx(float(loss))  # other batches: float32 tolerance
+    n = [len(it["input_ids"]) - it["prompt_length"] for it in items]
+    assert res["nll_per_token_macro"] == approx(sum(b / k for b, k in zip(res["per_sequence_nll"], n)) / len(n))
 
 
 def test_a_run_is_evaluated_on_the_task_level_it_trained_on(tmp_path, tok):

@@ -380,7 +380,7 @@ def _tokenizer_for_rope():
 
 
 @pytest.mark.parametrize("family", ["mdm", "arm"])
-def test_heldout_loss_shards_over_ranks_with_equal_forwards(tmp_path, family):
+def test_the_heldout_loss_shards_over_ranks_with_equal_forwards(tmp_path, family):
     """Each of 2 ranks takes every other batch (a short rank repeats one with weight 0, so both run the same number
     of forwards, as FSDP needs); the summed shards are the 1-process loss (masks are keyed by example index)."""
     import contextlib
@@ -388,7 +388,7 @@ def test_heldout_loss_shards_over_ranks_with_equal_forwards(tmp_path, family):
     from mdm.adapters import checked
     from mdm.data import build_tokenizer, make_task, tokenize_examples
     from mdm.models import TinySize, build_tiny_model
-    from mdm.train.evaluate import heldout_loss
+    from mdm.eval.likelihood import heldout_nll
     from tests.numerics import approx
 
     examples = make_task("arith", n=40)
@@ -401,7 +401,7 @@ def test_heldout_loss_shards_over_ranks_with_equal_forwards(tmp_path, family):
     forwards = []
     model.register_forward_hook(lambda *_: forwards.append(1))
 
-    class Rank:  # what heldout_loss uses of an accelerate.Accelerator; reduce returns this rank's sums
+    class Rank:  # what heldout_nll uses of an accelerate.Accelerator; reduce returns this rank's sums
         num_processes, device = 2, "cpu"
 
         def __init__(self, index):
@@ -415,12 +415,12 @@ def test_heldout_loss_shards_over_ranks_with_equal_forwards(tmp_path, family):
             return tensor
 
     kw = dict(family=family, mask_token_id=tok.mask_token_id, t_grid=2, batch_size=2, seed=0)
-    one = heldout_loss(model, tok, items, "arith", 256, **kw)
+    one = heldout_nll(model, tok, items, "arith", 256, **kw)["nll_per_token_macro"]
     n_one, shards = len(forwards), []
     for index in (0, 1):
         forwards.clear()
         rank = Rank(index)
-        heldout_loss(model, tok, items, "arith", 256, accelerator=rank, **kw)
+        heldout_nll(model, tok, items, "arith", 256, accelerator=rank, **kw)
         shards.append((rank.sums, len(forwards)))
     (s0, f0), (s1, f1) = shards
     assert n_one == 3 * (2 if family == "mdm" else 1)  # 3 batches of 2, 2 grid points each (MDM)

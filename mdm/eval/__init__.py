@@ -8,5 +8,5 @@ from __future__ import annotations
 from mdm.lazy import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, {
-    "evaluate_run": "api", "heldout_elbo": "likelihood", "arm_nll": "likelihood", "mc_loglikelihood": "likelihood",
+    "evaluate_run": "api", "heldout_nll": "likelihood", "mc_loglikelihood": "likelihood",
 })  # fmt: skip

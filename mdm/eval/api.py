@@ -18,7 +18,7 @@ Settings (all optional; unknown keys are a ConfigError):
     batch_size      prompts decoded together (default 16)
     likelihood      compute the held-out metric (default True): MDM ELBO on a fixed t-grid, or ARM NLL
     likelihood_n    sequences for it (default: the evaluated examples, at most 256)
-    t_grid, masks_per_t, likelihood_seed   the ELBO's grid size (16), mask replicates (1) and seed (0)
+    t_grid, likelihood_seed   the held-out loss's grid size (16) and mask seed (0) (mdm.eval.likelihood)
     device, dtype   default: cuda if available else cpu; bfloat16 on cuda, float32 on cpu
     causal          force ARM (True) / MDM (False); default: record["model_family"] ("mdm" or an ARM name),
                     else the model config (bidirectional attention, or a known MDM model type)
@@ -46,7 +46,7 @@ from mdm.io import atomic_write_json, finite, folder_lock, read_json, write_json
 
 SETTINGS = {
     "tasks", "n", "split", "data_seed", "task_options", "decoding", "batch_size", "likelihood", "likelihood_n",
-    "t_grid", "masks_per_t", "likelihood_seed", "device", "dtype", "causal", "write",
+    "t_grid", "likelihood_seed", "device", "dtype", "causal", "write",
 }  # fmt: skip
 DECODING_KEYS = {"gen_length", "steps", "block_length", "temperature", "remasking", "early_stop", "seed"}
 GENERATED_DEFAULT_N = 200
@@ -193,7 +193,7 @@ def normalize_settings(settings: dict | None, record: dict | None = None) -> dic
         "data_seed": int(settings.get("data_seed", 0)), "task_options": _task_options(settings, record, tasks),
         "decoding": decoding, "batch_size": int(settings.get("batch_size", 16)),
         "likelihood": bool(settings.get("likelihood", True)), "likelihood_n": settings.get("likelihood_n"),
-        "t_grid": int(settings.get("t_grid", 16)), "masks_per_t": int(settings.get("masks_per_t", 1)),
+        "t_grid": int(settings.get("t_grid", 16)),
         "likelihood_seed": int(settings.get("likelihood_seed", 0)), "device": settings.get("device"),
         "dtype": settings.get("dtype"), "causal": settings.get("causal"), "write": bool(settings.get("write", True)),
     }  # fmt: skip
@@ -354,7 +354,7 @@ def evaluate_run(run_dir: str | Path, settings: dict | None = None, *, model=Non
 def _evaluate_task(task, cfg, decoding, model, tokenizer, causal, mask_id, out_dir) -> dict:
     # deferred: collation, likelihood and the sampler import torch
     from mdm.data.collate import tokenize_examples
-    from mdm.eval.likelihood import arm_nll, heldout_elbo
+    from mdm.eval.likelihood import heldout_nll
     from mdm.sampler import autoregressive_generate, chat_prompt_ids, decode_text, generate
 
     opts = dict(cfg["task_options"])
@@ -399,11 +399,9 @@ def _evaluate_task(task, cfg, decoding, model, tokenizer, causal, mask_id, out_d
         k = cfg["likelihood_n"] if cfg["likelihood_n"] is not None else min(len(examples), 256)
         items, _ = tokenize_examples(tokenizer, examples[:k], spec, max_length=1 << 30)
         items = [it for it in items if len(it["input_ids"]) > it["prompt_length"]]
-        if causal:
-            likelihood = arm_nll(model, items, batch_size=cfg["batch_size"], pad_token_id=pad)
-        else:
-            likelihood = heldout_elbo(model, items, mask_id, grid=cfg["t_grid"], masks_per_t=cfg["masks_per_t"],
-                                      seed=cfg["likelihood_seed"], batch_size=cfg["batch_size"], pad_token_id=pad)  # fmt: skip
+        likelihood = heldout_nll(model, tokenizer, items, spec, 1 << 30, family="arm" if causal else "mdm",
+                                 mask_token_id=mask_id, t_grid=cfg["t_grid"], batch_size=cfg["batch_size"],
+                                 seed=cfg["likelihood_seed"], device=next(model.parameters()).device)
         per_seq = {it["id"]: v for it, v in zip(items, likelihood.pop("per_sequence_nll"))}
         likelihood["data"] = f"{task} {cfg['split']} references (prompt + response), first {len(items)}"
         likelihood["time_s"] = time.perf_counter() - t1

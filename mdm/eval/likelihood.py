@@ -1,27 +1,30 @@
-"""Held-out likelihood: a deterministic MDM ELBO (fixed t-grid, fixed masks), ARM NLL, and LLaDA's Monte Carlo
-conditional log-likelihood (used by the lm-eval plugin).
+"""Held-out likelihood: the one held-out MDM loss (a deterministic negative ELBO on a fixed t grid with fixed
+masks) and ARM NLL, used by the trainer (`metrics.heldout_loss`) and `mdm eval` (`likelihood`); and LLaDA's Monte
+Carlo conditional log-likelihood (used by the lm-eval plugin).
 
-MDM ELBO on held-out data (`heldout_elbo`). For a sequence x with response tokens E (the eligible set of the
-standard objective: response + EOS, never the prompt),
+MDM (`heldout_nll`, family "mdm"). For a sequence x with response tokens E (the eligible set of the standard
+objective: response + EOS, never the prompt),
 
-    -log p(x_E | prompt) <= int_0^1 (1/t) E_{M ~ Bernoulli(t)^E} [ sum_{i in M} -log p_theta(x_i | x_t) ] dt.
+    -log p(x_E | prompt) <= int_0^1 (1/t) E_{M ~ Bernoulli(t)^E} [ sum_{i in M} -log p_theta(x_i | x_t) ] dt,
 
-The integral is evaluated by the midpoint rule on a fixed grid t_k = (k + 1/2) / K, k = 0..K-1, and the masks are
-fixed: token i of a sequence gets one uniform u_i (per mask replicate j) from a generator keyed by (seed, the
-sequence's token ids, j), and is masked at t_k iff u_i < t_k, so the masks of one sequence are nested across the
-grid (common random numbers) and identical for every model, method and training seed evaluated with the same
-eval seed. The estimate is then a deterministic function of the model and the data: differences between runs are
+evaluated by the midpoint rule on t_j = (j + 1/2) / K, j < K, with p_j = (1 - eps) t_j + eps. Every sequence gets
+one mask per grid point, keyed by (eval seed, j, the sequence's index in the list): the same masks for every model,
+method and training seed evaluated on the same list, whatever the batch size, so differences between runs are
 differences between models, not Monte Carlo noise. It is a quadrature estimate (the grid and mask draws bias it the
-same way for every model), reported per token:
+same way for every model). ARM (family "arm"): the exact next-token NLL of the same response tokens.
 
-    nll_per_token        = sum_x bound(x) / sum_x |E_x|          (micro; compare with ARM NLL per token)
-    nll_per_token_macro  = mean_x bound(x) / |E_x|               (the training loss's normalisation)
+    nll_per_token_macro  = mean_x bound(x) / |E_x|     (the training loss's normalisation; the trainer's heldout_loss)
+    nll_per_token        = sum_x bound(x) / sum_x |E_x|   (micro)
 
-ARM runs (`arm_nll`) report the exact next-token NLL on the same response tokens with the same two averages.
+Inside a launch (`accelerator` given) every rank takes every world-th batch of the wrapped model and runs under
+the accelerator's autocast; the sums are reduced over ranks (the per-sequence values stay per rank). Every rank
+runs the same number of forwards (a short rank repeats a batch with weight 0): FSDP and ZeRO-3 gather parameters in
+each forward, on all ranks together.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 from collections.abc import Sequence
@@ -30,8 +33,11 @@ import torch
 import torch.nn.functional as F
 
 from mdm.adapters import checked
-from mdm.adapters.core import batches
-from mdm.objective.rng import derive_seed
+from mdm.adapters.core import batches, shard
+from mdm.data import Collator
+from mdm.objective import ARMObjective
+from mdm.objective.objective import EPS, model_token_ce
+from mdm.objective.rng import derive_seed, generator
 
 
 def _logits(model, input_ids, attention_mask, causal: bool = False):
@@ -42,113 +48,78 @@ def _content_key(ids: Sequence[int]) -> str:
     return hashlib.sha1(",".join(map(str, ids)).encode()).hexdigest()
 
 
-def t_grid(k: int) -> list[float]:
-    """Midpoints of K equal bins of [0, 1]."""
-    return [(i + 0.5) / k for i in range(k)]
-
-
-def _items(examples):
-    """Accept tokenized examples ({input_ids, prompt_length}) from mdm.data.tokenize_examples."""
-    items = []
-    for ex in examples:
-        ids = [int(i) for i in ex["input_ids"]]
-        p0 = int(ex["prompt_length"])
-        if not 0 <= p0 < len(ids):
-            raise ValueError(f"example {ex.get('id')!r}: prompt_length {p0} leaves no response token")
-        items.append((ids, p0))
-    return items
-
-
 @torch.no_grad()
-def heldout_elbo(
-    model,
-    examples,
-    mask_token_id: int,
-    *,
-    grid: int = 16,
-    masks_per_t: int = 1,
-    seed: int = 0,
-    batch_size: int = 16,
-    device=None,
-    pad_token_id: int = 0,
-) -> dict:
-    """Deterministic MDM ELBO (module docstring). `examples`: tokenized items {input_ids, prompt_length}.
-    Returns the averages, the per-sequence bounds (nats) and the estimator's settings."""
-    if grid < 1 or masks_per_t < 1:
-        raise ValueError("grid and masks_per_t must be >= 1")
-    items = _items(examples)
-    device = device or next(model.parameters()).device
-    ts = t_grid(grid)
+def heldout_nll(model, tokenizer, items: list[dict], task, max_length: int, *, family: str,
+                mask_token_id: int | None, t_grid: int = 8, batch_size: int = 32, seed: int = 0,
+                device="cpu", accelerator=None) -> dict:
+    """The held-out loss of tokenized `items` (module docstring): averages, per-sequence bounds (nats) and the
+    estimator's settings."""
+    metric = "arm_nll" if family == "arm" else "mdm_elbo"
+    if not items:
+        return _summary(metric, [], []) | {"nll_per_token_macro": float("nan")}
+    was_training = model.training
     model.eval()
-    # one row per (sequence, replicate, t); rows with no masked token contribute 0 and are skipped
-    rows = []
-    for s, (ids, p0) in enumerate(items):
-        n = len(ids) - p0
-        for j in range(masks_per_t):
-            g = torch.Generator().manual_seed(derive_seed("heldout-elbo", seed, _content_key(ids), j))
-            u = torch.rand(n, generator=g, dtype=torch.float64)
-            for t in ts:
-                m = (u < t).nonzero().flatten() + p0
-                if m.numel():
-                    rows.append((s, t, m))
-    bound = [0.0] * len(items)
-    padded = checked(model).can_pad
-    for idx in batches([len(items[s][0]) for s, _, _ in rows], batch_size, padded):
-        chunk = [rows[i] for i in idx]
-        width = max(len(items[s][0]) for s, _, _ in chunk)
-        x = torch.full((len(chunk), width), pad_token_id, dtype=torch.long)
-        attn = torch.zeros((len(chunk), width), dtype=torch.long)
-        target = torch.zeros((len(chunk), width), dtype=torch.long)
-        masked = torch.zeros((len(chunk), width), dtype=torch.bool)
-        for r, (s, _, m) in enumerate(chunk):
-            ids = torch.tensor(items[s][0])
-            x[r, : len(ids)] = ids
-            target[r, : len(ids)] = ids
-            attn[r, : len(ids)] = 1
-            masked[r, m] = True
-        x = torch.where(masked, torch.full_like(x, int(mask_token_id)), x)
-        logits = _logits(model, x.to(device), attn.to(device))
-        ce = torch.zeros(masked.shape, dtype=torch.float64)
-        ce[masked] = F.cross_entropy(logits[masked.to(logits.device)].float(), target[masked].to(logits.device),
-                                     reduction="none").double().cpu()  # fmt: skip
-        per_row = ce.sum(1)
-        for r, (s, t, _) in enumerate(chunk):
-            bound[s] += float(per_row[r]) / t / (grid * masks_per_t)
-    n_tokens = [len(ids) - p0 for ids, p0 in items]
-    return _summary("mdm_elbo", bound, n_tokens) | {
-        "estimator": "midpoint t-grid, nested Bernoulli masks fixed by (seed, sequence)",
-        "t_grid": grid,
-        "masks_per_t": masks_per_t,
-        "seed": seed,
-        "forward_rows": len(rows),
-    }
+    collate = Collator(tokenizer, task, max_length)
+    padded = checked(model, causal=family == "arm").can_pad  # unpadded: batches of one length (no loss on pads)
+    todo = batches([len(it["input_ids"]) for it in items], batch_size, padded)
+    if accelerator is not None:
+        todo = [(idx, float(keep)) for idx, keep in shard(todo, accelerator.process_index, accelerator.num_processes)]
+        autocast = accelerator.autocast()
+    else:
+        todo, autocast = [(idx, 1.0) for idx in todo], contextlib.nullcontext()
+    bound, n_tokens = {}, {}
+    try:
+        with autocast:
+            total, count = _sums(model, collate, items, todo, family, mask_token_id, t_grid, seed, device, bound,
+                                 n_tokens)
+    finally:
+        model.train(was_training)
+    if accelerator is not None:
+        sums = accelerator.reduce(torch.tensor([total, count], dtype=torch.float64, device=accelerator.device),
+                                  reduction="sum")
+        total, count = float(sums[0]), float(sums[1])
+    rows = sorted(bound)
+    out = _summary(metric, [bound[r] for r in rows], [n_tokens[r] for r in rows])
+    out["nll_per_token_macro"] = total / count  # summed in the trainer's order (its pinned heldout_loss)
+    return out | ({"estimator": "midpoint t-grid, Bernoulli masks fixed by (seed, grid point, sequence index)",
+                   "t_grid": t_grid, "seed": seed} if family != "arm" else {})
 
 
-@torch.no_grad()
-def arm_nll(model, examples, *, batch_size: int = 16, device=None, pad_token_id: int = 0) -> dict:
-    """Exact next-token NLL of the response tokens (token i predicted from positions < i)."""
-    items = _items(examples)
-    device = device or next(model.parameters()).device
-    model.eval()
-    nll = [0.0] * len(items)
-    for idx in batches([len(ids) for ids, _ in items], batch_size, checked(model, causal=True).can_pad):
-        chunk = [items[i] for i in idx]
-        width = max(len(ids) for ids, _ in chunk)
-        x = torch.full((len(chunk), width), pad_token_id, dtype=torch.long)
-        attn = torch.zeros((len(chunk), width), dtype=torch.long)
-        scored = torch.zeros((len(chunk), width), dtype=torch.bool)
-        for r, (ids, p0) in enumerate(chunk):
-            x[r, : len(ids)] = torch.tensor(ids)
-            attn[r, : len(ids)] = 1
-            scored[r, p0 : len(ids)] = True
-        logits = _logits(model, x.to(device), attn.to(device), causal=True)[:, :-1]
-        pred = scored[:, 1:]
-        ce = torch.zeros(pred.shape, dtype=torch.float64)
-        ce[pred] = F.cross_entropy(logits[pred.to(logits.device)].float(), x[:, 1:][pred].to(logits.device),
-                                   reduction="none").double().cpu()  # fmt: skip
-        for r, i in enumerate(idx):
-            nll[i] = float(ce[r].sum())
-    return _summary("arm_nll", nll, [len(ids) - p0 for ids, p0 in items])
+def _sums(model, collate, items, todo, family, mask_token_id, t_grid, seed, device, bound, n_tokens):
+    """Weighted sums of per-sequence losses and of sequences over the (index batch, weight) list `todo`; the
+    per-sequence bounds (nats) of weight-1 batches go into `bound`, their response token counts into `n_tokens`."""
+    total, count = 0.0, 0.0
+    for idx, weight in todo:
+        batch = collate([items[i] for i in idx]).to(device)
+        eligible = batch.response_mask()
+        n_elig = eligible.sum(1).clamp(min=1).float()
+        if weight:
+            n_tokens.update(zip(idx, eligible.sum(1).tolist()))
+        if family == "arm":
+            out = ARMObjective()(model, batch)
+            total += weight * float(out.row_losses.float().sum())
+            count += weight * batch.size
+            if weight:
+                bound.update(zip(idx, (out.row_losses.double().cpu() * n_elig.double().cpu()).tolist()))
+            continue
+        token_ce = model_token_ce(model)
+        lengths = batch.attention_mask.sum(1).tolist()
+        for j in range(t_grid):
+            t = (j + 0.5) / t_grid
+            p = (1 - EPS) * t + EPS
+            u = torch.ones(batch.input_ids.shape, dtype=torch.float32)
+            for i, (r, n) in enumerate(zip(idx, lengths)):
+                u[i, :n] = torch.rand(n, generator=generator(seed, "heldout", j, r))
+            u = u.to(device)
+            masked = (u < p) & eligible
+            noised = torch.where(masked, torch.full_like(batch.input_ids, mask_token_id), batch.input_ids)
+            ce = token_ce(noised, batch.attention_mask, batch.input_ids, masked).float()
+            total += weight * float((ce.sum(1) / p / n_elig).sum())
+            count += weight * batch.size
+            if weight:
+                for r, v in zip(idx, (ce.sum(1).double() / p / t_grid).cpu().tolist()):
+                    bound[r] = bound.get(r, 0.0) + v
+    return total, count
 
 
 def _summary(metric: str, per_seq: list[float], n_tokens: list[int]) -> dict:

@@ -33,6 +33,7 @@ from mdm.adapters import checked_on_main
 from mdm.cache import writable_cache
 from mdm.data import Collator, get_task, mask_token_id_of
 from mdm.errors import ConfigError
+from mdm.eval.likelihood import heldout_nll
 from mdm.io import atomic_write_json, atomic_write_text, read_json
 from mdm.objective import ARMObjective, MDMObjective, Method
 from mdm.objective.objective import model_token_ce
@@ -47,7 +48,6 @@ from mdm.train.data import (
     micro_ranges,
     total_steps,
 )
-from mdm.train.evaluate import heldout_loss
 from mdm.train.lora import apply_lora, check_tiny
 from mdm.train.trackers import check_trackers, tracker_dir
 
@@ -470,7 +470,7 @@ class Trainer:
 
     def _metrics(self) -> dict:
         """Train-loss summaries (main process: it wrote the log) and the held-out loss of the wrapped model, sharded
-        over all ranks under autocast (mdm.train.evaluate)."""
+        over all ranks under autocast (mdm.eval.likelihood)."""
         metrics: dict = {}
         if self.acc.is_main_process:
             losses = [e["loss_raw"] for e in read_log(self.run_dir)]
@@ -480,10 +480,11 @@ class Trainer:
         e = self.cfg.eval
         if e.heldout and self.data.heldout:
             items = self.data.heldout[: e.max_examples]
-            metrics["heldout_loss"] = heldout_loss(
+            metrics["heldout_loss"] = heldout_nll(
                 self.model, self.tokenizer, items, self.collate.task, self.cfg.data.max_length,
                 family=self.cfg.model.family, mask_token_id=self.mask_token_id, t_grid=e.t_grid,
-                batch_size=e.batch_size, seed=e.seed, device=self.acc.device, accelerator=self.acc)
+                batch_size=e.batch_size, seed=e.seed, device=self.acc.device,
+                accelerator=self.acc)["nll_per_token_macro"]
             metrics["heldout_metric"] = "mdm_neg_elbo_per_token" if self.is_mdm else "arm_nll_per_token"
             metrics["heldout_examples"] = len(items)
         return metrics
