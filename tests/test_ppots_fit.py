@@ -1,4 +1,4 @@
-"""P-POTS fit: EPR recovery, the shared artifact, unit-mass density and weights, failure policy."""
+"""P-POTS fit: EPR recovery, the artifact, unit-mass density and weights, failure policy."""
 
 from __future__ import annotations
 
@@ -119,7 +119,3 @@ def test_a_fit_that_does_not_converge_is_kept_with_a_warning_or_refused_when_str
     with pytest.raises(ValueError, match="did not report convergence"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit.fit_ppots(GRID, moments_from(w), restarts=2, strict=True)
-
-
-def test_share_without_distributed_returns_the_artifact():
-    assert fit.share({"grid": [0, 1], "density": [1, 1]}) == {"grid": [0, 1], "density": [1, 1]}

@@ -349,9 +349,9 @@ def test_rope_theta_reaches_the_rotary_embedding():
 
 
 def test_an_arm_checkpoint_loads_as_a_bidirectional_mdm(tmp_path):
+    from mdm.adapters import load_model
     from mdm.models import TinySize, build_tiny_model
     from mdm.train.config import PretrainConfig
-    from mdm.train.model import load_pretrained
 
     assert PretrainConfig().init_from_arm is False
     tok = _tokenizer_for_rope()
@@ -363,7 +363,7 @@ def test_an_arm_checkpoint_loads_as_a_bidirectional_mdm(tmp_path):
     y = x.clone()
     y[0, -1] = 7
     for causal in (True, False):
-        model, _ = load_pretrained(tmp_path, causal, torch.float32)
+        model, _ = load_model(tmp_path, causal=causal, dtype=torch.float32)
         with torch.no_grad():
             moved = (model(input_ids=x).logits[0, 0] - model(input_ids=y).logits[0, 0]).abs().max().item()
         assert model.config.use_bidirectional_attention is (not causal)
@@ -387,8 +387,8 @@ def test_the_heldout_loss_shards_over_ranks_with_equal_forwards(tmp_path, family
 
     from mdm.adapters import checked
     from mdm.data import build_tokenizer, make_task, tokenize_examples
-    from mdm.models import TinySize, build_tiny_model
     from mdm.eval.likelihood import heldout_nll
+    from mdm.models import TinySize, build_tiny_model
     from tests.numerics import approx
 
     examples = make_task("arith", n=40)
@@ -433,7 +433,7 @@ def test_the_heldout_loss_shards_over_ranks_with_equal_forwards(tmp_path, family
 def test_model_only_snapshots_are_kept_without_changing_the_trajectory(tmp_path):
     """training.save_model_every: weights + tokenizer (no optimizer) under models/step_N, the latest keep_models kept;
     the log is the run's without snapshots, bit for bit, and a snapshot loads as a model folder."""
-    from mdm.train.model import load_pretrained
+    from mdm.adapters import load_model
 
     plain, plain_log = train(tiny_run(tmp_path / "plain", tmp_path / "cache"))
     snap, snap_log = train(tiny_run(tmp_path / "snap", tmp_path / "cache", training__save_model_every=1,
@@ -443,7 +443,7 @@ def test_model_only_snapshots_are_kept_without_changing_the_trajectory(tmp_path)
     assert sorted(p.name for p in models.iterdir()) == ["step_00000002", "step_00000003"]  # step 4 is <run>/model
     assert not (models / "step_00000003" / "optimizer.bin").exists()
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in (models / "step_00000003").iterdir()}
-    model, _ = load_pretrained(models / "step_00000003", causal=False, dtype=torch.float32)
-    final, _ = load_pretrained(tmp_path / "snap" / "model", causal=False, dtype=torch.float32)
+    model, _ = load_model(models / "step_00000003", causal=False, dtype=torch.float32)
+    final, _ = load_model(tmp_path / "snap" / "model", causal=False, dtype=torch.float32)
     w3, w4 = (dict(m.named_parameters())["model.embed_tokens.weight"] for m in (model, final))
     assert not torch.equal(w3, w4)

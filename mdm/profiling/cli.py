@@ -76,8 +76,8 @@ def _writable_out(path: str) -> Path:
 
 def _setup(args, gradient: bool = False):
     # deferred: the CLI's subcommands import only what they run
-    from mdm.variance.estimator import check_sizes
     from mdm.profiling.spec import load_spec
+    from mdm.variance.estimator import check_sizes
 
     spec = load_spec(args.config)
     threads = spec.threads if args.threads is None else args.threads
@@ -98,7 +98,10 @@ def _setup(args, gradient: bool = False):
 
 
 def provenance() -> dict:
-    from mdm.provenance import code_version, hardware  # deferred: the CLI's subcommands import only what they run
+    from mdm.provenance import (  # deferred: the CLI's subcommands import only what they run
+        code_version,
+        hardware,
+    )
 
     return {"code_version": code_version(), "hardware": hardware()}
 
@@ -130,9 +133,9 @@ def cmd_variance(args) -> None:
                           f"{MIN_GRID} (or pass --ppots-density)")
     # deferred: the CLI's subcommands import only what they run
     from mdm.adapters import checked
+    from mdm.profiling.spec import load, pick_x0
     from mdm.variance.plots import plot_variance
     from mdm.variance.profile import Profiler, run_variance, save_json
-    from mdm.profiling.spec import load, pick_x0
 
     progress = not args.no_progress
     loaded = load(spec, arm=ARM in methods, progress=progress, lora=args.gradient and spec.gradient.params == "lora")
@@ -183,10 +186,10 @@ def cmd_fit_ppots(args) -> None:
     spec, a, b, c, seed, budget = _setup(args)
     # deferred: the CLI's subcommands import only what they run
     from mdm.adapters import checked
+    from mdm.profiling.spec import load, pick_x0
     from mdm.variance import fit as fitting
     from mdm.variance.plots import plot_ppots
     from mdm.variance.profile import Profiler, predicted_gain
-    from mdm.profiling.spec import load, pick_x0
 
     options = spec.fit.model_dump()
     for key in ("full_second_moment", "mix", "strict"):

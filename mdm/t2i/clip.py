@@ -1,15 +1,14 @@
-"""CLIP score with open_clip, cross-checked against torchmetrics; the tiny CLIP the project trains offline.
+"""CLIP score with open_clip; the tiny CLIP the project trains offline.
 
     scorer = ClipScorer.from_spec("ViT-B-32/openai")   # the paper preset (weights from the hub / HF cache)
     scorer = ClipScorer.from_spec("tiny")              # open_clip model trained on the tiny task (cached)
-    result = scorer.score(images, captions)            # {"clip_score", "clip_score_torchmetrics", ...}
+    result = scorer.score(images, captions)            # {"clip_score", "clip_score_per_sample", ...}
 
 Definition (PAPER.md, stated in every result): CLIPScore = 100 * max(cos(E_img, E_txt), 0) per (image,
 prompt) pair, averaged over prompts. torchmetrics' `CLIPScore` computes 100 * cos per pair and clamps the
 *mean* at 0 (`max(mean(100 cos), 0)`); the two agree whenever no pair has a negative cosine, and ours is
-never smaller. `torchmetrics_clip_score(image_emb, text_emb)` runs torchmetrics' own `CLIPScore` metric
-on the given embeddings (through a model/processor adapter that hands it those embeddings), so the
-cross-check uses torchmetrics' code path, not a re-implementation; every `score()` reports both.
+never smaller (tests/test_t2i.py runs torchmetrics' own `CLIPScore` on fixed embeddings against ours); every
+`score()` counts the pairs with a negative cosine, where the two differ.
 
 The tiny CLIP is a real open_clip `CLIP` (ViT with 4x4 patches on 24x24 images, a 3-layer text transformer,
 open_clip's BPE tokenizer with a 16-token context) registered as the open_clip model config
@@ -72,44 +71,6 @@ def clip_score_from_embeddings(image_emb: torch.Tensor, text_emb: torch.Tensor) 
     return float(per.mean()), per
 
 
-class _FixedEmbeddings(torch.nn.Module):
-    """A stand-in for transformers' CLIPModel that returns given embeddings; inputs are row indices."""
-
-    def __init__(self, image_emb: torch.Tensor, text_emb: torch.Tensor):
-        super().__init__()
-        self.register_buffer("image_emb", image_emb.detach().float().cpu())
-        self.register_buffer("text_emb", text_emb.detach().float().cpu())
-        self.config = type("Config", (), {})()
-
-    def get_image_features(self, pixel_values):
-        return self.image_emb[pixel_values.reshape(-1).long()]
-
-    def get_text_features(self, input_ids, attention_mask=None):
-        return self.text_emb[input_ids[:, 0].long()]
-
-
-class _IndexProcessor:
-    """A stand-in for CLIPProcessor: images are 1x1x1 tensors holding their row index; texts are numbered
-    in the order torchmetrics passes them."""
-
-    def __call__(self, images=None, text=None, **_):
-        if images is not None:
-            return {"pixel_values": torch.stack([im.reshape(-1)[0] for im in images]).long()}
-        n = len(text)
-        return {"input_ids": torch.arange(n)[:, None], "attention_mask": torch.ones(n, 1, dtype=torch.long)}
-
-
-def torchmetrics_clip_score(image_emb: torch.Tensor, text_emb: torch.Tensor) -> float:
-    """torchmetrics.multimodal.CLIPScore on row-aligned embeddings (its definition: max(mean(100 cos), 0))."""
-    # deferred: torchmetrics, only for the reference CLIP score
-    from torchmetrics.multimodal.clip_score import CLIPScore
-
-    n = image_emb.shape[0]
-    metric = CLIPScore(model_name_or_path=lambda: (_FixedEmbeddings(image_emb, text_emb), _IndexProcessor()))
-    metric.update([torch.full((1, 1, 1), i) for i in range(n)], [f"text {i}" for i in range(n)])
-    return float(metric.compute())
-
-
 # ---------------------------------------------------------------- the scorer
 
 
@@ -169,17 +130,14 @@ class ClipScorer:
             out.append(self.model.encode_text(tokens).float().cpu())
         return torch.cat(out) if out else torch.zeros(0)
 
-    def score(self, images, captions, cross_check: bool = True) -> dict:
+    def score(self, images, captions) -> dict:
         """CLIP score of row-aligned images and captions (see the module docstring)."""
         if len(captions) != len(self._pil(images)):
             raise ValueError("one caption per image")
         img, txt = self.embed_images(images), self.embed_texts(captions)
         mean, per = clip_score_from_embeddings(img, txt)
         out = {"clip_score": mean, "clip_model": self.name, "clip_definition": DEFINITION, "n": len(captions),
-               "clip_score_per_sample": per.tolist()}
-        if cross_check:
-            out["clip_score_torchmetrics"] = torchmetrics_clip_score(img, txt)
-            out["negative_cosines"] = int((per == 0).sum())
+               "clip_score_per_sample": per.tolist(), "negative_cosines": int((per == 0).sum())}
         return out
 
 

@@ -119,12 +119,6 @@ class T2ICodec:
     def codes_to_ids(self, codes) -> torch.Tensor:
         return torch.as_tensor(codes, dtype=torch.long) + self.code_offset
 
-    def ids_to_codes(self, ids) -> torch.Tensor:
-        codes = torch.as_tensor(ids, dtype=torch.long) - self.code_offset
-        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
-            raise ValueError("ids outside the image-code range")
-        return codes
-
     # ------------------------------------------------------------ examples -> items
 
     def item(self, caption: str, codes: Sequence[int], **extra) -> dict:

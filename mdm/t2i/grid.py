@@ -6,8 +6,6 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 GREEN, RED, GREY = (60, 200, 90), (230, 60, 60), (110, 110, 110)
 
 
@@ -58,8 +56,3 @@ def save_grid(images, path: str | Path, captions: Sequence[str] | None = None, o
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
     return path
-
-
-def stack_rows(rows: Sequence[np.ndarray]) -> np.ndarray:
-    """Concatenate equally long image batches (one per row of a comparison grid)."""
-    return np.concatenate([np.asarray(r) for r in rows], axis=0)

@@ -14,15 +14,13 @@ Implementations:
   frequency). Centroids are stored as uint8, so `encode(decode(codes)) == codes` exactly for every code
   sequence, and `decode(encode(img))` is the nearest-codebook reconstruction. `tiny_image_tokenizer()`
   builds it once and caches it (keyed by its settings). On the tiny task the codebook is lossless.
-- `DiffusersVQTokenizer`: a diffusers `VQModel` (a local folder or a hub id): encoder + nearest codebook
-  entry per latent position; decode looks the entries up and runs the decoder.
 - `MagvitV2Tokenizer`: MMaDA's MAGVIT-v2 (`showlab/magvitv2`, 8,192 codes, 16x downsampling: 32 x 32 = 1,024
   codes at 512 px), run by MMaDA's own code (`mdm.t2i.magvit`: its `models/` package from `code_dir`, else
   $MDM_MMADA_CODE; this project does not vendor it). Codebook size and grid come from the model; tests use
   `mdm.t2i.magvit.tiny_magvit`, the same architecture at tiny size.
 
-`load_image_tokenizer(spec)` builds one from a string: "tiny" (or "kmeans:<folder>"), "vq:<path or hub id>",
-"magvitv2[:<folder or hub id>]".
+`load_image_tokenizer(spec)` builds one from a string: "tiny" (or "kmeans:<folder>"), "magvitv2[:<folder or hub
+id>]".
 """
 
 from __future__ import annotations
@@ -200,55 +198,6 @@ def tiny_image_tokenizer(cache_dir: str | Path | None = None, **settings) -> KMe
     return KMeansPatchTokenizer.load(cached_dir("codebook", cfg, build, cache_dir))
 
 
-# ---------------------------------------------------------------- diffusers VQModel
-
-
-class DiffusersVQTokenizer(ImageTokenizer):
-    """A diffusers `VQModel` (taming-style VQGAN): `VQModel.from_pretrained(path_or_id)` or an instance.
-
-    Images are scaled to [-1, 1] (the diffusers convention); codes are the nearest codebook entries of the
-    encoder's (pre-quantisation) latents, in row-major order of the latent grid."""
-
-    name = "diffusers-vq"
-
-    def __init__(self, model, image_size: int | None = None, device=None, dtype=torch.float32):
-        if isinstance(model, (str, Path)):
-            # deferred: diffusers (slow import), only for a VQ model folder or hub id
-            from diffusers import VQModel
-
-            model = VQModel.from_pretrained(str(model), torch_dtype=dtype)
-        self.model = model.eval().to(device or "cpu")
-        cfg = model.config
-        self.codebook_size = int(cfg.num_vq_embeddings)
-        self.image_size = int(image_size or cfg.sample_size)
-        down = 2 ** (len(cfg.block_out_channels) - 1)
-        self.grid = (self.image_size // down, self.image_size // down)
-        self.device = next(self.model.parameters()).device
-        self.dtype = dtype
-
-    @torch.no_grad()
-    def encode(self, images) -> torch.Tensor:
-        imgs = as_uint8_batch(images)
-        x = torch.as_tensor(imgs, dtype=torch.float32).permute(0, 3, 1, 2) / 127.5 - 1.0
-        latents = self.model.encode(x.to(self.device, self.dtype)).latents
-        _, _, info = self.model.quantize(latents)
-        idx = info[2]
-        return idx.reshape(latents.shape[0], -1).long().cpu()
-
-    @torch.no_grad()
-    def decode(self, codes) -> np.ndarray:
-        codes = torch.as_tensor(codes, dtype=torch.long)
-        if codes.ndim == 1:
-            codes = codes[None]
-        b = codes.shape[0]
-        channels = self.model.config.vq_embed_dim or self.model.config.latent_channels
-        quant = self.model.quantize.get_codebook_entry(codes.to(self.device).reshape(-1),
-                                                       (b, *self.grid, channels))
-        images = self.model.decode(quant.to(self.dtype), force_not_quantize=True).sample
-        images = ((images.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
-        return images.permute(0, 2, 3, 1).cpu().numpy()
-
-
 # ---------------------------------------------------------------- MMaDA's MAGVIT-v2
 
 
@@ -311,7 +260,7 @@ def _resize_center_crop(image, size: int) -> np.ndarray:
 
 def load_image_tokenizer(spec: str | ImageTokenizer = "tiny", cache_dir=None, device=None,
                          code_dir=None, image_size: int | None = None) -> ImageTokenizer:
-    """"tiny" | "kmeans:<folder>" | "vq:<folder or hub id>" | "magvitv2[:<folder or hub id>]" | an ImageTokenizer.
+    """"tiny" | "kmeans:<folder>" | "magvitv2[:<folder or hub id>]" | an ImageTokenizer.
     `code_dir`: MMaDA's models/ package for magvitv2 (else $MDM_MMADA_CODE); `image_size`: its pixels per side."""
     if isinstance(spec, ImageTokenizer):
         return spec
@@ -320,9 +269,7 @@ def load_image_tokenizer(spec: str | ImageTokenizer = "tiny", cache_dir=None, de
         return tiny_image_tokenizer(cache_dir)
     if kind == "kmeans" and arg:
         return KMeansPatchTokenizer.load(arg)
-    if kind == "vq" and arg:
-        return DiffusersVQTokenizer(arg, device=device)
     if kind == "magvitv2":
         return MagvitV2Tokenizer(arg or "showlab/magvitv2", image_size=image_size, device=device, code_dir=code_dir)
     raise ConfigError("image_tokenizer", f"unknown image tokenizer {spec!r}; allowed: tiny, kmeans:<folder>, "
-                      "vq:<folder or hub id>, magvitv2[:<folder or hub id>]")
+                      "magvitv2[:<folder or hub id>]")

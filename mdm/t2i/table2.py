@@ -1,13 +1,13 @@
 """The text-to-image report: per-attribute table, the tiny CLIP's check and sample grids, from finished runs.
 
     mdm bench benchmarks/table2.yaml && mdm report results/runs/table2 --out results/table2   # calls this
-    python -m mdm.t2i.table2 results/runs/table2 --out results/table2                        # this part alone
 
 From the records of the text-to-image runs under a folder (`mdm bench`'s layout) it writes into --out:
     text_to_image.md, text_to_image_summary.json
                                            per method and seed: CLIP score and attribute accuracy, mean,
-                                           sample std, min, max, range; per-attribute accuracy; P-POTS+MIRROR's
-                                           synergy; references (ground truth, codebook, chance); decoding knobs
+                                           sample std, min, max, range; per-attribute accuracy; references
+                                           (ground truth, codebook, chance); decoding knobs (gains and
+                                           synergy with their paired intervals: `mdm report`'s synergy.md)
     clip_retrieval.json                    the tiny CLIP on held-out pairs
     samples_grid.png                       the same held-out captions for ground truth and every method
 It reads artifacts and never trains (`mdm report` owns README.md in the same folder).
@@ -15,11 +15,9 @@ It reads artifacts and never trains (`mdm report` owns README.md in the same fol
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import statistics
-import sys
 from pathlib import Path
 
 from mdm.t2i.task import TASK, grid_indices, image_tokenizer_of, t2i_cache, task_options
@@ -90,19 +88,12 @@ def summarize(results: dict, methods, seeds, retrieval: dict | None) -> dict:
         rows[method] = {k: stats([r["metrics"][k] for r in rs]) for k in METRICS}
         rows[method]["attributes"] = {a: statistics.fmean(r["metrics"][f"attribute_{a}"] for r in rs)
                                       for a in ("colour", "shape", "count", "position")}
-        rows[method]["clip_score_torchmetrics"] = statistics.fmean(r["metrics"]["clip_score_torchmetrics"] for r in rs)
         rows[method]["wall_time_s"] = statistics.fmean(r["wall_time_s"] for r in rs)
         rows[method]["passes"] = statistics.fmean(r["passes"] for r in rs)
-    synergy = {}
-    if all(m in rows for m in ("standard", "ppots", "mirror", "ppots+mirror")):
-        for k in METRICS:
-            g = {m: rows[m][k]["mean"] - rows["standard"][k]["mean"] for m in ("ppots", "mirror", "ppots+mirror")}
-            synergy[k] = {"gain_ppots+mirror": g["ppots+mirror"], "gain_ppots": g["ppots"], "gain_mirror": g["mirror"],
-                          "synergy": g["ppots+mirror"] - g["ppots"] - g["mirror"]}
     any_result = next(iter(results.values()))
     return {"task": "text-to-image (tiny)", "metric": "CLIP score: " + any_result["clip"]["definition"],
             "clip_model": any_result["clip"]["model"], "decoding": any_result["decoding"],
-            "methods": rows, "synergy": synergy, "reference": any_result["reference"],
+            "methods": rows, "reference": any_result["reference"],
             "clip_retrieval": retrieval, "n_eval": any_result["n_eval"], "seeds": list(seeds)}
 
 
@@ -155,7 +146,7 @@ def render_readme(summary: dict, grid) -> str:
         "# Table 2 (tiny preset): text-to-image SFT, CLIP score",
         "",
         f"Metric: {summary['metric']} (CLIP model `{summary['clip_model']}`, trained by the project on the tiny "
-        f"task). torchmetrics' CLIPScore (clamp after averaging) is reported alongside. Attribute accuracy: the "
+        f"task). Attribute accuracy: the "
         f"deterministic checker (colour, shape, count, position all right), in %. {summary['n_eval']} held-out "
         f"captions, one greedy image each; decoding: `{json.dumps(summary['decoding'])}`.",
         "",
@@ -175,9 +166,12 @@ def render_readme(summary: dict, grid) -> str:
         f"{ch['attribute_shape']:.0f} | {ch['attribute_count']:.0f} | {ch['attribute_position']:.1f} |",
         "",
     ]
-    for k, s in summary.get("synergy", {}).items():
-        lines.append(f"- {k}: gain(P-POTS+MIRROR) = {s['gain_ppots+mirror']:+.2f}, gain(P-POTS) = {s['gain_ppots']:+.2f}, "
-                     f"gain(MIRROR) = {s['gain_mirror']:+.2f}, synergy = {s['synergy']:+.2f}")
+    rows = summary["methods"]
+    if all(m in rows for m in ("standard", "ppots", "mirror", "ppots+mirror")):
+        g = {m: rows[m]["attribute_accuracy"]["mean"] - rows["standard"]["attribute_accuracy"]["mean"] for m in rows}
+        lines.append(f"Attribute accuracy over Standard: P-POTS+MIRROR {g['ppots+mirror']:+.2f}, P-POTS {g['ppots']:+.2f}, "
+                     f"MIRROR {g['mirror']:+.2f}: synergy {g['ppots+mirror'] - g['ppots'] - g['mirror']:+.2f} (seed means). "
+                     "CLIP-score gains and synergy with paired 95% intervals: [synergy.md](synergy.md).")
     r = summary.get("clip_retrieval")
     if r:
         lines += ["", f"Tiny CLIP on {r['pairs']} held-out pairs ({r['captions']} test captions, new renders): "
@@ -191,15 +185,3 @@ def render_readme(summary: dict, grid) -> str:
         lines += [f"![samples]({Path(grid).name})", ""]
     return "\n".join(lines)
 
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mdm.t2i.table2", description=__doc__.split("\n")[0])
-    p.add_argument("runs", help="folder holding the runs (searched for record.json)")
-    p.add_argument("--out", required=True)
-    args = p.parse_args(argv)
-    summarize_runs(args.runs, args.out, echo=lambda line: print(line, flush=True))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

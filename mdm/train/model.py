@@ -79,7 +79,9 @@ def build_model(cfg: RunConfig, dtype=None):
     dtype = load_dtype(cfg) if dtype is None else dtype
     if m.base:
         path = ensure_base(cfg) if m.base == "auto" else Path(m.base)
-        return load_pretrained(path, causal, dtype, code_dir=m.code_dir)
+        from mdm.adapters import load_model  # deferred: mdm.adapters imports torch
+
+        return load_model(path, causal=causal, dtype=dtype, code_dir=m.code_dir)
     if m.source == "tiny":
         # deferred: mdm.models imports torch and transformers
         from mdm.models import TinySize, build_tiny_model
@@ -90,15 +92,6 @@ def build_model(cfg: RunConfig, dtype=None):
     from mdm.models import load_hub_model  # deferred: mdm.models imports torch and transformers
 
     return load_hub_model(m.source, causal=causal, dtype=dtype, code_dir=m.code_dir)
-
-
-def load_pretrained(path: Path, causal: bool, dtype, code_dir=None):
-    from mdm.adapters import load_model  # deferred: mdm.adapters imports torch
-
-    _quiet_transformers()
-    if not (Path(path) / "config.json").is_file():
-        raise FileNotFoundError(f"model.base: {path} is not a saved model folder (no config.json)")
-    return load_model(path, causal=causal, dtype=dtype, code_dir=code_dir)
 
 
 # ---------------------------------------------------------------- tiny base models

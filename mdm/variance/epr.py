@@ -88,13 +88,6 @@ def _trapz(y, t):
     return ((y[..., 1:] + y[..., :-1]) / 2 * (t[1:] - t[:-1])).sum(-1)
 
 
-def kl_on_grid(t, w, p) -> float:
-    """KL(w_n || p_n) on the grid with the trapezoid rule, both normalised there, clipped at 1e-12."""
-    t, w, p = (np.asarray(x, dtype=np.float64) for x in (t, w, p))
-    wn, pn = w / _trapz(w, t), p / _trapz(p, t)
-    return float(_trapz(wn * (np.log(np.clip(wn, CLIP, None)) - np.log(np.clip(pn, CLIP, None))), t))
-
-
 @dataclass
 class EPRFit:
     params: dict[str, float]

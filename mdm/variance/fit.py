@@ -7,7 +7,7 @@
 
 The artifact (`ppots.json`) holds a fine grid on [0, 1] and the normalised density there (what
 `GridDensity.load` / the `ppots` t-sampler reads), the EPR parameters, KL, convergence, the pilot's sizes
-and moments, and the model and data ids. Fit on one process and share the artifact (`share`), so every
+and moments, and the model and data ids. In training it is fitted once and broadcast (mdm.train.ppots), so every
 process samples from the same p(t).
 
 Failure policy (never a silent NaN density):
@@ -118,20 +118,4 @@ def load(path: str | Path) -> dict:
         raise ConfigError(str(path), f"not valid JSON ({e})") from None
     if not isinstance(artifact, dict) or "grid" not in artifact or "density" not in artifact:
         raise ConfigError(str(path), "not a P-POTS density: needs 'grid' and 'density' (write it with mdm fit-ppots)")
-    return artifact
-
-
-def share(artifact: dict | None, src: int = 0) -> dict:
-    """Fit on rank `src`, then call this on every rank: returns rank src's artifact everywhere.
-
-    Without torch.distributed (or with one process) it returns the artifact unchanged."""
-    # deferred: torch, only to share a fit across ranks; this module is torch-free
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        box = [artifact if dist.get_rank() == src else None]
-        dist.broadcast_object_list(box, src=src)
-        artifact = box[0]
-    if artifact is None:
-        raise ValueError("share: no artifact on the source rank")
     return artifact
