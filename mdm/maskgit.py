@@ -11,7 +11,7 @@ caption-dropped prompt with the current image), a draw of every image slot from 
 cosine fraction of the image stays masked (at least one token is revealed and, until the last step, at least one
 stays masked). The confidence of a new token is log p + T * Gumbel noise; as in MMaDA the temperature is multiplied
 by (1 - step / steps) at every step, so it compounds. With the same torch.Generator this is MMaDA's loop draw for
-draw (tests/test_maskgit.py); greedy (argmax, no noise) decodes a batch exactly as one prompt at a time.
+draw (tests/sampler/test_maskgit.py); greedy (argmax, no noise) decodes a batch exactly as one prompt at a time.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ TOLERANCE = {
     "why": "float32 reassociation: across CPU kernels (native AVX2/AVX-512, ATEN_CPU_CAPABILITY=default, "
            "MKL_CBWR=COMPATIBLE) these quantities differed by at most 5e-8 relative over the 10 steps; "
            "1e-5 is 200x that, while the smallest change tested (objective eps 1e-3 -> 2e-3) moves the "
-           "step-1 loss by 9.5e-4 relative and the held-out loss by 7e-5 (tests/test_regression.py)",
+           "step-1 loss by 9.5e-4 relative and the held-out loss by 7e-5 (tests/regression/test_regression.py)",
 }
 
 

@@ -39,7 +39,7 @@ def llada_tokenizer():
     from transformers import PreTrainedTokenizerFast
 
     from mdm.data.tokenizer import ASSISTANT, BOS, EOS, USER
-    from tests.test_eval_fixtures import tiny_tokenizer
+    from tests.eval.test_eval_fixtures import tiny_tokenizer
 
     base = tiny_tokenizer()
     tok = PreTrainedTokenizerFast(tokenizer_object=base.backend_tokenizer, bos_token=BOS, eos_token=EOS,

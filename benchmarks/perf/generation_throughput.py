@@ -9,13 +9,13 @@ Rows:
   mdm batched, pre-fix the same, with the attention mask rebuilt by transformers at every model call (the sampler
                        before it passed a prepared 4D mask; `--skip prefix` drops the row)
   mdm one-at-a-time    the same function with batch_size=1: the baseline (same algorithm and implementation)
-  LLaDA reference      LLaDA's generate.py transcribed (tests/test_sampler.py), one prompt at a time, as its
+  LLaDA reference      LLaDA's generate.py transcribed (tests/sampler/test_sampler.py), one prompt at a time, as its
                        eval_llada.py runs it: full-canvas logits and float64 softmax at every step
   diffusers batched    LLaDA2Pipeline + BlockRefinementScheduler, greedy, threshold > 1 (pure top-k), no editing,
                        EOS early stop, num_inference_steps = steps per block, prompts left-padded to one length
   diffusers one-at-a-time
 diffusers' algorithm is not LLaDA's (it feeds the model only the blocks up to the current one and aligns blocks to
-absolute positions; tests/test_sampler_diffusers.py lists the differences), so its numbers compare implementations
+absolute positions; tests/sampler/test_sampler_diffusers.py lists the differences), so its numbers compare implementations
 of a similar amount of work, not identical outputs. With an untrained model (the default) EOS is rare, so early
 stopping plays almost no part; pass a trained checkpoint with --model to include it.
 """
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from mdm.data import build_tokenizer, make_task, mask_token_id_of  # noqa: E402
 from mdm.models import build_tiny_model, num_parameters  # noqa: E402
 from mdm.sampler import DecodeConfig, chat_prompt_ids, generate  # noqa: E402
-from tests.test_sampler import llada_reference_generate  # noqa: E402
+from tests.sampler.test_sampler import llada_reference_generate  # noqa: E402
 
 
 def load(args):

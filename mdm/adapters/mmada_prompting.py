@@ -1,5 +1,5 @@
 """MMaDA's text-to-image sequences, by the rules of its `UniversalPrompting` (training/prompting_utils.py), written
-anew for the project (tests/test_mmada_prompting.py checks them token for token against MMaDA's code):
+anew for the project (tests/adapters/test_mmada_prompting.py checks them token for token against MMaDA's code):
 
     [iPAD]...[iPAD] <|t2i|> <bos> caption <eos> <|soi|> image_1 ... image_m <|eoi|>
 

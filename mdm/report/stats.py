@@ -9,7 +9,7 @@ the noise; across two methods the prompt effects are shared and largely cancel: 
 prompt part of a difference is resampled as a paired difference), plus, per method, an independent resample
 of its seed effects, shrunk so that their variance is the seed component alone (the two-way ANOVA estimate
 (MS_seeds - MS_residual) / prompts; resampling whole seed rows would count the per-prompt noise twice and
-give intervals that cover ~99% instead of 95%). `tests/test_report_stats.py` checks the coverage by simulation.
+give intervals that cover ~99% instead of 95%). `tests/report/test_report_stats.py` checks the coverage by simulation.
 
     lo, hi = bootstrap_interval({"a": A, "s": S}, lambda m: m["a"] - m["s"])   # A, S: [seeds, prompts] arrays
 """

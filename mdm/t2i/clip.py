@@ -7,7 +7,7 @@
 Definition (PAPER.md, stated in every result): CLIPScore = 100 * max(cos(E_img, E_txt), 0) per (image,
 prompt) pair, averaged over prompts. torchmetrics' `CLIPScore` computes 100 * cos per pair and clamps the
 *mean* at 0 (`max(mean(100 cos), 0)`); the two agree whenever no pair has a negative cosine, and ours is
-never smaller (tests/test_t2i.py runs torchmetrics' own `CLIPScore` on fixed embeddings against ours); every
+never smaller (tests/t2i/test_t2i.py runs torchmetrics' own `CLIPScore` on fixed embeddings against ours); every
 `score()` counts the pairs with a negative cosine, where the two differ.
 
 The tiny CLIP is a real open_clip `CLIP` (ViT with 4x4 patches on 24x24 images, a 3-layer text transformer,

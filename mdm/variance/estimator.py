@@ -14,7 +14,7 @@ consistent); for a vector sample every variance is a trace (sum over the coordin
 come from a bootstrap over x0 (the top level of the nested design carries all the noise below it), with
 a fixed seed, so the whole estimate is deterministic.
 
-How a method's "sample" enters (decided here, tested in tests/test_variance_estimator.py):
+How a method's "sample" enters (decided here, tested in tests/variance/test_variance_estimator.py):
 
 - Mask builders, token-rate rules and eligibility change the table: s is the row loss the method
   back-propagates (e.g. MIRROR: the mean of its two views), drawn at each fixed t_j.

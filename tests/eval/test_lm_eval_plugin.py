@@ -19,11 +19,11 @@ from mdm.data import make_task
 from mdm.errors import ConfigError
 from mdm.eval.api import score_predictions
 from mdm.eval.scorers import gsm8k_authors, gsm8k_flexible, gsm8k_strict
-from tests.test_eval_fixtures import save_run, sharp_model, tiny_tokenizer  # noqa: F401
+from tests.eval.test_eval_fixtures import save_run, sharp_model, tiny_tokenizer  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HAVE_LOCAL_GSM8K = (ROOT / ".." / "shared" / "data" / "gsm8k" / "test.jsonl").is_file()
 
 

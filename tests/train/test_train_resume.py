@@ -16,9 +16,9 @@ import yaml
 
 from mdm.train import RunConfig, Trainer, read_log
 from mdm.train.trainer import RESULT
-from tests.test_train import TINY_SIZE, trajectory
+from tests.train.test_train import TINY_SIZE, trajectory
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def spec(cache) -> dict:
@@ -146,7 +146,7 @@ def test_sigkill_of_mdm_train_with_default_settings_then_rerun_logs_each_step_on
     restarts from step 0 with an empty log; a kill after one resumes from it. Random steps, seed in the message."""
     import random
 
-    from tests.test_train import tiny_run
+    from tests.train.test_train import tiny_run
 
     seed = random.randrange(10**6)
     rng = random.Random(seed)

@@ -38,7 +38,7 @@ import torch
 
 from mdm.data import make_task
 from mdm.sampler import DecodeConfig, chat_prompt_ids, generate
-from tests.test_eval_fixtures import EOSBias, sharp_model, tiny_tokenizer  # noqa: F401
+from tests.eval.test_eval_fixtures import EOSBias, sharp_model, tiny_tokenizer  # noqa: F401
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.numerics]
 

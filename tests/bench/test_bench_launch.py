@@ -17,7 +17,7 @@ from mdm.bench.spec import resolve_launch
 from mdm.cli import main
 from mdm.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ZERO2 = ROOT / "benchmarks" / "accelerate" / "deepspeed_zero2.yaml"
 SPEC = {"name": "t", "seeds": [1], "methods": ["standard"],
         "presets": {"tiny": {"tasks": {"arith": {"n_train": 64, "max_length": 128}},

@@ -22,7 +22,7 @@ from tests.llada_fixture import (
 )
 
 pytestmark = [requires_mmada_code, pytest.mark.usefixtures("one_thread")]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPECIAL = ["<|t2i|>", "<|soi|>", "<|eoi|>", "[iPAD]"]
 
 
@@ -134,7 +134,7 @@ def test_a_codec_the_model_does_not_fit_is_refused(hub, loaded, tmp_path):
     from mdm.t2i.image_tokenizer import MagvitV2Tokenizer, tiny_image_tokenizer
     from mdm.t2i.magvit import tiny_magvit
     from mdm.t2i.sequences import sequence_format
-    from tests.test_eval_fixtures import tiny_tokenizer
+    from tests.eval.test_eval_fixtures import tiny_tokenizer
 
     model, tok = loaded
     with pytest.raises(ConfigError, match="MAGVIT-v2's"):

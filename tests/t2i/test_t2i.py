@@ -428,8 +428,8 @@ def test_sigkill_of_a_t2i_run_then_rerun_resumes_the_same_trajectory(tmp_path):
     import yaml
 
     from mdm.train import RunConfig, Trainer, read_log
-    from tests.test_train import trajectory
-    from tests.test_train_resume import kill_at, train_cli
+    from tests.train.test_train import trajectory
+    from tests.train.test_train_resume import kill_at, train_cli
 
     config = tmp_path / "run.yaml"
     run = t2i_run(tmp_path / "killed", method="mirror", max_steps=12, checkpoint_every=3)

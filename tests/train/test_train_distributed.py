@@ -12,9 +12,9 @@ import yaml
 
 from mdm.train import read_log
 from tests.numerics import approx, assert_same_trajectory
-from tests.test_train import tiny_run, train
+from tests.train.test_train import tiny_run, train
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -95,7 +95,7 @@ def test_a_causal_model_is_refused_on_every_rank_of_a_launch(tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from tests.llada_fixture import llada_tokenizer
-    from tests.test_llada import run_yaml
+    from tests.adapters.test_llada import run_yaml
 
     tok = llada_tokenizer()
     tok.add_special_tokens({"mask_token": "<|mdm_mask|>"})

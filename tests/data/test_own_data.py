@@ -14,12 +14,12 @@ from mdm.cli import main
 from mdm.data import Collator, build_tokenizer, format_chat, get_task, make_task, tokenize_examples
 from mdm.data.tokenizer import ASSISTANT, BOS, USER
 from mdm.errors import ConfigError
-from tests.test_train import TINY_SIZE
-from tests.test_train_cli import mdm
+from tests.train.test_train import TINY_SIZE
+from tests.train.test_train_cli import mdm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "benchmarks" / "examples"
 
 
@@ -252,7 +252,7 @@ def test_the_committed_example_is_valid_and_in_messages_format(monkeypatch):
 
 
 def test_bench_spec_task_and_variance_profiler_on_the_users_data(tmp_path, capsys, monkeypatch):
-    from tests.test_variance_cli import SPEC
+    from tests.profiling.test_variance_cli import SPEC
 
     monkeypatch.setenv("MDM_CACHE", str(tmp_path / "cache"))
     train = str(write_jsonl(tmp_path / "train.jsonl", chat_rows("train", 40)))
@@ -288,7 +288,7 @@ def test_bench_spec_task_and_variance_profiler_on_the_users_data(tmp_path, capsy
 
 
 def test_generate_help_and_data_option_errors_import_no_torch(tmp_path):
-    from tests.test_cli_methods import _imports_of
+    from tests.cli.test_cli_methods import _imports_of
 
     heavy, rc, _ = _imports_of("generate", "--help")
     assert heavy == [] and rc == "0", heavy

@@ -12,7 +12,7 @@ import pytest
 from mdm.errors import ConfigError
 from mdm.report import leaderboard, load_scores, synergy
 
-REF = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference"
+REF = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference"
 TABLE1 = REF / "paper_table1.csv"
 
 

@@ -18,7 +18,7 @@ from mdm.eval.api import evaluate_run, find_model_dir, score_predictions
 from mdm.eval.likelihood import heldout_nll
 from mdm.objective import ARMObjective
 from tests.numerics import approx
-from tests.test_eval_fixtures import save_run, sharp_model, tiny_tokenizer  # noqa: F401
+from tests.eval.test_eval_fixtures import save_run, sharp_model, tiny_tokenizer  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -17,8 +17,8 @@ from mdm.data import Collator, mask_token_id_of
 from mdm.errors import ConfigError
 from tests.llada_fixture import MMADA_CODE, mmada_folder, requires_mmada_code
 from tests.numerics import REASSOCIATION_RTOL
-from tests.test_llada import objective_and_hand_written_sft_loss, padded_batch, run_yaml
-from tests.test_train_cli import mdm_here
+from tests.adapters.test_llada import objective_and_hand_written_sft_loss, padded_batch, run_yaml
+from tests.train.test_train_cli import mdm_here
 
 pytestmark = [requires_mmada_code, pytest.mark.usefixtures("one_thread")]
 LLM_CODE = {"modeling_mmada.py", "modeling_llada.py", "configuration_llada.py", "sampling.py"}
@@ -45,7 +45,7 @@ def test_loads_from_the_code_dir_importing_only_the_llm_modules(folder, monkeypa
         return {m for m in sys.modules if m.endswith(("modeling_magvitv2", "common_modules", "modeling_utils"))
                 and "_mdm_mmada_" in m}
 
-    before = magvit_modules()  # tests/test_magvit.py may have imported MAGVIT-v2 (on purpose) in this process
+    before = magvit_modules()  # tests/t2i/test_magvit.py may have imported MAGVIT-v2 (on purpose) in this process
     model, tok = load(folder)
     assert type(model).__name__ == "MMadaModelLM" and type(model.config).__name__ == "MMadaConfig"
     assert magvit_modules() == before  # loading the text model imports nothing of MAGVIT-v2 ...
@@ -149,7 +149,7 @@ def test_missing_code_is_one_line(folder, tmp_path):
 
 
 def test_a_wrong_code_dir_is_refused_without_importing_torch(folder, tmp_path):
-    from tests.test_cli_methods import _imports_of
+    from tests.cli.test_cli_methods import _imports_of
 
     heavy, rc, err = _imports_of("train", run_yaml(tmp_path, folder, model__code_dir=str(tmp_path / "nope")))
     assert rc == "2" and heavy == [], (heavy, err)

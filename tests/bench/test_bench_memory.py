@@ -11,7 +11,7 @@ from mdm.bench import memory
 from mdm.bench.estimate import KNOWN_PARAMS, tiny_params
 from mdm.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = memory.Arch(layers=2, hidden=64, heads=4, kv_heads=2, head_dim=16, intermediate=192, vocab=512, tied=True)
 LLADA = memory.KNOWN_ARCH["GSAI-ML/LLaDA-8B-Instruct"]
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from mdm.data import make_task
 from mdm.errors import ConfigError
 from mdm.sampler import DecodeConfig, chat_prompt_ids, decode_text, generate, num_transfer_schedule
-from tests.test_eval_fixtures import EOSBias, sharp_model, tiny_tokenizer  # noqa: F401
+from tests.eval.test_eval_fixtures import EOSBias, sharp_model, tiny_tokenizer  # noqa: F401
 
 # decoded tokens are argmaxes of float32 logits computed at other batch sizes: run under other kernels too
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.numerics]

@@ -39,7 +39,7 @@ HASHES_AT_COLLECTION = fixture_hashes() if MMADA_CODE.is_dir() else {}
 
 @pytest.fixture(scope="module", autouse=True)
 def forget_magvit_modules():
-    """tests/test_mmada.py checks that loading MMaDA's LLM imports none of MAGVIT-v2's modules: leave none behind."""
+    """tests/adapters/test_mmada.py checks that loading MMaDA's LLM imports none of MAGVIT-v2's modules: leave none behind."""
     before = set(sys.modules)
     yield
     for name in set(sys.modules) - before:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_train import tiny_run
-from tests.test_train_cli import mdm_here as mdm
-from tests.test_train_cli import one_line_error, write
+from tests.train.test_train import tiny_run
+from tests.train.test_train_cli import mdm_here as mdm
+from tests.train.test_train_cli import one_line_error, write
 
 
 @pytest.fixture(scope="module")

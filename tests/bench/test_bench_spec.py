@@ -16,7 +16,7 @@ from mdm.cli import main
 from mdm.errors import ConfigError
 from mdm.train.config import TrainingConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPECS = ROOT / "benchmarks"
 
 GOOD = {
@@ -166,7 +166,7 @@ def test_paper_dry_run_prints_the_full_plan_offline(capsys, monkeypatch, tmp_pat
     assert "?" not in "".join(rows)  # parameter counts of every hub model are known offline
     to_run = next(line for line in lines if line.startswith("to run:"))
     assert to_run.startswith("to run: 129 runs") and to_run.endswith("on 8 x H100 at an assumed MFU of 35%")
-    assert any(line.startswith("per-GPU memory (DeepSpeed ZeRO-2") for line in lines)  # tests/test_bench_memory.py
+    assert any(line.startswith("per-GPU memory (DeepSpeed ZeRO-2") for line in lines)  # tests/bench/test_bench_memory.py
 
 
 @pytest.mark.parametrize("name", ["table1", "table2", "regression"])

@@ -11,8 +11,8 @@ import yaml
 
 from mdm.errors import ConfigError
 from mdm.train import RunConfig, Trainer, load_run_config, read_log
-from tests.test_cli_methods import _imports_of
-from tests.test_train import tiny_run, trajectory
+from tests.cli.test_cli_methods import _imports_of
+from tests.train.test_train import tiny_run, trajectory
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
