@@ -189,10 +189,10 @@ def quality(args) -> None:
     """Fit P-POTS from sub-pilots of one paper-size Standard pilot on the tiny model; evaluate each fitted
     density on the full table (the reference): total variance vs Standard, and vs the full-size fit."""
     from mdm.objective import Method
+    from mdm.profiling.spec import load, load_spec, pick_x0
     from mdm.variance.estimator import moments_by_t
     from mdm.variance.fit import fit_ppots
     from mdm.variance.profile import Profiler, predicted_gain
-    from mdm.profiling.spec import load, load_spec, pick_x0
 
     spec = load_spec(args.config)
     loaded = load(spec, progress=sys.stderr.isatty())

@@ -36,8 +36,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def profile_all(loaded, spec, methods, a, b, c, gradient: bool, bootstrap: int) -> dict:
     from mdm.errors import ConfigError
-    from mdm.variance.profile import Profiler, run_variance
     from mdm.profiling.spec import pick_x0
+    from mdm.variance.profile import Profiler, run_variance
 
     x0 = pick_x0(loaded.items, a, spec.seed, loaded.tokenizer, spec.data.task, spec.data.max_length)
     profiler = Profiler(loaded.model, x0, mask_token_id=loaded.mask_token_id, b=b, c=c, grid=spec.pilot.grid,

@@ -19,9 +19,9 @@ from mdm.errors import ConfigError
 from mdm.objective import MDMObjective
 from mdm.objective.objective import model_token_ce
 from mdm.sampler import DecodeConfig, _Denoiser, chat_prompt_ids, generate
+from tests.eval.test_lm_eval_plugin import HAVE_LOCAL_GSM8K, lm_eval_cli
 from tests.llada_fixture import FILES, REMOTE, VARIANTS, llada_folder, requires_remote_code
 from tests.numerics import REASSOCIATION_RTOL
-from tests.eval.test_lm_eval_plugin import HAVE_LOCAL_GSM8K, lm_eval_cli
 
 pytestmark = [requires_remote_code, pytest.mark.usefixtures("one_thread")]
 PADDING = {"llada": "bias", "llada_hub": "eos"}  # MMaDA's copy honours attention_bias; the hub's code no mask

@@ -15,9 +15,9 @@ from mdm.adapters import Adapter, checked, load_model, probe
 from mdm.adapters.mmada import ENV, MMaDA
 from mdm.data import Collator, mask_token_id_of
 from mdm.errors import ConfigError
+from tests.adapters.test_llada import objective_and_hand_written_sft_loss, padded_batch, run_yaml
 from tests.llada_fixture import MMADA_CODE, mmada_folder, requires_mmada_code
 from tests.numerics import REASSOCIATION_RTOL
-from tests.adapters.test_llada import objective_and_hand_written_sft_loss, padded_batch, run_yaml
 from tests.train.test_train_cli import mdm_here
 
 pytestmark = [requires_mmada_code, pytest.mark.usefixtures("one_thread")]

@@ -17,8 +17,8 @@ from mdm.eval import scorers
 from mdm.eval.api import evaluate_run, find_model_dir, score_predictions
 from mdm.eval.likelihood import heldout_nll
 from mdm.objective import ARMObjective
-from tests.numerics import approx
 from tests.eval.test_eval_fixtures import save_run, sharp_model, tiny_tokenizer  # noqa: F401
+from tests.numerics import approx
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

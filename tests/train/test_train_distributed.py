@@ -94,8 +94,8 @@ def test_a_causal_model_is_refused_on_every_rank_of_a_launch(tmp_path):
     and broadcasts its verdict: both ranks stop with the refusal, none hangs and none trains."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from tests.llada_fixture import llada_tokenizer
     from tests.adapters.test_llada import run_yaml
+    from tests.llada_fixture import llada_tokenizer
 
     tok = llada_tokenizer()
     tok.add_special_tokens({"mask_token": "<|mdm_mask|>"})
