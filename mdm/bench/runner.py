@@ -238,16 +238,18 @@ def run_plan(spec: Spec, runs: list[PlannedRun], jobs: int = 1, echo=print, reru
 
 def schedule(todo: list[PlannedRun], preset) -> list[PlannedRun]:
     """The order parallel workers take runs in: first each task's costliest run (so the tasks' cached bases are
-    built side by side, not one worker waiting on another's), then the rest longest first, so no long run is
-    left for the end while the other workers idle. Results do not depend on the order: every run is keyed."""
+    built side by side), then the cheapest task's runs, so the worker that built the quicker base does not wait on
+    another's, each task longest first, so no long run is left for the end while the other workers idle. Results do
+    not depend on the order: every run is keyed."""
     if preset is None:
         return todo
     cost = {r.index: estimate(r, preset)["token_passes"] for r in todo}
     ordered = sorted(todo, key=lambda r: (-cost[r.index], r.index))
     first = list({r.task: r for r in reversed(ordered)}.values())[::-1]  # each task's costliest run
     first.sort(key=lambda r: (-cost[r.index], r.index))
+    rank = {r.task: -i for i, r in enumerate(first)}  # the task of the cheapest costliest run first
     chosen = {r.index for r in first}
-    return first + [r for r in ordered if r.index not in chosen]
+    return first + sorted((r for r in ordered if r.index not in chosen), key=lambda r: rank[r.task])
 
 
 def _run_parallel(todo: list[PlannedRun], jobs: int, version: dict, launch, report) -> None:

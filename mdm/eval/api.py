@@ -129,22 +129,14 @@ def resolve_dtype(dtype, device):
 
 
 def load_model(path: str | Path, device=None, dtype=None):
-    """(model, tokenizer, model_dir) from a run folder or a model folder; remote code allowed (LLaDA)."""
-    # deferred: transformers (slow import), only when a model is loaded
-    from transformers import AutoTokenizer
-
-    from mdm.adapters import adapter_class, read_config  # deferred: mdm.adapters imports torch
+    """(model, tokenizer, model_dir) from a run folder or a model folder (its family's adapter, `mdm.adapters`)."""
+    from mdm.adapters import load_model as load_folder  # deferred: mdm.adapters imports torch
 
     model_dir = find_model_dir(path)
-    device = resolve_device(device)
-    dtype = resolve_dtype(dtype, device)
-    config = read_config(model_dir)
-    model = adapter_class(config)().load(str(model_dir), config, causal=None, dtype=dtype)
-    tok_dir = next((d for d in (model_dir, Path(path) / "tokenizer", Path(path)) if (d / "tokenizer_config.json").is_file()
-                    or (d / "tokenizer.json").is_file()), None)  # fmt: skip
-    if tok_dir is None:
+    if not any((model_dir / name).is_file() for name in ("tokenizer_config.json", "tokenizer.json")):
         raise ConfigError("run_dir", f"{model_dir}: no tokenizer saved with the model")
-    tokenizer = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=True)
+    device = resolve_device(device)
+    model, tokenizer = load_folder(model_dir, causal=None, dtype=resolve_dtype(dtype, device))
     return model.to(device).eval(), tokenizer, model_dir
 
 

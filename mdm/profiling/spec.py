@@ -30,6 +30,7 @@ import torch
 from pydantic import Field
 
 from mdm.errors import ConfigError
+from mdm.eval.api import resolve_device
 from mdm.schema import Strict, read_yaml, validate_model
 from mdm.train.config import DataConfig, ModelConfig, RunConfig, check_run
 from mdm.train.data import build_data, load_examples
@@ -111,12 +112,6 @@ class Loaded:
     base: dict | None = None  # the cached tiny base it starts from (model.base: auto)
 
 
-def device_of(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def describe(cfg: RunConfig) -> str:
     m = cfg.model
     if m.base == "auto":
@@ -159,7 +154,7 @@ def load(spec: Spec, *, arm: bool = False, progress: bool = True, lora: bool = F
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    cfg, dtype, device = spec.run_config(progress), getattr(torch, spec.dtype), device_of(spec.device)
+    cfg, dtype, device = spec.run_config(progress), getattr(torch, spec.dtype), resolve_device(spec.device)
     if lora and (spec.model.base in (None, "auto")):
         raise ConfigError("gradient.params", "'lora' profiles a LoRA run: set model.base to its model/ folder")
     examples = load_examples(cfg.data)  # a data problem is named before any model is built (a base may pretrain)

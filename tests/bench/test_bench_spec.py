@@ -211,7 +211,7 @@ def test_task_seeds_replace_the_specs_seeds_for_that_task_only(tmp_path):
         load_spec(path)
 
 
-def test_parallel_schedule_starts_each_task_then_longest_first(tmp_path):
+def test_parallel_schedule_starts_each_task_then_the_cheaper_task_longest_first(tmp_path):
     from mdm.bench.runner import estimate, schedule
 
     path = tmp_path / "t.yaml"
@@ -221,7 +221,14 @@ def test_parallel_schedule_starts_each_task_then_longest_first(tmp_path):
     preset = spec.bench.presets["tiny"]
     order = schedule(plan, preset)
     assert sorted(r.index for r in order) == [r.index for r in plan]  # a permutation of the plan
-    assert {r.task for r in order[:2]} == {"arith", "tables"}  # both tasks' bases start at once
-    cost = [estimate(r, preset)["token_passes"] for r in order[2:]]
-    assert cost == sorted(cost, reverse=True)
+    cost = {r.index: estimate(r, preset)["token_passes"] for r in plan}
+    assert [r.task for r in order[:2]] == ["tables", "arith"]  # both tasks' bases start at once, costliest first
+    assert cost[order[0].index] > cost[order[1].index]
+    # then the cheaper task's runs (the worker that built its base does not wait on the other's), then the other's,
+    # each longest first
+    rest = [r.task for r in order[2:]]
+    assert rest == sorted(rest) and rest[0] == "arith" and rest[-1] == "tables"
+    for task in ("arith", "tables"):
+        c = [cost[r.index] for r in order[2:] if r.task == task]
+        assert c == sorted(c, reverse=True)
     assert schedule(plan, None) == plan
