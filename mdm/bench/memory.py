@@ -133,7 +133,7 @@ class LaunchPlan:
 
 def read_launch(path: str | Path, num_processes: int | None = None) -> LaunchPlan:
     """The backend of an accelerate config file (DDP, FSDP FULL_SHARD or DeepSpeed ZeRO-2)."""
-    # deferred: mdm.train.config loads pydantic and yaml, only to read a launch file
+    # deferred: mdm.schema loads pydantic and yaml, only to read a launch file
     from mdm.schema import read_yaml
 
     where = str(path)

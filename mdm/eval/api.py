@@ -86,6 +86,12 @@ def find_record(run_dir: Path, model_dir: Path) -> Path:
     return run_dir / "record.json"
 
 
+def run_record(run_dir: Path, model_dir: Path) -> tuple[Path, dict]:
+    """(record.json's path, what is known of the run): the record's keys over an `mdm train` folder's."""
+    record_path = find_record(run_dir, model_dir)
+    return record_path, {**train_folder_record(record_path, model_dir), **read_record(record_path)}
+
+
 def train_folder_record(record_path: Path, model_dir: Path) -> dict:
     """What an `mdm train` folder (result.json, run_config.json) says about its run: the task, the model family
     and the config (whose data.options the run's own task is evaluated with). A record's own keys come first."""
@@ -298,8 +304,7 @@ def evaluate_run(run_dir: str | Path, settings: dict | None = None, *, model=Non
     """Evaluate a run (see module docstring). `model`/`tokenizer` skip loading (the trainer's in-memory model)."""
     run_dir = Path(run_dir)
     model_dir = find_model_dir(run_dir) if model is None else run_dir
-    record_path = find_record(run_dir, model_dir)
-    record = {**train_folder_record(record_path, model_dir), **read_record(record_path)}
+    record_path, record = run_record(run_dir, model_dir)
     own = TASKS[record["task"]].hook("evaluate") if record.get("task") in TASKS else None
     if own is not None and model is None:  # a task plugin that decodes and scores its runs itself (text-to-image)
         return own(run_dir, settings)

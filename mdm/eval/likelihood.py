@@ -54,9 +54,6 @@ def heldout_nll(model, tokenizer, items: list[dict], task, max_length: int, *, f
                 device="cpu", accelerator=None) -> dict:
     """The held-out loss of tokenized `items` (module docstring): averages, per-sequence bounds (nats) and the
     estimator's settings."""
-    metric = "arm_nll" if family == "arm" else "mdm_elbo"
-    if not items:
-        return _summary(metric, [], []) | {"nll_per_token_macro": float("nan")}
     was_training = model.training
     model.eval()
     collate = Collator(tokenizer, task, max_length)
@@ -79,8 +76,8 @@ def heldout_nll(model, tokenizer, items: list[dict], task, max_length: int, *, f
                                   reduction="sum")
         total, count = float(sums[0]), float(sums[1])
     rows = sorted(bound)
-    out = _summary(metric, [bound[r] for r in rows], [n_tokens[r] for r in rows])
-    out["nll_per_token_macro"] = total / count  # summed in the trainer's order (its pinned heldout_loss)
+    out = _summary("arm_nll" if family == "arm" else "mdm_elbo", [bound[r] for r in rows], [n_tokens[r] for r in rows],
+                   macro=total / count if count else float("nan"))  # summed in the trainer's order (its heldout_loss)
     return out | ({"estimator": "midpoint t-grid, Bernoulli masks fixed by (seed, grid point, sequence index)",
                    "t_grid": t_grid, "seed": seed} if family != "arm" else {})
 
@@ -122,10 +119,9 @@ def _sums(model, collate, items, todo, family, mask_token_id, t_grid, seed, devi
     return total, count
 
 
-def _summary(metric: str, per_seq: list[float], n_tokens: list[int]) -> dict:
+def _summary(metric: str, per_seq: list[float], n_tokens: list[int], macro: float) -> dict:
     total = sum(n_tokens)
     micro = sum(per_seq) / total if total else float("nan")
-    macro = sum(b / n for b, n in zip(per_seq, n_tokens)) / len(per_seq) if per_seq else float("nan")
     return {
         "metric": metric,
         "nll_per_token": micro,

@@ -36,11 +36,9 @@ def run_defaults(path: Path | None) -> tuple[dict, str | None, str]:
     if path is None:
         return {}, None, ""
     # deferred: the CLI's subcommands import only what they run
-    from mdm.eval.api import find_model_dir, find_record, read_record, run_decoding, train_folder_record
+    from mdm.eval.api import find_model_dir, run_decoding, run_record
 
-    model_dir = find_model_dir(path)
-    record_path = find_record(path, model_dir)
-    record = {**train_folder_record(record_path, model_dir), **read_record(record_path)}
+    _, record = run_record(path, find_model_dir(path))
     return run_decoding(record), record.get("task"), str(record.get("model_family", ""))
 
 

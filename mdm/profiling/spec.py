@@ -112,13 +112,6 @@ class Loaded:
     base: dict | None = None  # the cached tiny base it starts from (model.base: auto)
 
 
-def describe(cfg: RunConfig) -> str:
-    m = cfg.model
-    if m.base == "auto":
-        return f"tiny base {base_dir(cfg).name}"
-    return m.base or (m.source if m.source != "tiny" else "tiny (random init)")
-
-
 def attach_lora(model, checkpoint: str):
     """A LoRA run's model with its adapter attached unmerged: `<run>/model/` holds the merged weights W + s B A, so the
     adapter (`<run>/adapter/`) is loaded and s B A taken off the base weights. The model computes the same function
@@ -159,7 +152,9 @@ def load(spec: Spec, *, arm: bool = False, progress: bool = True, lora: bool = F
         raise ConfigError("gradient.params", "'lora' profiles a LoRA run: set model.base to its model/ folder")
     examples = load_examples(cfg.data)  # a data problem is named before any model is built (a base may pretrain)
     model, tokenizer = build_model(cfg, dtype=dtype)
-    model_id = describe(cfg)
+    m = spec.model
+    base = base_dir(cfg) if m.base == "auto" else None
+    model_id = f"tiny base {base.name}" if base else m.base or (m.source if m.source != "tiny" else "tiny (random init)")
     if lora:
         model = attach_lora(model, spec.model.base)
         model_id += " + adapter (LoRA)"
@@ -177,9 +172,8 @@ def load(spec: Spec, *, arm: bool = False, progress: bool = True, lora: bool = F
     model = model.to(device=device, dtype=dtype).eval()
     d = spec.data
     data_id = f"{d.task}/train(n_train={d.n_train}, max_length={d.max_length}, kept={len(data.train)})"
-    base = {"path": str(base_dir(cfg))} if spec.model.base == "auto" else None
     return Loaded(model, tokenizer, mask_token_id_of(tokenizer, model.config), data.train, model_id, data_id,
-                  arm_model, base)
+                  arm_model, {"path": str(base)} if base else None)
 
 
 def pick_x0(items: list[dict], a: int, seed: int, tokenizer, task, max_length: int,

@@ -61,11 +61,12 @@ def claims(df: pd.DataFrame, paper: pd.DataFrame | None = None, profiles=()) -> 
     ref = paper[paper.status == "done"] if paper is not None else None
     rows = []
 
-    def add(claim, task, paper_value, ours, lo, hi, null=0.0, above=True, n=None, detail="", methods=()):
+    def add(claim, task, paper_value, ours, lo, hi, null=0.0, above=True, n=None, detail="", methods=(), label=None):
+        """One row; `label`: the verdict when the interval is read otherwise than as a claim (else `verdict`)."""
         mixed = _other_machines(done, task, methods)
         rows.append({"claim": claim, "task": task, "paper": paper_value, "ours": ours,
                      "ci95": None if np.isnan(lo) else f"[{lo:+.2f}, {hi:+.2f}]", "n_seeds": n,
-                     "verdict": "not comparable (other machines)" if mixed else verdict(lo, hi, null, above, n),
+                     "verdict": "not comparable (other machines)" if mixed else label or verdict(lo, hi, null, above, n),
                      "detail": "; ".join(x for x in (detail, mixed) if x)})
 
     for task in sorted(done.task.unique()):
@@ -124,14 +125,11 @@ def claims(df: pd.DataFrame, paper: pd.DataFrame | None = None, profiles=()) -> 
             if t is None or min(len(t[released]), len(t[defined])) < 2:
                 continue
             lo, hi = bootstrap_interval(t, lambda m, a=released, b=defined: 100 * (m[a] - m[b]))
-            mixed = _other_machines(done, task, (released, defined))
-            rows.append({"claim": f"the released code's {released} (as launched) against the paper's {defined}",
-                         "task": task, "paper": np.nan, "ours": float(100 * (np.mean(t[released]) - np.mean(t[defined]))),
-                         "ci95": f"[{lo:+.2f}, {hi:+.2f}]", "n_seeds": min(len(t[released]), len(t[defined])),
-                         "verdict": "not comparable (other machines)" if mixed else "released better" if lo > 0
-                         else "released worse" if hi < 0 else "no difference at 95%",
-                         "detail": "; ".join(x for x in ("not a claim of the paper: the cost of the deviations", mixed)
-                                             if x)})
+            add(f"the released code's {released} (as launched) against the paper's {defined}", task, np.nan,
+                float(100 * (np.mean(t[released]) - np.mean(t[defined]))), lo, hi,
+                n=min(len(t[released]), len(t[defined])), methods=(released, defined),
+                detail="not a claim of the paper: the cost of the deviations",
+                label="released better" if lo > 0 else "released worse" if hi < 0 else "no difference at 95%")
     rows += profile_claims(profiles)
     return pd.DataFrame(rows)
 

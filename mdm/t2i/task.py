@@ -29,7 +29,7 @@ from typing import Literal
 from pydantic import Field, ValidationError
 
 from mdm.errors import ConfigError
-from mdm.eval.api import find_record, load_model, read_record, train_folder_record, update_record
+from mdm.eval.api import load_model, run_record, update_record
 from mdm.schema import Strict, describe_validation_error, validate_model
 
 TASK = "text-to-image"
@@ -187,8 +187,7 @@ def evaluate(run_dir: str | Path, settings: dict | None = None, *, scorer=None, 
     s = eval_settings(settings)
     run_dir = Path(run_dir)
     model, tok, model_dir = load_model(run_dir)
-    record_path = find_record(run_dir, model_dir)
-    record = {**train_folder_record(record_path, model_dir), **read_record(record_path)}
+    record_path, record = run_record(run_dir, model_dir)
     config = record.get("config") or {}
     o = task_options((config.get("data") or {}).get("options"))
     cache = t2i_cache((config.get("model") or {}).get("cache_dir"))
