@@ -160,7 +160,8 @@ def tokenizer(cache_dir=None, **options):
     # deferred: torch and transformers; the task plugin loads torch-free for config checks
     from mdm.t2i.data import T2ICodec, tiny_text_tokenizer
 
-    return T2ICodec.build(tiny_text_tokenizer(), image_tokenizer_of(task_options(options), t2i_cache(cache_dir))).tokenizer
+    text = tiny_text_tokenizer(cache_dir=Path(cache_dir) / "tokenizers" if cache_dir else None)  # as text tasks'
+    return T2ICodec.build(text, image_tokenizer_of(task_options(options), t2i_cache(cache_dir))).tokenizer
 
 
 def check(cfg) -> None:
