@@ -55,6 +55,7 @@ class ArmRow(Strict):
 class TaskSettings(Strict):
     n_train: int | None = Field(None, ge=2)
     max_length: int | None = Field(None, ge=8)
+    eos_pad: int | None = Field(None, ge=1)  # this task's decoding canvas (data.eos_pad), e.g. shorter answers
     options: dict[str, Any] | None = None
     avg_tokens: float | None = Field(None, gt=0, description="mean tokens per sequence, for --dry-run")
     model: dict[str, Any] = {}
@@ -306,8 +307,8 @@ def build_run_config(spec: Spec, preset_name: str, task: str, arm: ArmRow | None
         model_over.append((f"{arm_p}.model", arm.model))
         train_over.append((f"{arm_p}.training", arm.training))
     model = _validate_section(ModelConfig, deep_merge(*(d for _, d in model_over), family), where, model_over)
-    task_data = {k: v for k, v in (("n_train", ts.n_train), ("max_length", ts.max_length), ("options", ts.options))
-                 if v is not None}
+    task_data = {k: v for k, v in (("n_train", ts.n_train), ("max_length", ts.max_length), ("eos_pad", ts.eos_pad),
+                                   ("options", ts.options)) if v is not None}
     data_over = [(f"{p}.data", preset.data), (tp, task_data)]
     data = _validate_section(DataConfig, deep_merge(preset.data, task_data, {"task": task}), where, data_over)
     training = _validate_section(TrainingConfig, deep_merge(preset.training, ts.training,

@@ -346,7 +346,9 @@ def _tables_example(rng: random.Random, level: int = 2) -> dict:
         question = f"how many {s} {unit} were there in {label} in {year}?"
         reasoning, answer = f"The {label} row and the {year} {s} column give {v}.", str(v)
     return {
-        "prompt": table_prompt(render_table_html(table), question),
+        # level 1 spaces its cells: a tiny BPE has no shared representation of `6` and ` 6` (a pretrained LLM has),
+        # so without the space the lookup is a learned token mapping, not a copy (README "Tiny tasks")
+        "prompt": table_prompt(render_table_html(table, cell_space=level == 1), question),
         "response": f"{reasoning}\nThe answer is \\boxed{{{answer}}}.",
         "answer": [answer],
     }
@@ -399,9 +401,10 @@ def generate(name: str, split: str, n: int, seed: int = 0, level: int = 2) -> li
 # ---------------------------------------------------------------- HTML tables (HiTab layout)
 
 
-def render_table_html(table: dict) -> str:
+def render_table_html(table: dict, cell_space: bool = False) -> str:
     """HiTab table JSON -> HTML: header rows in <thead> with <th>, left header columns as <th>, merged
-    regions as rowspan/colspan (a region crossing the thead/tbody boundary is cut at it)."""
+    regions as rowspan/colspan (a region crossing the thead/tbody boundary is cut at it). `cell_space`: a space
+    before each cell's text, so a word-level BPE gives a cell the tokens the question and answer use (` 6`)."""
     texts, top, left = table["texts"], table["top_header_rows_num"], table["left_header_columns_num"]
     spans, covered = {}, set()
     for reg in table.get("merged_regions") or []:
@@ -420,6 +423,7 @@ def render_table_html(table: dict) -> str:
             rs, cs = spans.get((i, j), (1, 1))
             attrs = (f' rowspan="{rs}"' if rs > 1 else "") + (f' colspan="{cs}"' if cs > 1 else "")
             text = html.escape("" if cell is None else str(cell), quote=False)
+            text = " " + text if cell_space and text else text
             cells.append(f"<{tag}{attrs}>{text}</{tag}>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     head = f"<thead>{''.join(rows[:top])}</thead>" if top else ""

@@ -216,6 +216,9 @@ def leaderboard(df: pd.DataFrame, paper: pd.Series | None = None) -> pd.DataFram
         metric = g.metric.dropna().iloc[0] if "metric" in g and g.metric.notna().any() else "score"
         row = {"model_family": family, "method": method, "task": task, "metric": metric, "n_seeds": len(g),
                "prompts": table.shape[1] if table.ndim == 2 else None,
+               # the largest per-run standard error of the score (points; binomial SE of a mean of 0/1 outcomes)
+               "se/run": 100 * float(np.sqrt(table.var(axis=1, ddof=0) / table.shape[1]).max())
+               if table.ndim == 2 else None,
                "seeds": " ".join(f"{s:.2f}" for s in g.score),
                "mean": g.score.mean(), "ci95": f"[{ci[0]:.1f}, {ci[1]:.1f}]" if ci else None,
                "std": g.score.std(ddof=1) if len(g) > 1 else float("nan"),
