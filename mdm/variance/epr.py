@@ -19,6 +19,10 @@ trapezoid rule on that grid and both are clipped at 1e-12 inside the log; L-BFGS
 in float64) from `restarts` starting points drawn with a fixed seed (plus an optional
 warm start), keep the best. The density is invariant to scaling (a, b, A^2) together, so the seven
 parameters are identified only up to that scale: `canonical` reports (a / A^2, b / A^2, kappa, r, q, m).
+The KL sees only the pilot grid, so `EPRFit.density` (what P-POTS samples) holds the fit at its edge values
+outside the grid's span: on the tiny arith base of 2026-12-06 the unclamped fit put a spike beyond the last
+midpoint (t > 0.975; kappa = 40, m = 31) that held most of its mass on [0, 1], and P-POTS+MIRROR trained on it
+scored 7% against MIRROR's 63%. `outside_mass` reports the share the clamp removes.
 """
 
 from __future__ import annotations
@@ -98,18 +102,30 @@ class EPRFit:
     message: str = ""
     all_kl: list[float] = field(default_factory=list)
     at_bound: list[str] = field(default_factory=list)
+    span: tuple[float, float] = (0.0, 1.0)  # the pilot grid's first and last t: what the fit saw
 
     @property
     def canonical(self) -> dict[str, float]:
         return canonical(self.params)
 
     def density(self, t) -> np.ndarray:
-        return epr(t, self.params)
+        """The fitted density, held at its edge values outside the pilot grid's span: the KL sees only the grid,
+        so beyond it the family's shape is unconstrained (a fit can put a spike exp(2 kappa t^m) between the last
+        grid point and t = 1 that holds most of the mass, and a sampler would then draw almost only t ~ 1)."""
+        return epr(np.clip(np.asarray(t, dtype=np.float64), *self.span), self.params)
+
+    def outside_mass(self, points: int = 2001) -> float:
+        """The unclamped EPR's share of its mass on [0, 1] outside the pilot grid's span (what `density` drops)."""
+        fine = np.linspace(0.0, 1.0, points)
+        p = epr(fine, self.params)
+        inside = (fine >= self.span[0]) & (fine <= self.span[1])
+        total = _trapz(p, fine)
+        return float(1.0 - _trapz(np.where(inside, p, 0.0), fine) / total) if np.isfinite(total) else 1.0
 
     def to_json(self) -> dict:
         return {"params": self.params, "canonical": self.canonical, "kl": self.kl, "converged": self.converged,
                 "restarts": self.restarts, "converged_restarts": self.converged_restarts, "message": self.message,
-                "at_bound": self.at_bound}
+                "at_bound": self.at_bound, "span": list(self.span), "outside_mass": self.outside_mass()}
 
 
 def check_target(t, w, where: str = "fit") -> tuple[np.ndarray, np.ndarray]:
@@ -182,4 +198,5 @@ def fit_epr(t, w, *, restarts: int = 20, seed: int = 0, init: dict[str, float] |
         raise FitError("fit: the best EPR parameters give a non-finite density")
     edges = [f"{n}={params[n]:.3g} ({'lower' if th < 0 else 'upper'} edge)" for n, th in zip(NAMES, res.x)
              if abs(th) >= THETA_BOUND - 1e-6]
-    return EPRFit(params, kl, bool(res.success), len(starts), int(n_ok), str(res.message), kls, edges)
+    return EPRFit(params, kl, bool(res.success), len(starts), int(n_ok), str(res.message), kls, edges,
+                  (float(t[0]), float(t[-1])))

@@ -69,6 +69,10 @@ def fit_ppots(t, moments: dict, *, full_second_moment: bool = False, mix: float 
     try:
         fit = fit_epr(t, w, restarts=restarts, seed=seed)
         family, density = "epr", fit.density(fine)
+        if fit.outside_mass() > 0.5:
+            notes.append(f"EPR fit: {100 * fit.outside_mass():.0f}% of the fitted density's mass lies outside the "
+                         f"pilot grid [{t[0]:.3g}, {t[-1]:.3g}], where the pilot measured nothing; the density is held "
+                         "at its edge values there")
         if not fit.converged:
             notes.append(f"EPR fit: the best of {fit.restarts} L-BFGS-B starts did not report convergence "
                          f"({fit.message}); kept it (KL {fit.kl:.3g})")

@@ -119,3 +119,27 @@ def test_a_fit_that_does_not_converge_is_kept_with_a_warning_or_refused_when_str
     with pytest.raises(ValueError, match="did not report convergence"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit.fit_ppots(GRID, moments_from(w), restarts=2, strict=True)
+
+
+# the pilot target of the tiny arith base of 2026-12-06 (midpoint grid, b = 20): its best EPR fit puts a spike
+# exp(2 kappa t^m) beyond the last grid point that holds most of its mass on [0, 1]
+SPIKE_T = np.arange(20) / 20 + 0.025
+SPIKE_W = np.array([0.61843, 0.25946, 0.15181, 0.19935, 0.45281, 0.2506, 0.26225, 0.31813, 0.26724, 0.26035,
+                    0.35804, 0.50273, 0.57987, 0.38186, 0.43231, 0.518, 0.45223, 0.53582, 0.50032, 0.60586])
+
+
+def test_the_sampled_density_is_held_at_its_edges_outside_the_pilot_grid():
+    result = fit_epr(SPIKE_T, SPIKE_W, restarts=20, seed=0)
+    assert result.span == (0.025, 0.975)
+    assert result.outside_mass() > 0.5  # the unclamped fit: most of its mass where the pilot saw nothing
+    beyond = np.array([0.0, 0.01, 0.98, 0.99, 1.0])
+    assert np.array_equal(result.density(beyond), epr.epr(np.array([0.025] * 2 + [0.975] * 3), result.params))
+    inside = SPIKE_T[3:-3]
+    assert np.array_equal(result.density(inside), epr.epr(inside, result.params))
+    with pytest.warns(RuntimeWarning, match=r"mass lies outside the pilot grid \[0.025, 0.975\]"):
+        artifact = fit.fit_ppots(SPIKE_T, moments_from(SPIKE_W), restarts=20)
+    grid, density = np.array(artifact["grid"]), np.array(artifact["density"])
+    tail = grid >= 0.975
+    assert ((density[tail][1:] + density[tail][:-1]) / 2 * np.diff(grid[tail])).sum() < 0.05
+    assert density.max() / density.min() < 20  # w itself spans a factor of 4
+    assert artifact["fit"]["span"] == [0.025, 0.975] and artifact["fit"]["outside_mass"] > 0.5
