@@ -216,7 +216,8 @@ def leaderboard(df: pd.DataFrame, paper: pd.Series | None = None) -> pd.DataFram
         metric = g.metric.dropna().iloc[0] if "metric" in g and g.metric.notna().any() else "score"
         row = {"model_family": family, "method": method, "task": task, "metric": metric, "n_seeds": len(g),
                "prompts": table.shape[1] if table.ndim == 2 else None,
-               # the largest per-run standard error of the score (points; binomial SE of a mean of 0/1 outcomes)
+               # the largest per-run standard error of the score (points): SE of a run's mean over its prompts
+               # (the binomial SE for 0/1 outcomes)
                "se/run": 100 * float(np.sqrt(table.var(axis=1, ddof=0) / table.shape[1]).max())
                if table.ndim == 2 else None,
                "seeds": " ".join(f"{s:.2f}" for s in g.score),

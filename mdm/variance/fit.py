@@ -69,8 +69,9 @@ def fit_ppots(t, moments: dict, *, full_second_moment: bool = False, mix: float 
     try:
         fit = fit_epr(t, w, restarts=restarts, seed=seed)
         family, density = "epr", fit.density(fine)
-        if fit.outside_mass() > 0.5:
-            notes.append(f"EPR fit: {100 * fit.outside_mass():.0f}% of the fitted density's mass lies outside the "
+        outside = fit.outside_mass()
+        if outside > 0.5:
+            notes.append(f"EPR fit: {100 * outside:.0f}% of the fitted density's mass lies outside the "
                          f"pilot grid [{t[0]:.3g}, {t[-1]:.3g}], where the pilot measured nothing; the density is held "
                          "at its edge values there")
         if not fit.converged:
