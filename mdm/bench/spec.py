@@ -33,6 +33,7 @@ from mdm.train.config import (
     PilotConfig,
     RunConfig,
     TrainingConfig,
+    check_eos_pad,
 )
 
 NAME = r"^[A-Za-z0-9_.+-]+$"  # row names become directory names
@@ -204,6 +205,7 @@ def _check(spec: Spec) -> None:
         for task in preset.tasks:  # every section of every run config, as it will be built
             for arm in [None, *preset.arm]:
                 cfg = build_run_config(spec, pname, task, arm, seed=spec.bench.seeds[0], run_dir="-")
+                check_eos_pad(cfg, f"{where}: {prefix}.tasks.{task}")  # mdm train's check, at plan time
                 _check_generated_size(cfg, f"{where}: {prefix}.tasks.{task}")
                 _check_dataset(cfg, f"{where}: {prefix}.tasks.{task}")
                 _check_accuracy_settings(cfg.eval.accuracy, task, f"{where}: {prefix}", preset, cfg)

@@ -229,6 +229,14 @@ def check_method(cfg: RunConfig, where: str) -> None:
         raise ConfigError(f"{where}: {e.where}", e.problem) from None
 
 
+def check_eos_pad(cfg: RunConfig, where: str) -> None:
+    """An MDM's EOS padding (the decoding canvas) must leave room for a prompt within max_length."""
+    d = cfg.data
+    if d.eos_pad and cfg.model.family == "mdm" and d.eos_pad >= d.max_length:
+        raise ConfigError(f"{where}: data.eos_pad", f"{d.eos_pad} leaves no room for a prompt within max_length "
+                          f"{d.max_length}; use an eos_pad below max_length (the decoding canvas, gen_length)")
+
+
 def check_run(cfg: RunConfig, where: str) -> None:
     """Checks across keys, cheapest first (the method check is last: it imports torch)."""
     t = cfg.training
@@ -250,10 +258,7 @@ def check_run(cfg: RunConfig, where: str) -> None:
             own(cfg)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e.where}", e.problem) from None
-    d = cfg.data
-    if d.eos_pad and cfg.model.family == "mdm" and d.eos_pad >= d.max_length:
-        raise ConfigError(f"{where}: data.eos_pad", f"{d.eos_pad} leaves no room for a prompt within max_length "
-                          f"{d.max_length}; use an eos_pad below max_length (the decoding canvas, gen_length)")
+    check_eos_pad(cfg, where)
     base = cfg.model.base
     if base not in (None, "auto") and not (Path(base) / "config.json").is_file():
         raise ConfigError(f"{where}: model.base", f"{base}: not a saved model folder (no config.json); allowed: "

@@ -70,6 +70,10 @@ BAD = [  # (spec or raw YAML text, extra CLI args, expected location, expected w
      "larger than the training split of arith (7 of n_train=8)"),
     (edit("presets.tiny.tasks.arith.max_lenght", 64), [], "t.yaml: presets.tiny.tasks.arith.max_lenght",
      "unknown key; allowed: n_train, max_length"),
+    (edit("presets.tiny.tasks.arith.eos_pad", 0), [], "t.yaml: presets.tiny.tasks.arith.eos_pad",
+     "greater than or equal to 1"),
+    (edit("presets.tiny.tasks.arith.eos_pad", 128), [], "t.yaml: presets.tiny.tasks.arith: data.eos_pad",
+     "128 leaves no room for a prompt within max_length 128"),  # mdm train's eos_pad check, at plan time
     (edit("presets.tiny.tasks.arith.options", {"level": 5}), [], "t.yaml: presets.tiny.tasks.arith.options",
      "level 5 of 'arith'; allowed: 1, 2"),
     (edit("presets.tiny.tasks.tables.options", {"levle": 1}), [], "t.yaml: presets.tiny.tasks.tables.options",
