@@ -365,9 +365,14 @@ def print_plan(spec: Spec, preset_name: str, all_runs: list[PlannedRun], runs: l
     bases = sorted({(r.task, r.config.model.family) for r in runs if r.config.model.base == "auto"})
     if bases:
         echo(f"  + {len(bases)} tiny base model(s), built once and cached: " + ", ".join(f"{t}/{f}" for t, f in bases))
-    unknown = f" (+ {total['unknown']} runs of unknown cost)" if total["unknown"] else ""
+    if hw is None and total["runs"]:  # no time at all, rather than "0s (+ N runs of unknown cost)"
+        time_text = ("time unknown: the preset has no hardware section (give hardware: {name, tokens_per_s} "
+                     "measured, or {name, count, mfu}) to estimate it")
+    else:
+        unknown = f" (+ {total['unknown']} runs of unknown cost)" if total["unknown"] else ""
+        time_text = f"{duration(total['hours'])}{unknown} on {hw_text}"
     echo(f"to run: {total['runs']} runs, {human(total['token_passes'])} forward/backward token passes, "
-         f"{human(total['flops'])}FLOP, {duration(total['hours'])}{unknown} on {hw_text}")
+         f"{human(total['flops'])}FLOP, {time_text}")
     print_memory(preset, runs, launch_file, echo)
     return total
 

@@ -57,7 +57,8 @@ PRIMARY = {"gsm8k": "exact_match_strict", "hitab": "accuracy", "boxed": "accurac
 
 
 def find_model_dir(path: str | Path) -> Path:
-    """The model folder of a run: final/, checkpoint/ (latest checkpoint-N inside), model/, or the folder itself."""
+    """The model folder of a run: final/, checkpoint/ (latest checkpoint-N inside), model/, or the folder itself;
+    an unfinished `mdm train` run: its last checkpoint (checkpoints/step_N, see `checkpoint_of`)."""
     root = Path(path)
     if not root.exists():
         raise ConfigError("run_dir", f"{root}: no such directory")
@@ -68,9 +69,33 @@ def find_model_dir(path: str | Path) -> Path:
             subs = [d for d in cand.iterdir() if d.is_dir() and (d / "config.json").is_file()]
             if subs:
                 return max(subs, key=lambda d: (_trailing_int(d.name), d.name))
+    steps = sorted(d for d in (root / "checkpoints").glob("step_*") if (d / "trainer_state.json").is_file())
+    if steps:
+        last = steps[-1]
+        if (last / "config.json").is_file() and any((last / f).is_file() for f in CHECKPOINT_WEIGHTS):
+            return last
+        raise ConfigError("run_dir", f"{root}: unfinished, and its last checkpoint {last.name} holds no loadable model "
+                          "(written before checkpoints carried their config, or a LoRA / sharded one); rerun mdm "
+                          "train to finish it (it resumes), then evaluate")
     raise ConfigError(
-        "run_dir", f"{root}: no model found (looked for config.json in final/, checkpoint/, model/ and the folder)"
+        "run_dir", f"{root}: no model found (looked for config.json in final/, checkpoint/, model/, checkpoints/ and "
+        "the folder)"
     )
+
+
+CHECKPOINT_WEIGHTS = ("pytorch_model.bin", "model.safetensors")  # accelerate's save_state of one model
+
+
+def checkpoint_of(model_dir: Path) -> dict | None:
+    """{step, total_steps, checkpoint, note} when `model_dir` is an `mdm train` checkpoint (an unfinished run)."""
+    state = read_json(model_dir / "trainer_state.json") if model_dir.parent.name == "checkpoints" else None
+    if not state:
+        return None
+    total = state.get("total_steps")
+    of = f" of {total}" if total else ""
+    return {"step": state.get("step"), "total_steps": total, "checkpoint": model_dir.name,
+            "note": f"unfinished run: evaluated from its last checkpoint {model_dir.name} (step {state.get('step')}"
+                    f"{of})"}
 
 
 def _trailing_int(name: str) -> int:
@@ -117,7 +142,24 @@ def resolve_device(device=None):
 
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    if isinstance(device, torch.device):
+        return device
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError("--device", f"unknown device {device!r}; allowed: cpu, cuda, cuda:N, mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ConfigError("--device", f"{device}: not available on this machine ({why}); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError("--device", f"{device}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                              f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("--device", f"{device}: not available on this machine (no Apple MPS); use --device cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError("--device", f"{device}: not supported; allowed: cpu, cuda, cuda:N, mps")
+    return dev
 
 
 def resolve_dtype(dtype, device):
@@ -331,6 +373,8 @@ def evaluate_run(run_dir: str | Path, settings: dict | None = None, *, model=Non
         results[task] = _evaluate_task(task, cfg, decodings[task], model, tokenizer, causal, mask_id,
                                        record_path.parent if cfg["write"] else None)  # fmt: skip
         results[task]["model_dir"] = str(model_dir)
+        if checkpoint_of(model_dir):
+            results[task]["from_checkpoint"] = checkpoint_of(model_dir)
     metrics = None
     own = record.get("task")
     main_task = own if own in results else (cfg["tasks"][0] if not own and len(cfg["tasks"]) == 1 else None)
@@ -342,6 +386,8 @@ def evaluate_run(run_dir: str | Path, settings: dict | None = None, *, model=Non
             metrics |= {"score": score, "accuracy": score}
         if r.get("likelihood"):
             metrics["heldout_nll_per_token"] = r["likelihood"]["nll_per_token"]
+        if r.get("from_checkpoint"):  # the score is of an unfinished run's last checkpoint
+            metrics["from_checkpoint_step"] = r["from_checkpoint"]["step"]
     if cfg["write"]:
         update_record(record_path, results, metrics)
     return {"run_dir": str(run_dir), "model_dir": str(model_dir), "record": str(record_path), "tasks": results,

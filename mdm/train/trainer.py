@@ -34,7 +34,7 @@ from mdm.cache import writable_cache
 from mdm.data import Collator, get_task, mask_token_id_of
 from mdm.errors import ConfigError
 from mdm.eval.likelihood import heldout_nll
-from mdm.io import atomic_write_json, atomic_write_text, read_json
+from mdm.io import atomic_write_json, atomic_write_text, owned_folder, read_json, space_for
 from mdm.objective import ARMObjective, MDMObjective, Method
 from mdm.objective.objective import model_token_ce
 from mdm.progress import progress
@@ -43,12 +43,14 @@ from mdm.train.config import RunConfig
 from mdm.train.data import (
     accumulation_steps,
     build_data,
+    check_before_compute,
     global_batch,
     load_examples,
     micro_ranges,
     total_steps,
 )
 from mdm.train.lora import apply_lora, check_tiny
+from mdm.train.run_dir import need_for, saving, set_aside, stale_reason, state_bytes  # noqa: F401  (re-exported)
 from mdm.train.trackers import check_trackers, tracker_dir
 
 LOG = "train_log.jsonl"
@@ -79,24 +81,6 @@ def lr_scheduler(optimizer, schedule: str, warmup: int, total: int):
 def checkpoint_interval(setting, total: int) -> int | None:
     """Optimizer steps between checkpoints: `auto` is 4 per run (keep_checkpoints bounds the disk)."""
     return max(1, math.ceil(total / 4)) if setting == "auto" else setting
-
-
-def stale_reason(run_dir: Path, cfg: RunConfig) -> str | None:
-    """The first difference when `run_dir` holds a run of another configuration, else None."""
-    saved = read_json(Path(run_dir) / "run_config.json")
-    mine = cfg.trajectory_dict()
-    if saved is None or saved.get("trajectory") == mine:
-        return None
-    return _first_difference(saved.get("trajectory"), mine)
-
-
-def set_aside(run_dir: Path) -> Path:
-    """Move a run folder to `<folder>.stale-N` (nothing is deleted); returns the new path."""
-    run_dir = Path(run_dir)
-    n = 1
-    while run_dir.with_name(f"{run_dir.name}.stale-{n}").exists():
-        n += 1
-    return run_dir.rename(run_dir.with_name(f"{run_dir.name}.stale-{n}"))
 
 
 def use_bf16(setting) -> bool:
@@ -130,9 +114,10 @@ class Trainer:
             own_check(cfg)
         method = Method.build(cfg.method) if self.is_mdm else None
         fit_ppots = method is not None and ppots.needs_fit(method)
-        examples = load_examples(cfg.data)  # data problems too: before the model (a tiny base may pretrain)
         echo = (lambda line: print(f"{cfg.name or self.run_dir.name}: {line}", file=sys.stderr)) \
             if int(os.environ.get("RANK", "0")) == 0 else None
+        examples = load_examples(cfg.data, echo)  # data problems too: before the model (a tiny base may pretrain)
+        check_before_compute(cfg, len(examples))  # the test source's columns, a sane step count
 
         if cfg.model.source == "tiny" or cfg.model.base == "auto" or fit_ppots:
             writable_cache(cfg.model.cache_dir)  # before any compute: tokenizers, bases and pilots are cached
@@ -247,11 +232,17 @@ class Trainer:
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
         acc.wait_for_everyone()
-        acc.save_state(str(tmp), safe_serialization=False)
-        acc.wait_for_everyone()
+        latest = self.latest_checkpoint()
+        with saving(tmp, need_for(latest, self.model), f"checkpoint {name}", latest):
+            acc.save_state(str(tmp), safe_serialization=False)
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                if self.peft is None:  # config + tokenizer: the checkpoint is a model folder (mdm eval of a cut run)
+                    acc.unwrap_model(self.model).config.save_pretrained(tmp)
+                    self.tokenizer.save_pretrained(tmp)
+                state = {**self.state, "elapsed_s": self._elapsed(), "total_steps": self.total}
+                atomic_write_json(tmp / "trainer_state.json", state)
         if acc.is_main_process:
-            state = {**self.state, "elapsed_s": self._elapsed()}
-            atomic_write_json(tmp / "trainer_state.json", state)
             os.replace(tmp, root / name)  # a kill before this line leaves only a .tmp folder, ignored
             old = sorted(p for p in root.glob("step_*"))[: -self.cfg.training.keep_checkpoints]
             for p in old:
@@ -267,11 +258,12 @@ class Trainer:
         if acc.is_main_process:
             tmp = root / f".tmp-{name}"
             shutil.rmtree(tmp, ignore_errors=True)
-            if self.peft is not None:
-                self.peft.save_pretrained(tmp)
-            else:
-                acc.unwrap_model(self.model).save_pretrained(tmp, state_dict=state_dict)
-            self.tokenizer.save_pretrained(tmp)
+            with saving(tmp, state_bytes(self.model, 0), f"model snapshot {name}", self.latest_checkpoint()):
+                if self.peft is not None:
+                    self.peft.save_pretrained(tmp)
+                else:
+                    acc.unwrap_model(self.model).save_pretrained(tmp, state_dict=state_dict)
+                self.tokenizer.save_pretrained(tmp)
             shutil.rmtree(root / name, ignore_errors=True)
             os.replace(tmp, root / name)
             keep = self.cfg.training.keep_models
@@ -380,10 +372,18 @@ class Trainer:
     # ------------------------------------------------------------ the run
 
     def train(self) -> dict:
-        """Train (or resume, or return the finished result). Returns result.json's content."""
+        """Train (or resume, or return the finished result). Returns result.json's content. The run folder is held
+        by this process throughout (by rank 0 of a launch): a second one on it is refused, naming the holder."""
         created = not self.run_dir.exists()
+        self._check_run_dir()
+        if int(os.environ.get("RANK", "0")) != 0:
+            return self._train(created)
+        with owned_folder(self.run_dir, "mdm train"):
+            return self._train(created)
+
+    def _train(self, created: bool) -> dict:
         try:
-            self._check_run_dir()
+            self._check_run_dir()  # again, as the owner: another process may have set the folder up meanwhile
             done = read_json(self.run_dir / RESULT)
             if done and done.get("status") == "done":
                 return done
@@ -407,8 +407,9 @@ class Trainer:
                 entry = self.train_step(self.state["step"])
                 entry["elapsed_s"] = round(self._elapsed(), 3)
                 if log:
-                    log.write(json.dumps(entry) + "\n")
-                    log.flush()
+                    with space_for(self.run_dir / LOG, 1 << 16, "the training log", "nothing else is written"):
+                        log.write(json.dumps(entry) + "\n")
+                        log.flush()
                 if t.report_to:
                     acc.log(trackers.step_values(entry), step=entry["step"])
                 bar.set_postfix(loss=f"{entry['loss']:.4f}", refresh=False)
@@ -440,10 +441,14 @@ class Trainer:
                     self.peft.save_pretrained(self.run_dir / "adapter")
                 self.peft.merge_and_unload()
             state_dict = acc.get_state_dict(self.model)
-            if acc.is_main_process:
-                model = acc.unwrap_model(self.model)
-                model.save_pretrained(self.run_dir / "model", state_dict=state_dict)
-                self.tokenizer.save_pretrained(self.run_dir / "model")
+            if acc.is_main_process:  # written whole, then renamed: a full disk leaves the checkpoints as they are
+                tmp, final = self.run_dir / ".tmp-model", self.run_dir / "model"
+                shutil.rmtree(tmp, ignore_errors=True)
+                with saving(tmp, state_bytes(self.model, 0), "the final model", self.latest_checkpoint()):
+                    acc.unwrap_model(self.model).save_pretrained(tmp, state_dict=state_dict)
+                    self.tokenizer.save_pretrained(tmp)
+                shutil.rmtree(final, ignore_errors=True)
+                os.replace(tmp, final)
             metrics = self._metrics()  # every rank: the held-out loss is sharded over them
         result = {
             "status": status, "reason": reason, "name": cfg.name, "family": cfg.model.family,
@@ -488,14 +493,6 @@ class Trainer:
             metrics["heldout_metric"] = "mdm_neg_elbo_per_token" if self.is_mdm else "arm_nll_per_token"
             metrics["heldout_examples"] = len(items)
         return metrics
-
-
-def _first_difference(a, b, path: str = "") -> str:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            if a.get(k) != b.get(k):
-                return _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else k)
-    return f"{path}: {a!r} then, {b!r} now"
 
 
 def train_run(config: RunConfig) -> dict:
