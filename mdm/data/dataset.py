@@ -76,11 +76,11 @@ def template_fields(template: str) -> list[str]:
         fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
     except ValueError as e:
         raise ConfigError(_where("prompt_template"), f"{template!r}: {e} (columns in braces, e.g. "
-                          '"{instruction}\n{input}"; a literal brace is {{ or }})') from None
+                          '"{instruction}\\n{input}"; a literal brace is {{ or }})') from None
     bad = [f for f in fields if not f or any(c in f for c in ".[]!:")]
     if bad or not fields:
         raise ConfigError(_where("prompt_template"), f"{template!r}: needs plain column names in braces, e.g. "
-                          '"{instruction}\n{input}"')
+                          '"{instruction}\\n{input}"')
     return list(dict.fromkeys(fields))
 
 
@@ -99,6 +99,7 @@ def _read_file(path: Path):
     if path.suffix == ".csv":
         import datasets  # deferred: datasets (slow import), only for a .csv file
 
+        datasets.disable_progress_bars()  # "Generating train split" on stderr
         try:
             return datasets.load_dataset("csv", data_files=str(path), split="train")
         except Exception as e:  # noqa: BLE001  (pandas / arrow raise several types for a bad file)
@@ -277,7 +278,7 @@ def _require(o: dict, fmt: str, columns: list[str], source: str) -> None:
             "instruction" not in (o["prompt_key"], o["response_key"], o.get("answer_key")):
         raise ConfigError(_where("prompt_key"), f"{source}: the prompt ({o['prompt_key']!r}) would leave out the "
                           "'instruction' column (Alpaca: the task is in instruction, its argument in input); join "
-                          'them with prompt_template: "{instruction}\n{input}" (or prompt_template: '
+                          'them with prompt_template: "{instruction}\\n{input}" (or prompt_template: '
                           f'"{{{o["prompt_key"]}}}" to use {o["prompt_key"]!r} alone)')
 
 
@@ -316,7 +317,10 @@ class Examples(list):
 
 def to_example(row: dict, i: int, fmt: str, o: dict, split: str, source: str) -> dict | str:
     """The example of a row, or why it is dropped ("null response", "empty response", "null prompt")."""
-    keys = [o["messages_key"]] if fmt == "messages" else [o["prompt_key"], o["response_key"]]
+    keys = [o["messages_key"]] if fmt == "messages" else [o["response_key"]] if o.get("prompt_template") else \
+        [o["prompt_key"], o["response_key"]]
+    if fmt != "messages" and o.get("prompt_template"):
+        keys += template_fields(o["prompt_template"])
     missing = [k for k in keys + ([o["answer_key"]] if o.get("answer_key") else []) if k not in row]
     if missing:
         raise ConfigError(f"{source}: row {i + 1}", f"no {missing[0]!r}; it has: {', '.join(row)}")
