@@ -22,6 +22,7 @@ or all of them, is refused: most likely the wrong column.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -100,8 +101,12 @@ def _read_file(path: Path):
         import datasets  # deferred: datasets (slow import), only for a .csv file
 
         datasets.disable_progress_bars()  # "Generating train split" on stderr
-        try:
-            return datasets.load_dataset("csv", data_files=str(path), split="train")
+        try:  # every column as text ("72" stays "72", not 72.0 beside an empty cell; "NA" stays "NA")
+            with open(path, newline="", encoding="utf-8") as f:
+                header = next(csv.reader(f), [])
+            features = datasets.Features({name: datasets.Value("string") for name in header})
+            return datasets.load_dataset("csv", data_files=str(path), split="train", features=features,
+                                         keep_default_na=False)
         except Exception as e:  # noqa: BLE001  (pandas / arrow raise several types for a bad file)
             raise ConfigError(str(path), f"not a readable CSV file ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''})") from None
