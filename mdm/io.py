@@ -171,7 +171,7 @@ OWNER = ".owner.json"
 @contextlib.contextmanager
 def owned_folder(folder: str | Path, command: str = "mdm train"):
     """Hold `folder` for this process (filelock on <folder>/.lock, released on exit, also by a killed process); a
-    folder held by another process raises Busy at once, naming the holder."""
+    folder held by another process raises Busy at once, naming the holder. A folder left empty keeps no lock file."""
     from filelock import FileLock, Timeout  # deferred: filelock, only when a folder is taken
 
     folder = Path(folder)
@@ -191,4 +191,7 @@ def owned_folder(folder: str | Path, command: str = "mdm train"):
     finally:
         with contextlib.suppress(OSError):
             (folder / OWNER).unlink()  # before the release: the next owner's file is never removed
+        with contextlib.suppress(OSError):  # a folder left as empty as it was (a refused run) keeps no lock file
+            if folder.is_dir() and not any(p.name != ".lock" for p in folder.iterdir()):
+                (folder / ".lock").unlink()
         lock.release()

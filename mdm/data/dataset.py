@@ -103,7 +103,10 @@ def _read_file(path: Path):
         datasets.disable_progress_bars()  # "Generating train split" on stderr
         try:  # every column as text ("72" stays "72", not 72.0 beside an empty cell; "NA" stays "NA")
             with open(path, newline="", encoding="utf-8") as f:
-                header = next(csv.reader(f), [])
+                reader = csv.reader(f)
+                header, first = next(reader, []), next(reader, None)
+            if first is None:
+                return []  # a header at most: "no rows"
             features = datasets.Features({name: datasets.Value("string") for name in header})
             return datasets.load_dataset("csv", data_files=str(path), split="train", features=features,
                                          keep_default_na=False)

@@ -375,7 +375,12 @@ class Trainer:
         """Train (or resume, or return the finished result). Returns result.json's content. The run folder is held
         by this process throughout (by rank 0 of a launch): a second one on it is refused, naming the holder."""
         created = not self.run_dir.exists()
-        self._check_run_dir()
+        try:
+            self._check_run_dir()
+        except BaseException:
+            if created:  # e.g. not writable: a refused run leaves no folder
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
         if int(os.environ.get("RANK", "0")) != 0:
             return self._train(created)
         with owned_folder(self.run_dir, "mdm train"):
