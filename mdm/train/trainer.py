@@ -34,11 +34,12 @@ from mdm.cache import writable_cache
 from mdm.data import Collator, get_task, mask_token_id_of
 from mdm.errors import ConfigError
 from mdm.eval.likelihood import heldout_nll
-from mdm.io import atomic_write_json, atomic_write_text, owned_folder, read_json, space_for
+from mdm.io import atomic_write_json, owned_folder, read_json, space_for
 from mdm.objective import ARMObjective, MDMObjective, Method
 from mdm.objective.objective import model_token_ce
 from mdm.progress import progress
 from mdm.train import ppots, trackers
+from mdm.train.checkpoints import LOG, Checkpoints
 from mdm.train.config import RunConfig
 from mdm.train.data import (
     accumulation_steps,
@@ -50,10 +51,9 @@ from mdm.train.data import (
     total_steps,
 )
 from mdm.train.lora import apply_lora, check_tiny
-from mdm.train.run_dir import need_for, saving, set_aside, stale_reason, state_bytes  # noqa: F401  (re-exported)
+from mdm.train.run_dir import saving, set_aside, stale_reason, state_bytes  # noqa: F401  (re-exported)
 from mdm.train.trackers import check_trackers, tracker_dir
 
-LOG = "train_log.jsonl"
 RESULT = "result.json"
 
 
@@ -89,7 +89,7 @@ def use_bf16(setting) -> bool:
     return bool(setting)
 
 
-class Trainer:
+class Trainer(Checkpoints):
     def __init__(self, config: RunConfig):
         self.cfg = config
         self.run_dir = Path(config.output_dir)
@@ -217,66 +217,6 @@ class Trainer:
             raise ConfigError("output_dir", f"{self.run_dir}: cannot create the run folder ({e.strerror})") from None
         if not os.access(self.run_dir, os.W_OK):
             raise ConfigError("output_dir", f"{self.run_dir}: the run folder is not writable")
-
-    # ------------------------------------------------------------ checkpoints
-
-    def latest_checkpoint(self) -> Path | None:
-        root = self.run_dir / "checkpoints"
-        done = sorted(p for p in root.glob("step_*") if (p / "trainer_state.json").is_file()) if root.is_dir() else []
-        return done[-1] if done else None
-
-    def save_checkpoint(self) -> None:
-        acc, root = self.acc, self.run_dir / "checkpoints"
-        name = f"step_{self.state['step']:08d}"
-        tmp = root / f".tmp-{name}"
-        if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-        acc.wait_for_everyone()
-        latest = self.latest_checkpoint()
-        with saving(tmp, need_for(latest, self.model), f"checkpoint {name}", latest):
-            acc.save_state(str(tmp), safe_serialization=False)
-            acc.wait_for_everyone()
-            if acc.is_main_process:
-                if self.peft is None:  # config + tokenizer: the checkpoint is a model folder (mdm eval of a cut run)
-                    acc.unwrap_model(self.model).config.save_pretrained(tmp)
-                    self.tokenizer.save_pretrained(tmp)
-                state = {**self.state, "elapsed_s": self._elapsed(), "total_steps": self.total}
-                atomic_write_json(tmp / "trainer_state.json", state)
-        if acc.is_main_process:
-            os.replace(tmp, root / name)  # a kill before this line leaves only a .tmp folder, ignored
-            old = sorted(p for p in root.glob("step_*"))[: -self.cfg.training.keep_checkpoints]
-            for p in old:
-                shutil.rmtree(p, ignore_errors=True)
-        acc.wait_for_everyone()
-
-    def save_model_snapshot(self) -> None:
-        """Weights and tokenizer only (a LoRA run: its adapter) under models/step_N: written to a temporary folder,
-        then renamed; the oldest beyond `keep_models` are removed. A resumed run rewrites a step it saved before."""
-        acc, root = self.acc, self.run_dir / "models"
-        name = f"step_{self.state['step']:08d}"
-        state_dict = acc.get_state_dict(self.model) if self.peft is None else None  # a collective under FSDP
-        if acc.is_main_process:
-            tmp = root / f".tmp-{name}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            with saving(tmp, state_bytes(self.model, 0), f"model snapshot {name}", self.latest_checkpoint()):
-                if self.peft is not None:
-                    self.peft.save_pretrained(tmp)
-                else:
-                    acc.unwrap_model(self.model).save_pretrained(tmp, state_dict=state_dict)
-                self.tokenizer.save_pretrained(tmp)
-            shutil.rmtree(root / name, ignore_errors=True)
-            os.replace(tmp, root / name)
-            keep = self.cfg.training.keep_models
-            for old in sorted(root.glob("step_*"))[: -keep] if keep else []:
-                shutil.rmtree(old, ignore_errors=True)
-        acc.wait_for_everyone()
-
-    def _truncate_log(self, step: int) -> None:
-        """Keep the log's first `step` lines (a kill may have cut the last line short)."""
-        path = self.run_dir / LOG
-        if path.is_file():
-            keep = path.read_text().splitlines(keepends=True)[:step]
-            atomic_write_text(path, "".join(keep))
 
     def _elapsed(self) -> float:
         return self.state["elapsed_s"] + time.perf_counter() - self._segment_start

@@ -258,8 +258,7 @@ def test_a_10mb_row_is_dropped_in_seconds_and_ctrl_c_works(tmp_path, cache):
 
 
 def test_rows_are_measured_before_they_are_tokenized(monkeypatch):
-    from mdm.data import build_tokenizer, tokenize_examples
-    from mdm.data import collate
+    from mdm.data import build_tokenizer, collate, tokenize_examples
 
     tok = build_tokenizer([r["prompt"] + r["response"] for r in rows(100)], vocab_size=300)
     bound = 32 * collate.max_token_chars(tok)
