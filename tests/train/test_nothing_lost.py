@@ -244,12 +244,12 @@ def test_a_10mb_row_is_dropped_in_seconds_and_ctrl_c_works(tmp_path, cache):
                 break
         took = time.time() - start
         assert seen and "1 of 61 examples are longer than max_length=64 tokens: dropped" in seen[-1], seen
-        assert took < 60, took  # hung for 300 s+ before
+        assert took < 120, took  # silent for 300 s+ before; ~20 s here (mostly imports), more on a loaded machine
         time.sleep(1.0)  # training now
         proc.send_signal(signal.SIGINT)
         t0 = time.time()
-        out, err = proc.communicate(timeout=30)
-        assert time.time() - t0 < 15
+        out, err = proc.communicate(timeout=60)
+        assert time.time() - t0 < 30  # ~5 s (SIGINT did not stop it before)
     finally:
         if proc.poll() is None:
             proc.kill()
