@@ -12,8 +12,8 @@ Rows are prompt/response columns (`prompt_key`, `response_key`) or chat `message
 {role, content}; the last assistant message is the response, the turns before it the prompt); `format: auto`
 picks whichever columns the data has. `prompt_template` joins columns into the prompt (Alpaca:
 `"{instruction}\n{input}"`; surrounding whitespace removed, so an empty input leaves no trailing newline); a data
-set with an `instruction` column that the prompt would leave out is refused. The scorer, the ISAD `delimiters` and the SyRM `syntax_patterns` are
-options too, so this task's TaskSpec is built from its options (`dataset_spec`).
+set with an `instruction` column that the prompt would leave out is refused. The scorer, the ISAD `delimiters` and
+the SyRM `syntax_patterns` are options too, so this task's TaskSpec is built from its options (`dataset_spec`).
 
 Rows with a null (or NaN) or empty (whitespace only) response, or a null prompt, are dropped and counted (the
 counts are in the loaded list's `notes`, printed by `mdm train`); a source where they are more than half the rows,
@@ -72,7 +72,7 @@ def check_options(options: dict) -> dict:
 
 
 def template_fields(template: str) -> list[str]:
-    """The column names of a prompt template (`"{instruction}\n{input}"`); a malformed one is a ConfigError."""
+    """The column names of a prompt template (`"{instruction}\\n{input}"`); a malformed one is a ConfigError."""
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
     except ValueError as e:
