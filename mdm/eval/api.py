@@ -35,6 +35,7 @@ the file is replaced atomically. Per-sample outputs go to `eval_<task>.jsonl` ne
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -316,6 +317,8 @@ def _evaluate_task(task, cfg, decoding, model, tokenizer, causal, mask_id, out_d
         raise ConfigError(f"eval.{task}", f"cannot load the {cfg['split']} data: {type(e).__name__}: {e}") from None
     if not examples:
         raise ConfigError(f"eval.{task}", f"no {cfg['split']} examples")
+    for note in getattr(examples, "notes", ()):  # rows the loader dropped (a null or empty response): said, not silent
+        print(f"eval {task}: {note}", file=sys.stderr)
     prompts = [chat_prompt_ids(tokenizer, ex["prompt"], ex.get("messages")) for ex in examples]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     t0 = time.perf_counter()
