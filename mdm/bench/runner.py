@@ -32,6 +32,7 @@ from mdm.bench.spec import PlannedRun, Spec
 from mdm.cache import writable_cache
 from mdm.errors import ConfigError
 from mdm.eval.api import evaluate_run
+from mdm.eval.launch import free_device_memory, launched_eval
 from mdm.io import atomic_write_json, read_json
 from mdm.objective import Method
 from mdm.provenance import code_version, hardware
@@ -57,13 +58,19 @@ def record_status(run: PlannedRun) -> str:
     return rec.get("status", "?") if rec else "pending"
 
 
-def evaluate_accuracy(run_dir: Path, settings: dict | None) -> dict | None:
+def evaluate_accuracy(run_dir: Path, settings: dict | None, launch=None) -> dict | None:
     """Decode + score through mdm.eval.api.evaluate_run (a task plugin's own `evaluate` hook where it has one),
     which adds `eval.<task>` and `metrics.score` to the run's record.json in place. None when skipped (no accuracy
-    settings)."""
+    settings). With a launch config: its own launched job over all its processes (mdm.eval.launch), so no GPU
+    idles and this process never holds GPU memory; in process, the CUDA cache is emptied afterwards."""
     if settings is None:
         return None
-    return evaluate_run(run_dir, settings)
+    if launch is not None:
+        return launched_eval(run_dir, settings, launch)
+    try:
+        return evaluate_run(run_dir, settings)
+    finally:
+        free_device_memory()
 
 
 def _launch_train(run: PlannedRun, launch) -> dict:
@@ -135,7 +142,7 @@ def execute(run: PlannedRun, version: dict, launch=None, threads: int | None = N
             record["status"] = "evaluating"  # not done until evaluated: a kill here re-evaluates on rerun
             atomic_write_json(run.record_path, record)
             eval_start = time.perf_counter()
-            if evaluate_accuracy(run.run_dir, run.config.eval.accuracy) is not None:
+            if evaluate_accuracy(run.run_dir, run.config.eval.accuracy, launch) is not None:
                 evaluated = read_json(run.record_path) or {}
                 record["eval"] = evaluated.get("eval")
                 record["metrics"] = {**record["metrics"], **(evaluated.get("metrics") or {})}

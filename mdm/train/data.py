@@ -22,15 +22,19 @@ def _data_where(where: str) -> str:
     return "data." + where.removeprefix("task.") if where.startswith("task.") else where
 
 
-def load_examples(cfg: DataConfig) -> list[dict]:
+def load_examples(cfg: DataConfig, tokenizer=None) -> list[dict]:
     """The task's training examples; a problem with the data (a missing file, a bad row, an unknown option, no
-    rows) is one ConfigError naming the key or file."""
+    rows) is one ConfigError naming the key or file. `tokenizer`: the run's (`mdm.train.model.counting_tokenizer`),
+    which a task selecting rows by token count (OpenScience) needs: its test rows are counted with it too."""
     spec = get_task(cfg.task)
+    options = dict(cfg.options)
+    if spec.counts_tokens and tokenizer is not None:
+        options.setdefault("tokenizer", tokenizer)
     try:
         if spec.generated:
-            examples = make_task(cfg.task, "train", n=cfg.n_train or 1000, seed=cfg.data_seed, **cfg.options)
+            examples = make_task(cfg.task, "train", n=cfg.n_train or 1000, seed=cfg.data_seed, **options)
         else:
-            examples = make_task(cfg.task, "train", n=cfg.n_train, **cfg.options)
+            examples = make_task(cfg.task, "train", n=cfg.n_train, **options)
     except ConfigError as e:
         raise ConfigError(_data_where(e.where), e.problem) from None
     except (OSError, ValueError, TypeError) as e:  # e.g. `path:line: not valid JSON`, a hub id offline
@@ -73,7 +77,7 @@ def build_data(cfg: DataConfig, tokenizer, eos_pad: bool = True, examples: list[
     """`eos_pad`: apply `cfg.eos_pad` (MDM runs; ARM runs pass False). `examples`: already loaded. Dropped
     rows are reported through `echo`; more than half of them dropped is a ConfigError. A task plugin with a
     `tokenize` hook lays its items out for the model itself (`model_config`: the model's config)."""
-    examples = load_examples(cfg) if examples is None else examples
+    examples = load_examples(cfg, tokenizer) if examples is None else examples
     train_ex, held_ex = split_heldout(examples, cfg.heldout_fraction, cfg.split_seed)
     spec = cfg.spec()
     own = spec.hook("tokenize")

@@ -47,11 +47,31 @@ def tiny_tokenizer(cfg: ModelConfig, task: str, options: dict | None = None):
     own = get_task(task).hook("tokenizer")
     if own is not None:  # a task plugin with its own vocabulary (its `tokenizer` hook)
         return own(cache_root(cfg), **options)
+    if get_task(task).counts_tokens and "tokenizer" not in options:  # the vocabulary's text only: no run's rows
+        from mdm.data.tasks import approx_tokens  # deferred with mdm.data (transformers)
+
+        options = {**options, "count_tokens": approx_tokens}
     examples = make_task(task, "train", n=cfg.tokenizer_examples, seed=0, **options) if _generated(task) else \
         make_task(task, "train", n=cfg.tokenizer_examples, **options)
     texts = [e["prompt"] + "\n" + e["response"] for e in examples]
     return build_tokenizer(texts, vocab_size=cfg.vocab_size, cache_dir=cache_root(cfg) / "tokenizers",
                            digit_space=cfg.digit_space)
+
+
+def counting_tokenizer(cfg: RunConfig):
+    """The run's tokenizer, before its model is built, for a task that selects its rows by token count
+    (OpenScience: `mdm.data.tasks.token_counter`, the count its evaluation uses too); None for other tasks."""
+    from mdm.data import get_task  # deferred: mdm.data's tokenizer imports transformers
+
+    if not get_task(cfg.data.task).counts_tokens:
+        return None
+    m = cfg.model
+    if m.source == "tiny" and m.base in (None, "auto"):
+        return tiny_tokenizer(m, cfg.data.task, cfg.data.options)  # the tiny base's tokenizer too
+    _quiet_transformers()
+    from transformers import AutoTokenizer  # deferred: transformers (slow import)
+
+    return AutoTokenizer.from_pretrained(str(m.base or m.source), trust_remote_code=True)
 
 
 def _generated(task: str) -> bool:

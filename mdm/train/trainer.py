@@ -119,7 +119,7 @@ class Trainer:
         from accelerate.utils import broadcast_object_list
 
         # deferred: bound per run, so a test's stand-in for mdm.train.model.build_model is the one called
-        from mdm.train.model import build_model, cache_root, ensure_base
+        from mdm.train.model import build_model, cache_root, counting_tokenizer, ensure_base
 
         cfg, t = self.cfg, self.cfg.training
         if t.threads:
@@ -130,7 +130,8 @@ class Trainer:
             own_check(cfg)
         method = Method.build(cfg.method) if self.is_mdm else None
         fit_ppots = method is not None and ppots.needs_fit(method)
-        examples = load_examples(cfg.data)  # data problems too: before the model (a tiny base may pretrain)
+        # data problems too: before the model (a tiny base may pretrain); OpenScience counts rows in the run's tokens
+        examples = load_examples(cfg.data, counting_tokenizer(cfg))
         echo = (lambda line: print(f"{cfg.name or self.run_dir.name}: {line}", file=sys.stderr)) \
             if int(os.environ.get("RANK", "0")) == 0 else None
 
