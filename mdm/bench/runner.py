@@ -319,6 +319,8 @@ def estimate(run: PlannedRun, preset) -> dict:
     cfg = run.config
     ts = preset.tasks[run.task]
     avg = (ts.avg_tokens if ts and ts.avg_tokens else None) or cfg.data.max_length / 2
+    if cfg.data.pad_to and run.arm is None:  # an MDM row of a fixed canvas is that long, whatever its text
+        avg = cfg.data.pad_to
     n = cfg.data.n_train or 1000
     n_fit = n - (max(1, round(cfg.data.heldout_fraction * n)) if cfg.data.heldout_fraction > 0 else 0)
     t = cfg.training

@@ -59,6 +59,7 @@ class TaskSettings(Strict):
     n_train: int | None = Field(None, ge=2)
     max_length: int | None = Field(None, ge=8)
     eos_pad: int | None = Field(None, ge=1)  # this task's decoding canvas (data.eos_pad), e.g. shorter answers
+    pad_to: int | None = Field(None, ge=8)  # this task's fixed training canvas (data.pad_to)
     options: dict[str, Any] | None = None
     avg_tokens: float | None = Field(None, gt=0, description="mean tokens per sequence, for --dry-run")
     model: dict[str, Any] = {}
@@ -322,7 +323,7 @@ def build_run_config(spec: Spec, preset_name: str, task: str, arm: ArmRow | None
         train_over.append((f"{arm_p}.training", arm.training))
     model = _validate_section(ModelConfig, deep_merge(*(d for _, d in model_over), family), where, model_over)
     task_data = {k: v for k, v in (("n_train", ts.n_train), ("max_length", ts.max_length), ("eos_pad", ts.eos_pad),
-                                   ("options", ts.options)) if v is not None}
+                                   ("pad_to", ts.pad_to), ("options", ts.options)) if v is not None}
     data_over = [(f"{p}.data", preset.data), (tp, task_data)]
     data = _validate_section(DataConfig, deep_merge(preset.data, task_data, {"task": task}), where, data_over)
     training = _validate_section(TrainingConfig, deep_merge(preset.training, ts.training,

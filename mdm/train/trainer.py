@@ -170,6 +170,10 @@ class Trainer:
                                model_config=model.config)
         self.collate = Collator(tokenizer, cfg.data.spec(), cfg.data.max_length,
                                 pad_carries_loss=not self.adapter.can_pad)
+        if self.is_mdm and not self.adapter.can_pad and not cfg.data.pad_to and t.micro_batch_size > 1 and echo:
+            echo("data: this model ignores attention masks, so each row sees (and is scored on) its micro-batch's "
+                 "EOS padding: its loss depends on the rows it is batched with; set data.pad_to (a fixed canvas) "
+                 "to make it independent (mdm.train.data.pad_to_canvas)")
         self.mask_token_id = mask_token_id_of(tokenizer, model.config) if self.is_mdm else None
         self.objective = MDMObjective(method, self.mask_token_id) if self.is_mdm else ARMObjective()
         self.total = total_steps(len(self.data.train), t.global_batch_size, t.epochs, t.max_steps)
