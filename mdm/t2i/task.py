@@ -49,6 +49,10 @@ class TaskOptions(Strict):
     images: Literal["scenes", "text-to-image-2m"] = "scenes"  # the tiny generated scenes, or the paper's data
     root: str | None = Field(None, description="text-to-image-2m: a local folder of its data_*.tar shards")
     max_text_len: int = Field(128, ge=4, description="MMaDA layout: caption positions (left-padded, cut beyond)")
+    encode_batch_size: int = Field(64, ge=1, description="text-to-image-2m: images per image-tokenizer call "
+                                   "(encoded once, cached: mdm.t2i.codes)")
+    encode_device: str | None = Field(None, description="device of the MAGVIT-v2 (default: this process's GPU if "
+                                      "any, else cpu)")
 
 
 def task_options(options: dict | None) -> TaskOptions:
@@ -62,17 +66,29 @@ def image_tokenizer_of(options: TaskOptions, cache_dir=None):
     """The run's image tokenizer (cached in memory per process: the loader, tokenize and evaluate share it)."""
     kind = options.image_tokenizer.partition(":")[0]
     # only the tiny codebook lives in the cache: a MAGVIT-v2 is the same whichever cache a hook names
-    key = (options.image_tokenizer, options.image_size, options.code_dir, str(cache_dir) if kind == "tiny" else None)
+    device = (options.encode_device or _default_device()) if kind == "magvitv2" else None
+    key = (options.image_tokenizer, options.image_size, options.code_dir, str(cache_dir) if kind == "tiny" else None,
+           device)
     if key not in _IMAGE_TOKENIZERS:
         # deferred: torch; the task plugin loads torch-free for config checks
         from mdm.t2i.image_tokenizer import load_image_tokenizer
 
-        extra = {"code_dir": options.code_dir, "image_size": options.image_size} if kind == "magvitv2" else {}
+        extra = {"code_dir": options.code_dir, "image_size": options.image_size, "device": device} \
+            if kind == "magvitv2" else {}
         _IMAGE_TOKENIZERS[key] = load_image_tokenizer(options.image_tokenizer, cache_dir=cache_dir, **extra)
     return _IMAGE_TOKENIZERS[key]
 
 
 _IMAGE_TOKENIZERS: dict = {}
+
+
+def _default_device() -> str:
+    """This process's GPU (its LOCAL_RANK's inside a launch), else the CPU."""
+    import os
+
+    import torch  # deferred: torch; the task plugin loads torch-free for config checks
+
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
 
 
 class EvalSettings(Strict):
@@ -120,6 +136,12 @@ def loader(split: str = "train", n: int = 1000, seed: int = 0, **options) -> lis
     from mdm.t2i.data import image_text
 
     o = task_options(options)
+    if o.images != "scenes":  # streamed, encoded in batches once, cached (mdm.t2i.codes)
+        from mdm.t2i.codes import cached_codes  # deferred: numpy and the t2i stack
+
+        rows = cached_codes(split, n, o, image_tokenizer_of(o), o.encode_batch_size)
+        return [{"prompt": r["caption"], "codes": r["codes"], "response": image_text(r["codes"]), "answer": None,
+                 "task": TASK, "id": r["id"]} for r in rows]
     examples = _pairs(split, n, seed, o)
     if not examples:
         return []
@@ -140,6 +162,13 @@ def _pairs(split: str, n: int, seed: int, o: TaskOptions) -> list[dict]:
     from mdm.t2i.data import text_to_image_2m
 
     return list(text_to_image_2m(n, root=o.root, split=split))
+
+
+def _captions(split: str, n: int, o: TaskOptions) -> list[str]:
+    """The captions of text-to-image-2m's first `n` rows of `split`, streamed (no image is kept)."""
+    from mdm.t2i.data import text_to_image_2m  # deferred: torch; the task plugin loads torch-free for config checks
+
+    return [e["caption"] for e in text_to_image_2m(n, root=o.root, split=split)]
 
 
 def tokenize(tokenizer, examples: list[dict], max_length: int, model_config=None, **options) -> tuple[list, int]:
@@ -200,11 +229,13 @@ def evaluate(run_dir: str | Path, settings: dict | None = None, *, scorer=None, 
         pairs = captions_of(s.split)[: s.limit]
         captions, scenes = [c for c, _ in pairs], [sc for _, sc in pairs]
     else:
-        captions, scenes = [e["caption"] for e in _pairs(s.split, s.limit or 1000, 0, o)], None  # no encoding
+        captions, scenes = _captions(s.split, s.limit or 1000, o), None  # no encoding
     with torch.no_grad():
         codes = fmt.generate(model, captions, **s.model_dump(include={"steps", "schedule", "temperature", "seed",
                                                                        "batch_size", "guidance_scale"}))
-    images = image_tokenizer.decode(codes)
+    from mdm.t2i.codes import decode_batches  # deferred: numpy and the t2i stack
+
+    images = decode_batches(image_tokenizer, codes, s.batch_size)  # batch_size codes per decode call
     scorer = scorer or ClipScorer.from_spec(s.clip_model, cache_dir=cache)
     clip = scorer.score(images, captions)
     metrics = {"eval_task": TASK, "score": clip["clip_score"], "clip_score": clip["clip_score"]}
