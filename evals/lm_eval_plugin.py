@@ -271,6 +271,7 @@ class MDMLM(LM):
         for i, req in enumerate(requests):
             groups.setdefault(json.dumps(req.args[1], sort_keys=True, default=str), []).append(i)
         out: list[str] = [""] * len(requests)
+        keys = _row_keys(requests)
         for key, idx in groups.items():
             kw = json.loads(key)
             until = kw.get("until") or []
@@ -281,7 +282,7 @@ class MDMLM(LM):
             prompts = [self.encode(requests[i].args[0]) for i in idx]
             res = generate(self.model, prompts, config, mask_token_id=self.mask_token_id,
                            eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
-                           batch_size=self.batch_size, row_keys=[_row_key(requests[i], i) for i in idx],
+                           batch_size=self.batch_size, row_keys=[keys[i] for i in idx],
                            vocab_size=len(self.tokenizer))  # fmt: skip
             self.generation_stats["forward_passes"] += res.forward_passes
             self.generation_stats["prompts"] += len(idx)
@@ -328,13 +329,19 @@ class MDMLM(LM):
         return out
 
 
-def _row_key(request, i: int):
-    """The key of a request's random draws: its document (task, doc_id, repeat) when lm-eval gives one, so a
-    sampled answer does not depend on which rank, or which position in the rank's list, the document landed in."""
-    doc_id = getattr(request, "doc_id", None)
-    if doc_id is None:
-        return i
-    return (getattr(request, "task_name", None), doc_id, getattr(request, "idx", 0))
+def _row_keys(requests) -> list:
+    """The keys of the requests' random draws: a request's document (task, doc_id, its index among the document's
+    requests, which of its `repeats` copies) when lm-eval gives one, so a sampled answer does not depend on the rank,
+    or the position in the rank's list, the document landed in; else its position (a request built by hand)."""
+    keys, copies = [], {}
+    for i, req in enumerate(requests):
+        doc_id = getattr(req, "doc_id", None)
+        if doc_id is None:
+            keys.append(i)
+            continue
+        copy = copies[id(req)] = copies.get(id(req), -1) + 1  # lm-eval repeats a request as the same object
+        keys.append((getattr(req, "task_name", None), doc_id, getattr(req, "idx", 0), copy))
+    return keys
 
 
 # ---------------------------------------------------------------- the authors' scorer on lm-eval's samples
