@@ -309,13 +309,8 @@ def evaluate_run(run_dir: str | Path, settings: dict | None = None, *, model=Non
     record_path, record = run_record(run_dir, model_dir)
     rk = ranks() if model is None else Ranks()  # inside `accelerate launch`: this process's share of the prompts
     own = TASKS[record["task"]].hook("evaluate") if record.get("task") in TASKS else None
-    if own is not None and model is None:  # a task plugin that decodes and scores its runs itself (text-to-image)
-        if not rk.is_main:  # not sharded yet: rank 0 evaluates, the other ranks wait for it
-            rk.barrier()
-            return {"run_dir": str(run_dir), "record": str(record_path), "tasks": {}, "metrics": {}}
-        result = own(run_dir, settings)
-        rk.barrier()
-        return result
+    if own is not None and model is None:  # a task plugin that decodes and scores its runs itself (text-to-image;
+        return own(run_dir, settings)  # inside a launch it shards its own decoding)
     cfg = normalize_settings(settings, record)
     decodings = {t: decode_config_for(t, cfg["decoding"]) for t in cfg["tasks"]}  # validate before loading
     if not rk.is_main:
@@ -451,14 +446,4 @@ def _evaluate_task(task, cfg, decoding, model, tokenizer, causal, mask_id, out_d
                        "mean_generated_tokens": sum(map(len, out.tokens)) / len(out.tokens)},  # fmt: skip
         "samples_file": samples_file.name if samples_file else None,
         "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    } | ({"processes": rk.world} if rk.world > 1 else {}) | paper_count(spec, len(examples))
-
-
-def paper_count(spec, n: int) -> dict:
-    """Where the paper scored another number of test items than we do (HiTab: 1,412 of the 1,584, by a rule it
-    does not state), both counts and a note go into the record, for the report to show beside the paper's number."""
-    if spec.paper_eval_n is None or spec.paper_eval_n == n:
-        return {}
-    return {"paper_n": spec.paper_eval_n,
-            "paper_n_note": f"the paper scored {spec.paper_eval_n:,} {spec.name} test items (selection rule not "
-                            f"stated, PAPER.md); these scores are over {n:,}, so the two are not on the same items"}
+    } | ({"processes": rk.world} if rk.world > 1 else {}) | scorers.paper_count(spec, len(examples))

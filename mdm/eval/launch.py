@@ -10,6 +10,7 @@ in-process evaluation left in torch's CUDA cache.
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -44,8 +45,6 @@ def launched_eval(run_dir: str | Path, settings: dict, launch) -> dict:
 
 def free_device_memory() -> None:
     """Give back the CUDA memory an in-process evaluation cached (nothing when torch never touched a GPU)."""
-    import gc
-
     gc.collect()
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():

@@ -77,7 +77,8 @@ def heldout_nll(model, tokenizer, items: list[dict], task, max_length: int, *, f
                                   reduction="sum")
         total, count = float(sums[0]), float(sums[1])
         if gather_rows:
-            from accelerate.utils import gather_object  # deferred: accelerate (slow import), only inside a launch
+            # deferred: accelerate (slow import), only inside a launch
+            from accelerate.utils import gather_object
 
             for b, n in gather_object([(bound, n_tokens)]):
                 bound.update(b)

@@ -63,7 +63,7 @@ def source_key(options, split: str) -> dict:
         from mdm.t2i.data import T2I_2M  # deferred: mdm.t2i.data imports torch
 
         return {"images": "text-to-image-2m", "hub": T2I_2M, "split": split}
-    import glob
+    import glob  # deferred: only for local shards
 
     files = sorted(glob.glob(f"{options.root}/**/data_*.tar", recursive=True))
     stats = [(os.path.relpath(f, options.root), os.stat(f).st_size, int(os.stat(f).st_mtime)) for f in files]

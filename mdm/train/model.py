@@ -48,7 +48,8 @@ def tiny_tokenizer(cfg: ModelConfig, task: str, options: dict | None = None):
     if own is not None:  # a task plugin with its own vocabulary (its `tokenizer` hook)
         return own(cache_root(cfg), **options)
     if get_task(task).counts_tokens and "tokenizer" not in options:  # the vocabulary's text only: no run's rows
-        from mdm.data.tasks import approx_tokens  # deferred with mdm.data (transformers)
+        # deferred: mdm.data imports transformers
+        from mdm.data.tasks import approx_tokens
 
         options = {**options, "count_tokens": approx_tokens}
     examples = make_task(task, "train", n=cfg.tokenizer_examples, seed=0, **options) if _generated(task) else \

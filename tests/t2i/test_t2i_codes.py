@@ -140,3 +140,44 @@ def test_a_magvit_v2_encodes_in_batches_and_is_keyed_by_its_weights(tmp_path, mo
     same = np.mean(np.array([r["codes"] for r in rows]) == a.encode(big).numpy())
     assert same >= 0.99, same
     assert code_key(o, "train", 5, a)["weights"] != code_key(o, "train", 5, b)["weights"]
+
+
+
+def test_greedy_image_decoding_is_sharded_by_batch_over_a_launch():
+    """Rank r of a launch decodes batches r, r + world, ... of the captions (the batches one process decodes); rank 0
+    gathers them in order; sampled decoding (one generator over the batches) stays on rank 0."""
+    import torch
+
+    from mdm.eval.distributed import Ranks
+    from mdm.t2i.task import _generate, eval_settings
+
+    class Fmt:
+        def __init__(self):
+            self.batches = []
+
+        def generate(self, model, captions, *, batch_size, **knobs):
+            self.batches.append(list(captions))
+            return torch.tensor([[len(c), knobs["seed"]] for c in captions])
+
+    shares = {}
+
+    class Rank(Ranks):  # 2 processes, simulated one after the other: rank 1's share is what rank 0 gathers
+        def gather(self, obj):
+            shares[self.rank] = obj
+            return [shares.get(0), shares.get(1)]
+
+        def barrier(self):
+            pass
+
+    captions = [f"caption {'x' * i}" for i in range(7)]
+    s = eval_settings({"batch_size": 3})
+    one = Fmt()
+    whole = _generate(one, None, captions, s, Ranks())
+    assert one.batches == [captions]  # one process: one call, as before
+    r1, r0 = Fmt(), Fmt()
+    assert _generate(r1, None, captions, s, Rank(1, 2)) is None
+    merged = _generate(r0, None, captions, s, Rank(0, 2))
+    assert r0.batches == [captions[0:3], captions[6:7]] and r1.batches == [captions[3:6]]
+    assert torch.equal(merged, whole)
+    sampled, r1 = eval_settings({"batch_size": 3, "temperature": 1.0}), Fmt()
+    assert _generate(r1, None, captions, sampled, Rank(1, 2)) is None and r1.batches == []  # rank 0 decodes it all

@@ -11,7 +11,7 @@ import torch
 
 from mdm.adapters import checked, load_model
 from mdm.data import Collator, make_task, mask_token_id_of
-from mdm.objective import Method, MDMObjective
+from mdm.objective import MDMObjective, Method
 from mdm.objective.objective import model_token_ce
 from mdm.train.config import DataConfig
 from mdm.train.data import build_data
