@@ -289,18 +289,17 @@ def evaluate(run_dir: str | Path, settings: dict | None = None, *, scorer=None, 
 
 
 def _generate(fmt, model, captions: list[str], s: EvalSettings, rk):
-    """The image codes of every caption (None on ranks other than 0). Inside a launch, greedy decoding is sharded:
-    each rank decodes every world-th batch of `batch_size` captions, the very batches one process decodes, so the
-    codes are one process's; sampled decoding draws from one generator over the batches, so rank 0 decodes it all."""
+    """The image codes of every caption (None on ranks other than 0). Inside a launch each rank decodes every
+    world-th batch of `batch_size` captions, the very batches one process decodes, with the draws keyed by the
+    captions' places in the whole list (`first`), so the codes are one process's, sampled or greedy."""
     import torch  # deferred: torch; the task plugin loads torch-free for config checks
 
     knobs = s.model_dump(include={"steps", "schedule", "temperature", "seed", "batch_size", "guidance_scale"})
-    if rk.world == 1 or s.temperature > 0:
-        codes = fmt.generate(model, captions, **knobs) if rk.is_main else None
-        rk.barrier()
-        return codes
+    if rk.world == 1:
+        return fmt.generate(model, captions, **knobs)
     chunks = [captions[i : i + s.batch_size] for i in range(0, len(captions), s.batch_size)]
-    mine = {k: fmt.generate(model, chunks[k], **knobs) for k in range(rk.rank, len(chunks), rk.world)}
+    mine = {k: fmt.generate(model, chunks[k], first=k * s.batch_size, **knobs)
+            for k in range(rk.rank, len(chunks), rk.world)}
     shares = rk.gather(mine)
     if not rk.is_main:
         return None
