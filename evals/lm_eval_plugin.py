@@ -37,6 +37,11 @@ With `--output_path` and `--log_samples`, the wrapper also writes `authors_<samp
 the authors' `####` scorer on the same predictions, and lm-eval's strict / flexible numbers recomputed by
 mdm.eval.scorers (they must agree per sample; `score_samples`).
 
+Data parallel as lm-eval's own HF model: under `accelerate launch --num_processes N -m evals.lm_eval_plugin ...`
+each process loads the model on its own device and reports rank / world size, lm-eval's evaluator gives it every
+N-th document and gathers the results (`all_gather`, `gather_object`, `barrier` below); a request's random draws are
+keyed by its document, so the answers are those of one process (2 CPU processes: the same samples, checked by hand).
+
 loglikelihood: LLaDA's Monte Carlo ELBO (mdm.eval.likelihood.mc_loglikelihood), reproducible per request.
 loglikelihood_rolling: the same ELBO of the whole string after BOS.
 """

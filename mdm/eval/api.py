@@ -29,6 +29,9 @@ hold a transformers `save_pretrained` model with its tokenizer; a model folder c
 Results go to record.json under `eval.<task>` (scores, decoding knobs, likelihood, timing) and, for the record's
 own task, `metrics.score` / `metrics.accuracy` (percent, what `mdm report` ranks); other keys are preserved and
 the file is replaced atomically. Per-sample outputs go to `eval_<task>.jsonl` next to the record.
+
+Inside `accelerate launch` (`mdm.eval.distributed`) each process decodes its share of the prompt batches on its own
+device and rank 0 writes: the per-prompt outputs are one process's (`mdm bench` evaluates a launched run this way).
 """
 
 from __future__ import annotations
