@@ -49,7 +49,7 @@ class TaskOptions(Strict):
     images: Literal["scenes", "text-to-image-2m"] = "scenes"  # the tiny generated scenes, or the paper's data
     root: str | None = Field(None, description="text-to-image-2m: a local folder of its data_*.tar shards")
     max_text_len: int = Field(128, ge=4, description="MMaDA layout: caption positions (left-padded, cut beyond)")
-    encode_batch_size: int = Field(64, ge=1, description="text-to-image-2m: images per image-tokenizer call "
+    encode_batch_size: int = Field(32, ge=1, description="text-to-image-2m: images per image-tokenizer call "
                                    "(encoded once, cached: mdm.t2i.codes)")
     encode_device: str | None = Field(None, description="device of the MAGVIT-v2 (default: this process's GPU if "
                                       "any, else cpu)")
