@@ -210,7 +210,7 @@ def test_lora_and_gradient_checkpointing_on_a2d(folders, tmp_path):
 
 
 def test_mdm_variance_on_a_shifted_family(folders, tmp_path):
-    spec = {"name": "dream", "seed": 0, "data": {"task": "arith", "n_train": 24, "max_length": 96},
+    spec = {"name": "dream", "seed": 0, "data": {"task": "arith", "n_train": 24, "max_length": 192},
             "model": {"source": str(folders["dream"])}, "dtype": "float32",
             "pilot": {"a": 2, "b": 6, "c": 2, "bootstrap": 10, "token_budget": 2048}, "fit": {"restarts": 1}}
     path = tmp_path / "spec.yaml"
