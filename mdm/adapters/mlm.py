@@ -25,7 +25,8 @@ class MaskedLM(Adapter):
              "checkpointing": "transformers"}
 
     def load(self, path, config, *, causal: bool | None, dtype):
-        from transformers import AutoModelForMaskedLM  # deferred: transformers (slow import), only when loading
+        # deferred: transformers (slow import), only when a model is loaded
+        from transformers import AutoModelForMaskedLM
 
         return AutoModelForMaskedLM.from_pretrained(path, config=config, dtype=dtype)
 

@@ -226,7 +226,7 @@ def test_bench_small_preset_on_a_local_a2d_folder_to_a_finished_record(folders, 
     sets = [f"model.source={folders['a2d-qwen3']}", "tasks.gsm8k.n_train=16", "tasks.gsm8k.max_length=384",
             "training.max_steps=2", "training.global_batch_size=4", "training.micro_batch_size=2",
             "training.bf16=false", "training.gradient_checkpointing=false", "training.progress=false",
-            "training.threads=1", "ppots_pilot.a=2", "ppots_pilot.b=6", "ppots_pilot.c=2", "eval.t_grid=2",
+            "training.threads=1", "ppots_pilot.a=2", "ppots_pilot.b=10", "ppots_pilot.c=2", "ppots_pilot.restarts=1", "eval.t_grid=2",
             "tasks.gsm8k.eval.accuracy.n=2", "tasks.gsm8k.eval.accuracy.gen_length=8",
             "tasks.gsm8k.eval.accuracy.steps=4", "tasks.gsm8k.eval.accuracy.block_length=4"]
     argv = ["bench", "benchmarks/table1.yaml", "--preset", "small", "--only", "method=ppots+mirror,seed=42",
