@@ -422,7 +422,7 @@ def print_memory(preset, runs: list[PlannedRun], launch_file: str | None, echo=p
         for line in lines:
             echo(line)
         warnings += [f"{w} with {source}" for w in warn]
-        if t.checkpoint_every:
+        if isinstance(t.checkpoint_every, int):  # "auto": decided when the run starts
             disk = {r.task: memory.checkpoint_disk(arch.params, launch, estimate(r, preset)["steps"],
                                                    t.checkpoint_every, t.keep_checkpoints) for r in group}
             size = next(iter(disk.values()))["size"]
