@@ -6,6 +6,7 @@ special tokens, its mask token, a chat template of its shape) and `model.safeten
   weights under model_type "a2d-qwen3" / "a2d-qwen2", architectures A2DQwen3LMHeadModel / A2DQwen2LMHeadModel, no
   auto_map (dllm's convert.py strips it); ChatML tokenizer, EOS <|im_end|>, pad <|endoftext|>, mask <|mask|>; the
   embedding padded beyond the tokenizer (Qwen3: 151936 rows, 151670 tokens), tied as in Qwen3-0.6B.
+- a2d-llama: dllm's A2DLlamaConfig; Llama-3-shaped tokenizer (<|begin_of_text|>, EOS = pad = <|eot_id|>, <|mask|>).
 - modernbert: dllm's BERT-Chat (dllm-hub/ModernBERT-base-chat-v0.1): ModernBertForMaskedLM; [CLS] [SEP] [PAD]
   [MASK] [UNK], EOS = [PAD] (dllm sets eos to pad when the tokenizer has none), a [Question]/[Answer] template.
 - dream: Dream-v0-Instruct-7B's shape: model_type "Dream", architectures DreamModel, auto_map to its remote code
@@ -21,9 +22,13 @@ from pathlib import Path
 import torch
 
 FAMILIES = ("a2d-qwen3", "a2d-qwen2", "modernbert", "dream")
+MORE = ("a2d-llama",)  # loaded, probed and decoded only (its CLI path is A2D-Qwen's)
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+LLAMA3 = ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+          "{{ m['content'] }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant"
+          "<|end_header_id|>\n\n{% endif %}")
 BERT_CHAT = ("{% for m in messages %}{% if m['role'] == 'user' %}[Question]\n{{ m['content'] }}\n[/Question]\n\n"
              "{% elif m['role'] == 'assistant' %}[Answer]\n{{ m['content'] }}\n[/Answer]\n\n{% endif %}{% endfor %}"
              "{% if add_generation_prompt %}[Answer]\n{% endif %}")
@@ -41,6 +46,10 @@ def family_tokenizer(family: str):
         special = dict(cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]", mask_token="[MASK]", unk_token="[UNK]",
                        eos_token="[PAD]")
         template = BERT_CHAT
+    elif family == "a2d-llama":
+        special = dict(bos_token="<|begin_of_text|>", eos_token="<|eot_id|>", pad_token="<|eot_id|>",
+                       mask_token="<|mask|>", additional_special_tokens=["<|start_header_id|>", "<|end_header_id|>"])
+        template = LLAMA3
     else:
         special = dict(eos_token="<|im_end|>", pad_token="<|endoftext|>", mask_token="<|mask|>",
                        additional_special_tokens=["<|im_start|>"])
@@ -65,6 +74,11 @@ def family_folder(folder: Path, family: str, seed: int = 0, padded_vocab: int = 
                                                local_attention=16, max_position_embeddings=512, cls_token_id=tok.cls_token_id,
                                                sep_token_id=tok.sep_token_id, bos_token_id=tok.cls_token_id, **ids)
         model_cls, arch, model_type = transformers.ModernBertForMaskedLM, "ModernBertForMaskedLM", "modernbert"
+    elif family == "a2d-llama":
+        config = transformers.LlamaConfig(vocab_size=vocab, **SIZE, num_key_value_heads=1, head_dim=16,
+                                          max_position_embeddings=512, use_cache=False, bos_token_id=tok.bos_token_id,
+                                          **ids)
+        model_cls, arch, model_type = transformers.LlamaForCausalLM, "A2DLlamaLMHeadModel", family
     else:
         qwen3 = family == "a2d-qwen3"
         config = (transformers.Qwen3Config if qwen3 else transformers.Qwen2Config)(

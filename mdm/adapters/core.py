@@ -138,7 +138,8 @@ class Adapter:
                               f"and the tokenizer has no {MASK_TOKEN}; set mask_token_id in config.json")
         if from_config is None and from_tok is None:
             raise ConfigError("model", f"no mask token: the config has no mask_token_id, the tokenizer no mask_token "
-                              f"and no {MASK_TOKEN}; set mask_token_id in config.json or tokenizer.mask_token")
+                              f"and none of {', '.join(self.mask_token_names)}; set mask_token_id in config.json or "
+                              "tokenizer.mask_token")
         return int(from_config if from_config is not None else from_tok)
 
     def enable_checkpointing(self, model) -> None:

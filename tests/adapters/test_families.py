@@ -20,19 +20,19 @@ from mdm.objective.objective import model_token_ce
 from mdm.sampler import DecodeConfig, _Denoiser, chat_prompt_ids, generate
 from tests.adapters.test_llada import run_yaml
 from tests.eval.test_lm_eval_plugin import HAVE_LOCAL_GSM8K, lm_eval_cli
-from tests.family_fixture import FAMILIES, family_folder
+from tests.family_fixture import FAMILIES, MORE, family_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-ADAPTER = {"a2d-qwen3": "a2d(padding=mask4d)", "a2d-qwen2": "a2d(padding=mask4d)",
+ADAPTER = {"a2d-qwen3": "a2d(padding=mask4d)", "a2d-qwen2": "a2d(padding=mask4d)", "a2d-llama": "a2d(padding=mask4d)",
            "modernbert": "modernbert(padding=mask)", "dream": "dream(padding=mask4d)"}
-MODEL_CLASS = {"a2d-qwen3": "Qwen3ForCausalLM", "a2d-qwen2": "Qwen2ForCausalLM",
+MODEL_CLASS = {"a2d-qwen3": "Qwen3ForCausalLM", "a2d-qwen2": "Qwen2ForCausalLM", "a2d-llama": "LlamaForCausalLM",
                "modernbert": "ModernBertForMaskedLM", "dream": "Qwen2ForCausalLM"}
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("families")
-    return {f: family_folder(root / f, f) for f in FAMILIES}
+    return {f: family_folder(root / f, f) for f in FAMILIES + MORE}
 
 
 def load(folder):
@@ -46,7 +46,7 @@ def raw_logits(model, ids, attention_mask=None):
     return model(input_ids=ids, attention_mask=keys[:, None, None, :].expand(-1, 1, n, n), use_cache=False).logits
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES + MORE)
 def test_family_loads_natively_with_its_head_mask_token_and_probe(folders, family):
     from safetensors.torch import load_file
 
@@ -137,7 +137,7 @@ def test_shifted_model_refuses_a_target_at_position_zero(folders):
                               torch.tensor([[True, False, False]]))
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES + MORE)
 def test_batched_decoding_equals_one_at_a_time(folders, family):
     model, tok = load(folders[family])
     prompts = [chat_prompt_ids(tok, q) for q in ("Ava has 3 apples.", "Ben has 12 cards and 4 more. Total?", "Hi")]
