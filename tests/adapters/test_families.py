@@ -204,9 +204,18 @@ def test_mdm_train_two_view_methods(folders, tmp_path, family, method):
     train(tmp_path, folders[family], method=method)
 
 
-def test_lora_and_gradient_checkpointing_on_a2d(folders, tmp_path):
+def test_lora_and_gradient_checkpointing_on_a2d(folders, tmp_path, monkeypatch):
+    """transformers' own checkpointing (its layers call torch.utils.checkpoint) and the adapter's LoRA targets."""
+    import transformers.modeling_utils as mu
+
+    calls = []
+    real = mu.checkpoint  # what transformers binds when checkpointing is enabled
+    monkeypatch.setattr(mu, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
     train(tmp_path, folders["a2d-qwen2"], training__gradient_checkpointing=True, training__peft={"lora": {"r": 2}})
-    assert (tmp_path / "run" / "adapter").is_dir()
+    assert calls  # the decoder layers were recomputed in the backward
+    config = json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())
+    assert set(config["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                             "down_proj"}
 
 
 def test_mdm_variance_on_a_shifted_family(folders, tmp_path):
