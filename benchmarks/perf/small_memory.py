@@ -27,10 +27,10 @@ MICRO, LENGTH, VIEWS = 4, 640, 2
 
 
 def main() -> None:
+    import torch.nn.functional as F
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     from mdm.adapters.a2d import A2D, config_class
-    import torch.nn.functional as F
 
     arch = memory.KNOWN_ARCH[SOURCE]
     base = Qwen3Config(vocab_size=arch.vocab, hidden_size=arch.hidden, intermediate_size=arch.intermediate,
@@ -67,7 +67,7 @@ def main() -> None:
     total = sum(v for dev in peak.values() for k, v in dev.items() if k == "Total")
     print(f"{SOURCE}: {arch.params / 1e9:.3f}B params; micro-batch {MICRO} x {LENGTH} x {VIEWS} views, bf16 autocast, "
           "checkpointing on, every token masked")
-    for dev, cats in peak.items():
+    for cats in peak.values():
         for k, v in cats.items():
             print(f"  measured peak {k:<12} {v / 2**30:7.2f} GiB")
     col = memory.Column("gsm8k", LENGTH, MICRO, VIEWS)
