@@ -26,6 +26,9 @@ MORE = ("a2d-llama",)  # loaded, probed and decoded only (its CLI path is A2D-Qw
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+# Qwen3's switch: with enable_thinking false the generation prompt closes an empty think block
+QWEN3 = CHATML.replace("assistant\n{% endif %}", "assistant\n{% if enable_thinking is defined and enable_thinking "
+                                                  "is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}")
 LLAMA3 = ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
           "{{ m['content'] }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant"
           "<|end_header_id|>\n\n{% endif %}")
@@ -55,7 +58,9 @@ def family_tokenizer(family: str):
                        additional_special_tokens=["<|im_start|>"])
         if family == "dream":
             special["bos_token"] = "<|beginoftext|>"
-        template = CHATML
+        else:
+            special["additional_special_tokens"] += ["<think>", "</think>"]
+        template = QWEN3 if family == "a2d-qwen3" else CHATML
     tok = PreTrainedTokenizerFast(tokenizer_object=base, model_max_length=1 << 20)
     tok.add_special_tokens(special)
     tok.chat_template = template

@@ -77,8 +77,9 @@ def load_model(path, *, causal: bool | None, dtype, code_dir=None):
     from transformers import AutoTokenizer
 
     config = read_config(path, "model.source", code_dir=code_dir)
-    model = adapter_class(config, "model.source")().load(str(path), config, causal=causal, dtype=dtype)
-    return model, AutoTokenizer.from_pretrained(str(path), trust_remote_code=True)
+    adapter = adapter_class(config, "model.source")()
+    model = adapter.load(str(path), config, causal=causal, dtype=dtype)
+    return model, adapter.prepare_tokenizer(AutoTokenizer.from_pretrained(str(path), trust_remote_code=True))
 
 
 def mask_token_id(tokenizer, config) -> int:

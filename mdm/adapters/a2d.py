@@ -9,6 +9,10 @@ dllm/utils/models.py):
 - Weights: dllm's LM-head class subclasses Qwen3ForCausalLM (etc.) and keeps every parameter name; only the
   decoder's mask changes: a padding-only 4-D mask, no causal part. Logits are unshifted (no right_shift_logits).
 - Mask token: dllm adds `<|mask|>` to the tokenizer as its mask_token (`get_tokenizer`).
+- Chat: for A2D Qwen, dllm's `get_tokenizer` makes `enable_thinking=False` the default of apply_chat_template
+  (Qwen3's template then closes an empty <think></think> block after the assistant header): the prompts the
+  released checkpoints were trained and scored with. Here the same default is set inside the template itself
+  (`prepare_tokenizer`: a string, so it is saved with a run's tokenizer and survives pickling).
 
 Here (no dllm code, nothing downloaded is edited): the config is read into a subclass of the transformers config
 that keeps the A2D model_type (so a saved run reloads as A2D, never as a causal Qwen3), the weights are loaded
@@ -88,5 +92,15 @@ class TransformersBackbone(Adapter):
         return full_mask(attention_mask, input_ids)
 
 
+NO_THINKING = "{%- if enable_thinking is not defined %}{%- set enable_thinking = false %}{%- endif %}"
+
+
 class A2D(TransformersBackbone):
     name = "a2d"
+
+    def prepare_tokenizer(self, tokenizer):
+        """dllm's chat default for A2D Qwen: thinking off unless a caller asks for it (module docstring)."""
+        template = getattr(tokenizer, "chat_template", None)
+        if isinstance(template, str) and "enable_thinking" in template and not template.startswith(NO_THINKING):
+            tokenizer.chat_template = NO_THINKING + template
+        return tokenizer

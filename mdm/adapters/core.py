@@ -142,6 +142,10 @@ class Adapter:
                               "tokenizer.mask_token")
         return int(from_config if from_config is not None else from_tok)
 
+    def prepare_tokenizer(self, tokenizer):
+        """The family's tokenizer conventions, applied where every tokenizer is loaded (`mdm.adapters.load_model`)."""
+        return tokenizer
+
     def enable_checkpointing(self, model) -> None:
         if not getattr(model, "supports_gradient_checkpointing", False):
             raise ConfigError("training.gradient_checkpointing",

@@ -61,6 +61,25 @@ def test_family_loads_natively_with_its_head_mask_token_and_probe(folders, famil
     assert checked(model).shift == (family == "dream")
 
 
+def test_a2d_qwen_chat_prompts_close_an_empty_think_block_as_dllm_trained_them(folders, tmp_path):
+    """dllm's A2D Qwen prompts default to enable_thinking=False; the adapter puts that default in the template, so
+    the data, the sampler and a saved run's tokenizer all see it; an explicit enable_thinking=True still wins."""
+    from mdm.data.collate import format_chat
+
+    _, tok = load(folders["a2d-qwen3"])
+    turn = [{"role": "user", "content": "Hi"}]
+    assert tok.apply_chat_template(turn, add_generation_prompt=True, tokenize=False).endswith(
+        "<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    assert tok.apply_chat_template(turn, add_generation_prompt=True, tokenize=False, enable_thinking=True).endswith(
+        "<|im_start|>assistant\n")
+    ids, n_prompt = format_chat(tok, "Hi", "4")
+    assert tok.decode(ids[n_prompt:]).startswith("<|im_start|>assistant\n<think>\n\n</think>\n\n4")
+    tok.save_pretrained(tmp_path / "tok")
+    saved = json.loads((tmp_path / "tok" / "tokenizer_config.json").read_text()).get("chat_template") or \
+        (tmp_path / "tok" / "chat_template.jinja").read_text()
+    assert saved == tok.chat_template  # a run's saved tokenizer keeps the default
+
+
 def test_a2d_without_the_adapter_mask_is_causal_and_with_it_bidirectional(folders):
     """The weights are transformers' causal Qwen3: only the adapter's 4-D mask makes them bidirectional."""
     model, _ = load(folders["a2d-qwen3"])
