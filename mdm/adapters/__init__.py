@@ -54,7 +54,7 @@ def families() -> list[tuple[str, str, dict[str, str]]]:
         facts = dict(cls.facts)
         facts["shift"] = "1 (output i-1 predicts token i; position 0 never a target)" if cls.shift else "none"
         facts["padding"] = " / ".join(cls.paddings) + f" ({facts['padding']})"
-        facts["LoRA targets"] = ",".join(cls.lora_targets)
+        facts["LoRA targets"] = ", ".join(cls.lora_targets)
         out.append((cls.name, ", ".join(types), facts))
     return out
 

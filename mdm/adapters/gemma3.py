@@ -8,7 +8,7 @@ from mdm.adapters.core import Adapter
 
 class Gemma3(Adapter):
     name = "gemma3"
-    facts = {"mask id": "tokenizer <|mdm_mask|>", "padding": "2-D attention_mask (use_bidirectional_attention)",
+    facts = {"mask id": "tokenizer <|mdm_mask|>", "padding": "2-D attention_mask, bidirectional config",
              "checkpointing": "transformers"}
 
     def load(self, path, config, *, causal: bool | None, dtype):
