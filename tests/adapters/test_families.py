@@ -223,18 +223,22 @@ def test_mdm_train_two_view_methods(folders, tmp_path, family, method):
     train(tmp_path, folders[family], method=method)
 
 
-def test_lora_and_gradient_checkpointing_on_a2d(folders, tmp_path, monkeypatch):
+LORA = {"a2d-qwen2": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
+        "modernbert": {"Wqkv", "Wo", "Wi"}}
+
+
+@pytest.mark.parametrize("family", sorted(LORA))
+def test_lora_and_gradient_checkpointing(folders, tmp_path, monkeypatch, family):
     """transformers' own checkpointing (its layers call torch.utils.checkpoint) and the adapter's LoRA targets."""
     import transformers.modeling_utils as mu
 
     calls = []
     real = mu.checkpoint  # what transformers binds when checkpointing is enabled
     monkeypatch.setattr(mu, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
-    train(tmp_path, folders["a2d-qwen2"], training__gradient_checkpointing=True, training__peft={"lora": {"r": 2}})
-    assert calls  # the decoder layers were recomputed in the backward
+    train(tmp_path, folders[family], training__gradient_checkpointing=True, training__peft={"lora": {"r": 2}})
+    assert calls  # the layers were recomputed in the backward
     config = json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())
-    assert set(config["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                             "down_proj"}
+    assert set(config["target_modules"]) == LORA[family]
 
 
 def test_mdm_variance_on_a_shifted_family(folders, tmp_path):
