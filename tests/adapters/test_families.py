@@ -21,6 +21,7 @@ from mdm.sampler import DecodeConfig, _Denoiser, chat_prompt_ids, generate
 from tests.adapters.test_llada import run_yaml
 from tests.eval.test_lm_eval_plugin import HAVE_LOCAL_GSM8K, lm_eval_cli
 from tests.family_fixture import FAMILIES, MORE, family_folder
+from tests.numerics import REASSOCIATION_RTOL
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ADAPTER = {"a2d-qwen3": "a2d(padding=mask4d)", "a2d-qwen2": "a2d(padding=mask4d)", "a2d-llama": "a2d(padding=mask4d)",
@@ -90,6 +91,22 @@ def test_a2d_without_the_adapter_mask_is_causal_and_with_it_bidirectional(folder
         assert torch.equal(model(input_ids=x).logits[0, 0], model(input_ids=y).logits[0, 0])  # causal by itself
         ad = checked(model)
         assert not torch.allclose(ad.logits(model, x)[0, 0], ad.logits(model, y)[0, 0])
+
+
+@pytest.mark.parametrize("family", ["a2d-qwen3", "a2d-qwen2", "a2d-llama"])
+@pytest.mark.numerics
+def test_a2d_logits_equal_dllm_style_padding_only_additive_mask(folders, family):
+    """dllm's A2D decoder replaces the causal mask by transformers' `_prepare_4d_attention_mask` of the padding: an
+    additive float mask [B, 1, L, L], 0 on real keys and the dtype's minimum on pads (built by hand here); the
+    adapter's boolean 4-D mask gives the same logits at every real position, padded or not."""
+    model, _ = load(folders[family])
+    x = torch.tensor([[5, 6, 7, 8, 9, 3], [11, 12, 13, 14, 0, 0]])
+    pad = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
+    with torch.no_grad():
+        ours = checked(model).logits(model, x, pad)
+        additive = (1.0 - pad[:, None, None, :].float()) * torch.finfo(torch.float32).min
+        dllm = model(input_ids=x, attention_mask=additive.expand(-1, 1, 6, 6), use_cache=False).logits
+    torch.testing.assert_close(ours[pad.bool()], dllm[pad.bool()], rtol=REASSOCIATION_RTOL, atol=REASSOCIATION_RTOL)
 
 
 def test_shifted_objective_equals_a_hand_written_shifted_mdm_loss_on_a_padded_batch(folders):
