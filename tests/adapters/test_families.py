@@ -235,7 +235,7 @@ def test_mdm_train_eval_generate_on_each_family(folders, tmp_path, capsys, famil
 
 
 @pytest.mark.parametrize("method", ["mirror", "ppots+mirror"])
-@pytest.mark.parametrize("family", ["a2d-qwen3", "dream"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_mdm_train_two_view_methods(folders, tmp_path, family, method):
     train(tmp_path, folders[family], method=method)
 
@@ -258,9 +258,10 @@ def test_lora_and_gradient_checkpointing(folders, tmp_path, monkeypatch, family)
     assert set(config["target_modules"]) == LORA[family]
 
 
-def test_mdm_variance_on_a_shifted_family(folders, tmp_path):
-    spec = {"name": "dream", "seed": 0, "data": {"task": "arith", "n_train": 24, "max_length": 192},
-            "model": {"source": str(folders["dream"])}, "dtype": "float32",
+@pytest.mark.parametrize("family", ["a2d-qwen3", "modernbert", "dream"])  # one of each kind: A2D, encoder, shifted
+def test_mdm_variance_on_each_kind(folders, tmp_path, family):
+    spec = {"name": "v", "seed": 0, "data": {"task": "arith", "n_train": 24, "max_length": 192},
+            "model": {"source": str(folders[family])}, "dtype": "float32",
             "pilot": {"a": 2, "b": 6, "c": 2, "bootstrap": 10, "token_budget": 2048}, "fit": {"restarts": 1}}
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
