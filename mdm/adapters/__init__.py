@@ -4,8 +4,10 @@
     adapter = checked(model)                                    # probed once per model, cached on it
     logits = adapter.logits(model, input_ids, attention_mask)   # the padding shown the way this model honours it
 
-An adapter is found from `config.model_type` (`ADAPTERS`; anything else is a transformers-native model: the
-generic `Adapter`). `checked` runs one forward (`probe`) that measures the attention the model really has under
+An adapter is found from `config.model_type` (`ADAPTERS`), else from a `*ForMaskedLM` architecture (`MaskedLM`);
+anything else is a transformers-native model: the generic `Adapter`. Families: the tiny Gemma3, LLaDA, MMaDA,
+dllm's A2D conversions (`a2d`), masked-LM encoders (`mlm`), the logit-shifted Dream (`shifted`); `families()`
+says what each does (`mdm methods`). `checked` runs one forward (`probe`) that measures the attention the model really has under
 the project's padding and refuses, with one line, a model that is causal or pad-dependent when it must not be.
 """
 
@@ -176,4 +178,5 @@ def probe(model, adapter: Adapter, causal: bool) -> str | None:
     return None
 
 
-__all__ = ["ADAPTERS", "Adapter", "adapter_class", "families", "find", "checked", "config_of", "load_model", "mask_token_id", "probe"]
+__all__ = ["ADAPTERS", "Adapter", "adapter_class", "checked", "config_of", "families", "find", "load_model",
+           "mask_token_id", "probe"]

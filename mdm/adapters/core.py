@@ -96,7 +96,7 @@ class Adapter:
         raise RuntimeError(f"{self}: this model cannot be shown padding; batches must be unpadded")
 
     def logits(self, model, input_ids, attention_mask=None, **kwargs) -> torch.Tensor:
-        """Logits [B, L, V] of one forward; logits[:, i] predicts token i (no shift)."""
+        """Logits [B, L, V] of one forward; logits[:, i] predicts token i (a shifted model's are aligned here)."""
         if "use_cache" in forward_params(model):
             kwargs["use_cache"] = False
         out = model(input_ids=input_ids, **self.mask_kwargs(attention_mask, input_ids), **kwargs)
