@@ -186,7 +186,8 @@ class _Denoiser:
 
     def __call__(self, x, attention_mask, position_ids, start: int, end: int) -> torch.Tensor:
         # no padding: no mask (transformers then skips building one, ~3 ms a call for a tiny model)
-        kwargs = {"input_ids": x, **self.adapter.mask_kwargs(self._attention_mask(attention_mask))}
+        kwargs = {"input_ids": x, **self.adapter.mask_kwargs(self._attention_mask(attention_mask), x)}
+        start, end = self.adapter.window(start, end)  # a shifted model (Dream): the outputs one position earlier
         if "position_ids" in self.options:
             kwargs["position_ids"] = position_ids
         if "logits_to_keep" in self.options:

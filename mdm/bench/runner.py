@@ -25,7 +25,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
-from mdm.bench import memory
+from mdm.bench import eval_cost, memory
 from mdm.bench.estimate import hours, human, model_params
 from mdm.bench.memory import read_launch
 from mdm.bench.spec import PlannedRun, Spec
@@ -377,17 +377,34 @@ def print_plan(spec: Spec, preset_name: str, all_runs: list[PlannedRun], runs: l
     unknown = f" (+ {total['unknown']} runs of unknown cost)" if total["unknown"] else ""
     echo(f"to run: {total['runs']} runs, {human(total['token_passes'])} forward/backward token passes, "
          f"{human(total['flops'])}FLOP, {duration(total['hours'])}{unknown} on {hw_text}")
+    print_gpu_hours(preset, runs, total, echo)
     print_memory(preset, runs, launch_file, echo)
     return total
+
+
+def print_gpu_hours(preset, runs: list[PlannedRun], total: dict, echo=print) -> None:
+    """GPU-hours of training and of evaluation, separately (`mdm.bench.eval_cost`), for GPU presets."""
+    hw = preset.hardware
+    if hw is None or hw.tokens_per_s:
+        return
+    todo = [r for r in runs if record_status(r) != "done"]
+    ev = eval_cost.plan_eval_cost(todo, preset)
+    train_h = total["hours"] * hw.count
+    echo(f"GPU-hours ({hw.name}, MFU {hw.mfu:.0%}): training {train_h:.1f}, evaluation {ev['hours']:.1f} "
+         f"({ev['prompts']:,} prompts decoded at up to {ev['forwards_per_prompt']} forwards each + held-out "
+         f"likelihood; {ev['flops'] / 1e18:.1f} EFLOP); total {train_h + ev['hours']:.1f}")
 
 
 def print_memory(preset, runs: list[PlannedRun], launch_file: str | None, echo=print) -> None:
     """Per-GPU memory by component of each model of the plan under the launch config (mdm.bench.memory), the
     fit on the preset's GPU, and the checkpoint disk per run. Nothing without a launch config (`--launch`)."""
     path = launch_file or (preset.launch.config_file if preset.launch else None)
-    if path is None or not runs:
+    one_gpu = preset.hardware is not None and preset.hardware.count == 1 and not preset.hardware.tokens_per_s
+    if (path is None and not one_gpu) or not runs:
         return
-    launch = memory.read_launch(path, None if launch_file else preset.launch.num_processes)
+    # no launch config on one GPU (the small preset): one process
+    launch = memory.read_launch(path, None if launch_file else preset.launch.num_processes) if path else \
+        memory.LaunchPlan("single", 1)
     capacity = memory.device_gib(preset.hardware)
     gpu = f"{preset.hardware.name}, {capacity:.1f} GiB" if capacity else "GPU memory unknown (hardware.memory_gib)"
     echo(f"per-GPU memory ({launch.title}; {gpu}; worst case: micro-batches padded to max_length):")
@@ -409,11 +426,12 @@ def print_memory(preset, runs: list[PlannedRun], launch_file: str | None, echo=p
         echo(f"  {source} ({arch.params / 1e9:.2f}B params, {arch.layers} layers, hidden {arch.hidden}, mlp "
              f"{arch.intermediate}, vocab {arch.vocab}); micro-batch {t.micro_batch_size} x max_length x views "
              f"(x2: MIRROR's second view)")
-        lines, warn = memory.memory_table(arch, launch, list(columns.values()), t.gradient_checkpointing, capacity)
+        lines, warn = memory.memory_table(arch, launch, list(columns.values()), t.gradient_checkpointing, capacity,
+                                          preset.hardware.fit_gib if preset.hardware else ())
         for line in lines:
             echo(line)
         warnings += [f"{w} with {source}" for w in warn]
-        if t.checkpoint_every:
+        if isinstance(t.checkpoint_every, int):  # "auto": decided when the run starts
             disk = {r.task: memory.checkpoint_disk(arch.params, launch, estimate(r, preset)["steps"],
                                                    t.checkpoint_every, t.keep_checkpoints) for r in group}
             size = next(iter(disk.values()))["size"]

@@ -75,6 +75,7 @@ class Hardware(Strict):
     peak_tflops: float | None = Field(None, gt=0)
     tokens_per_s: float | None = Field(None, gt=0, description="measured token passes per second (e.g. CPU)")
     memory_gib: float | None = Field(None, gt=0, description="memory per GPU, for --dry-run (default: known GPUs)")
+    fit_gib: list[float] = Field([], description="--dry-run also says whether a run fits GPUs of these sizes (GB)")
 
 
 class Launch(Strict):

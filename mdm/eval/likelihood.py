@@ -183,6 +183,7 @@ def mc_loglikelihood(
         batch = seq[None].repeat(b, 1)
         noisy = torch.where(is_mask, torch.full_like(batch, int(mask_token_id)), batch)
         attn = torch.ones_like(noisy)
+        checked(model).check_first_position(is_mask)  # a shifted model needs a non-empty prefix
         logits = _logits(model, noisy.to(device), attn.to(device))
         frac = (counts.double() / n_t)[:, None].expand(b, p + n_t)
         ce = F.cross_entropy(logits[is_mask.to(logits.device)].float(), batch[is_mask].to(logits.device),
@@ -198,6 +199,7 @@ def suffix_greedy(model, prefix: Sequence[int], target: Sequence[int], mask_toke
     device = device or next(model.parameters()).device
     p, n = len(prefix), len(target)
     seq = torch.tensor([list(prefix) + [int(mask_token_id)] * n], device=device)
+    checked(model).check_first_position(seq == mask_token_id)  # a shifted model needs a non-empty prefix
     for _ in range(n):
         masked = seq == mask_token_id
         logits = _logits(model, seq, torch.ones_like(seq))[masked]
