@@ -49,16 +49,18 @@ lint: setup
 # Table 1 on the tiny preset also profiles the variance of its arith base (the claims page's variance rows; the
 # paper's pilot sizes; skipped when its record is there).
 PROFILE := results/runs/table1/profile
+# a preset's records folder (mdm.bench.spec.records_root): tiny's is results/runs/<bench>, preset P's <bench>@P
+AT := $(if $(filter tiny,$(PRESET)),,@$(PRESET))
 reproduce-table1: setup
 	$(VENV)/bin/mdm bench benchmarks/table1.yaml --preset $(PRESET) --jobs $(JOBS)
 	@if [ "$(PRESET)" = tiny ] && [ ! -f $(PROFILE)/variance.json ]; then \
 	  $(VENV)/bin/mdm variance --config benchmarks/variance_tiny.yaml --methods standard,mirror,ppots,ppots+mirror \
 	    --a 15 --b 70 --c 15 --out $(PROFILE); fi
-	$(VENV)/bin/mdm report results/runs/table1 --out results/table1
+	$(VENV)/bin/mdm report results/runs/table1$(AT) --out results/table1$(AT)
 
 reproduce-table2: setup
 	$(VENV)/bin/mdm bench benchmarks/table2.yaml --preset $(PRESET) --jobs $(JOBS)
-	$(VENV)/bin/mdm report results/runs/table2 --out results/table2
+	$(VENV)/bin/mdm report results/runs/table2$(AT) --out results/table2$(AT)
 
 # The performance page: runs every benchmarks/perf script (1 CPU thread, < 20 min on 2 cores), then writes
 # results/perf/README.md (one table: measured | baseline | ratio | target | met? | machine | command) and its plots.

@@ -1,10 +1,12 @@
 """Run a plan: skip runs whose record says done, train the rest (resuming killed ones), write one record each.
 
-    results/runs/<bench>/<task>/<method>/seed<k>/record.json   (atomic: temp file + os.replace)
+    results/runs/<bench>/<task>/<method>/seed<k>/record.json   (atomic: temp file + os.replace; the tiny preset's)
+    results/runs/<bench>@<preset>/<task>/<method>/seed<k>/record.json   (any other preset: mdm.bench.spec.records_root)
 
 A record holds the run config, seed, code version (git commit + dirty flag), hardware, wall time, tokens,
 forward/backward passes, final metrics, and status `done` or `failed` with the reason. A failed run does not
-stop the others; rerunning retries it (and resumes from its last checkpoint).
+stop the others; rerunning retries it (and resumes from its last checkpoint). A record is done only for the preset
+and configuration that wrote it (`stale_of`): a folder holding another's is refused, never skipped as done.
 
 Ctrl-C (SIGINT) or SIGTERM: no further run starts, the running ones stop at once and are recorded `interrupted`
 (whatever error the signal caused on its way out), and `run_plan` returns; a rerun resumes them.
@@ -53,9 +55,21 @@ def require_deepspeed(where: str) -> None:
         raise ConfigError(where, DEEPSPEED_MISSING) from None
 
 
+def stale_of(run: PlannedRun, record: dict | None = None) -> str | None:
+    """Why the run folder holds another run than `run` (another preset's record, or a run of another
+    configuration), else None. Such a folder is never counted done; `mdm bench` refuses it (`set_aside_stale`)."""
+    record = read_json(run.record_path) if record is None else record
+    if record and record.get("preset", run.preset) != run.preset:
+        return f"a record of preset {record['preset']!r}, not {run.preset!r}"
+    return stale_reason(run.run_dir, run.config)
+
+
 def record_status(run: PlannedRun) -> str:
+    """pending | done | failed | interrupted | evaluating | stale (another preset's or configuration's run)."""
     rec = read_json(run.record_path)
-    return rec.get("status", "?") if rec else "pending"
+    if not rec:
+        return "pending"
+    return "stale" if stale_of(run, rec) else rec.get("status", "?")
 
 
 def evaluate_accuracy(run_dir: Path, settings: dict | None, launch=None) -> dict | None:
@@ -187,7 +201,7 @@ def _worker_init(event, ignored=()) -> None:
 def set_aside_stale(runs: list[PlannedRun], rerun_stale: bool, echo=print) -> None:
     """A spec edited after some runs finished: say so before any compute, or (rerun_stale) move those folders
     aside as `<folder>.stale-N` (nothing is deleted) so the runs start again with the current configuration."""
-    stale = [(r, why) for r in runs if (why := stale_reason(r.run_dir, r.config))]
+    stale = [(r, why) for r in runs if (why := stale_of(r))]
     if not stale:
         return
     if not rerun_stale:
@@ -358,9 +372,12 @@ def print_plan(spec: Spec, preset_name: str, all_runs: list[PlannedRun], runs: l
     echo(f"  {'#':>3}  {'task':<12} {'method':<24} {'family':<26} {'seed':>6}  {'status':<8} {'steps':>6} "
          f"{'passes/seq':>10} {'token passes':>13} {'FLOP':>9} {'time':>8}")
     total = {"runs": 0, "token_passes": 0.0, "flops": 0.0, "hours": 0.0, "unknown": 0}
+    stale = []
     for r in runs:
         e = estimate(r, preset)
         status = record_status(r)
+        if status == "stale":
+            stale.append(r)
         echo(f"  {r.index + 1:>3}  {r.task:<12} {r.method_dir:<24} {r.family:<26} {r.seed:>6}  {status:<8} "
              f"{e['steps']:>6} {e['cost']:>10g} {human(e['token_passes']):>13} {human(e['flops']):>9} "
              f"{duration(e['hours']):>8}")
@@ -371,6 +388,9 @@ def print_plan(spec: Spec, preset_name: str, all_runs: list[PlannedRun], runs: l
         total["flops"] += e["flops"] or 0.0
         total["hours"] += e["hours"] or 0.0
         total["unknown"] += e["hours"] is None
+    if stale:
+        echo(f"  stale: {len(stale)} run folder(s) hold another preset's or configuration's run, not done (first: "
+             f"{stale[0].run_dir}: {stale_of(stale[0])}); mdm bench refuses them: --rerun-stale moves them aside")
     bases = sorted({(r.task, r.config.model.family) for r in runs if r.config.model.base == "auto"})
     if bases:
         echo(f"  + {len(bases)} tiny base model(s), built once and cached: " + ", ".join(f"{t}/{f}" for t, f in bases))
