@@ -17,11 +17,20 @@ import json
 import numpy as np
 import pandas as pd
 
-from mdm.report.stats import (arcsine, benjamini_hochberg, contrast, f_ratio, holm, min_p, paired_flip_p,
-                              pitman_morgan, seed_component)
+from mdm.report.stats import (
+    arcsine,
+    benjamini_hochberg,
+    contrast,
+    f_ratio,
+    holm,
+    min_p,
+    paired_flip_p,
+    pitman_morgan,
+    seed_component,
+)
 from mdm.report.tables import aligned, done_scores, other_machines, outcome_table, paper_task
 
-REDUCERS = ("ppots", "mirror", "isad", "syrm", "strats", "ema")
+REDUCERS = ("ppots", "mirror", "isad", "syrm", "strats", "ema", "clipped")
 COMBINATION = ("ppots", "mirror")
 NAMES = ("standard", "+".join(COMBINATION), *COMBINATION)
 EQUAL_COMPUTE = "multisample2"  # Standard with two independent masks per sequence: the passes of a 2-view method

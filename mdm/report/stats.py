@@ -220,7 +220,7 @@ def benjamini_hochberg(p) -> np.ndarray:
     out, ok = np.full_like(p, np.nan), ~np.isnan(p)
     q = p[ok]
     m, order = len(q), np.argsort(q)
-    adj = np.minimum.accumulate((m / np.arange(m, 0, -1) * q[order[::-1]]))[::-1].clip(max=1)
+    adj = np.minimum.accumulate(m / np.arange(m, 0, -1) * q[order[::-1]])[::-1].clip(max=1)
     res = np.empty_like(q)
     res[order] = adj
     out[ok] = res
