@@ -211,10 +211,6 @@ def _is_accuracy(df: pd.DataFrame, task: str) -> bool:
     return "metric" in rows and rows.metric.dropna().astype(str).str.startswith("accuracy").any()
 
 
-def _scaled(df: pd.DataFrame, task: str, x: np.ndarray) -> np.ndarray:
-    return arcsine(x) if _is_accuracy(df, task) else np.asarray(x, float)
-
-
 def _side_scores(df: pd.DataFrame, task: str, who: str) -> list[np.ndarray]:
     if who == "arm":
         return [g.score.to_numpy(float) for _, g in df[(df.model_family != "mdm") & (df.task == task)]
@@ -229,8 +225,9 @@ def _spread_claims(done, ref, task, paper_name, add) -> None:
     combo = "+".join(COMBINATION)
     for claim, a, b in (("MDM Standard's seed spread exceeds the ARMs' (SD ratio; ARMs pooled)", "standard", "arm"),
                         ("P-POTS+MIRROR narrows the seed spread (SD ratio to Standard)", combo, "standard")):
-        theirs = _sd_ratio(ref, paper_name, a, b)[0] if ref is not None else np.nan
-        ours = _sd_ratio(done, task, a, b)
+        on_arcsine = _is_accuracy(done, task)  # the paper's numbers on the same scale as ours
+        theirs = _sd_ratio(ref, paper_name, a, b, on_arcsine)[0] if ref is not None else np.nan
+        ours = _sd_ratio(done, task, a, b, on_arcsine)
         if np.isnan(ours[0]) and np.isnan(theirs):
             continue
         scale = "arcsine-sqrt scale" if _is_accuracy(done, task) else "score scale"
@@ -245,7 +242,7 @@ def _spread_claims(done, ref, task, paper_name, add) -> None:
             methods=(a, "standard"), detail=f"{scale}; {test}; one-sided p" if not np.isnan(ours[0]) else "")
 
 
-def _sd_ratio(df, task: str, a: str, b: str) -> tuple[float, float, float, float, int]:
+def _sd_ratio(df, task: str, a: str, b: str, on_arcsine: bool = True) -> tuple[float, float, float, float, int]:
     """(SD ratio a / b, 95% interval, one-sided p of the claim, seeds of a): independent F against the ARMs, paired
     Pitman-Morgan on common seeds between MDM rows; on the arcsine scale for accuracies; nan where not estimable."""
     none = (np.nan, np.nan, np.nan, np.nan, 0)
@@ -253,17 +250,17 @@ def _sd_ratio(df, task: str, a: str, b: str) -> tuple[float, float, float, float
         return none
     if b == "arm":
         sa, sb = _side_scores(df, task, a), _side_scores(df, task, b)
-        va, da = _pooled([_scaled(df, task, x) for x in sa])
-        vb, db = _pooled([_scaled(df, task, x) for x in sb])
+        va, da = _pooled([arcsine(x) if on_arcsine else x for x in sa])
+        vb, db = _pooled([arcsine(x) if on_arcsine else x for x in sb])
         if not da or not db or vb == 0:
             return none
-        return (*f_ratio(va, da, vb, db), da + 1)
+        return (*(float(v) for v in f_ratio(va, da, vb, db)), da + 1)
     got = aligned(df, task, (a, b))
     if got is None or len(got[1]) < 3:
         return none
-    x, y = (_scaled(df, task, 100 * (np.asarray(v).mean(1) if np.ndim(v) == 2 else np.asarray(v)))
-            for v in (got[0][a], got[0][b]))
-    return (*pitman_morgan(x, y), len(got[1]))
+    x, y = (100 * (np.asarray(v).mean(1) if np.ndim(v) == 2 else np.asarray(v)) for v in (got[0][a], got[0][b]))
+    x, y = (arcsine(x), arcsine(y)) if on_arcsine else (x, y)
+    return (*(float(v) for v in pitman_morgan(x, y)), len(got[1]))
 
 
 def _pooled(samples: list[np.ndarray]) -> tuple[float, int]:
@@ -363,7 +360,7 @@ def spread_table(df: pd.DataFrame) -> pd.DataFrame:
         row["arm_sd"] = np.sqrt(arm_var) if not np.isnan(arm_var) else np.nan
         if family == "mdm":
             ceiling = _ceiling(done, task, method) or _ceiling(done, task, "arm")
-            ratio = (np.nan,) * 3 if ceiling else _sd_ratio(done, task, method, "arm")
+            ratio = (np.nan,) * 3 if ceiling else _sd_ratio(done, task, method, "arm", _is_accuracy(done, task))
             row["sd_over_arm"] = ratio[0]
             row["sd_over_arm_ci95"] = "not estimable (ceiling)" if ceiling else \
                 None if np.isnan(ratio[1]) else f"[{ratio[1]:.2f}, {ratio[2]:.2f}]"

@@ -19,18 +19,17 @@ TINY_CLIP_NOTE = ("Scale: our CLIP score is the project's tiny CLIP trained on t
                   "are not comparable and neither are the gains' sizes: compare signs only.")
 
 
-def scale_note(board: pd.DataFrame) -> str:
-    """What the paper's numbers beside ours are, per the metrics on the board ('' without paper numbers)."""
-    if "paper" not in board or board.paper.isna().all():
+def scale_note(done: pd.DataFrame, paper) -> str:
+    """What the paper's numbers beside ours are, per the runs' metrics ('' when no paper numbers are shown)."""
+    if paper is None or done.empty:
         return ""
     notes = []
-    metrics = " ".join(board.metric.astype(str))
-    if "tiny-clip" in metrics:
+    clip = done.metric.astype(str).str.contains("tiny-clip") if "metric" in done else pd.Series(False, done.index)
+    if clip.any():
         notes.append(TINY_CLIP_NOTE)
-    tasks = {t: paper_task(t) for t in board.task.unique()}
-    stands = [f"{t} -> {p}" for t, p in tasks.items() if t != p]
+    stands = [f"{t} -> {paper_task(t)}" for t in sorted(done[~clip].task.unique()) if paper_task(t) != t]
     if stands:
-        notes.append("The paper's column is its own number (LLaDA-8B / MMaDA-8B) on the task ours stands for ("
+        notes.append("The paper's column is its own number (LLaDA-8B-Instruct) on the task ours stands for ("
                      + ", ".join(stands) + "): the same format and scorer, another model and size; compare gains, "
                      "not levels.")
     return " ".join(notes)
@@ -109,7 +108,7 @@ def gains_table(board: pd.DataFrame, claims: pd.DataFrame | None) -> str:
 
 def leaderboard_page(benchmark: str, done: pd.DataFrame, board: pd.DataFrame, reference: pd.DataFrame | None,
                      claims: pd.DataFrame | None) -> str:
-    note = scale_note(board)
+    note = scale_note(done, reference)
     text = [f"# {benchmark}: leaderboard", "",
             "Per task: our mean ± sample SD over seeds (number of seeds) beside the paper's"
             + (" (its per-seed table)" if reference is not None else "") + ". Every number traces to a run "
@@ -129,7 +128,7 @@ def leaderboard_page(benchmark: str, done: pd.DataFrame, board: pd.DataFrame, re
     return "\n".join(text)
 
 
-def details_page(benchmark: str, board: pd.DataFrame, markdown) -> str:
+def details_page(benchmark: str, board: pd.DataFrame, markdown, note: str = "") -> str:
     """Every column of the leaderboard (but the sources, in the CSV), MDM rows then ARMs."""
     if board.empty:
         return f"# {benchmark}: leaderboard details\n\n_no rows_\n"
@@ -139,7 +138,6 @@ def details_page(benchmark: str, board: pd.DataFrame, markdown) -> str:
              "mean's interval (bootstrap over seeds and prompts); `gain_ci95`: paired on the `n_common` seeds it "
              "shares with Standard; `p_seeds`: exact sign-flip p over those seeds, with the smallest p their number "
              "allows.", ""]
-    note = scale_note(board)
     if note:
         parts += [note, ""]
     for is_arm, title in ((False, "Masked diffusion methods"), (True, "ARM baselines (separate)")):

@@ -63,15 +63,16 @@ def write_report(df: pd.DataFrame, out: Path, benchmark: str, context: dict | No
     done = df[(df.status == "done")].dropna(subset=["score"])
     board.to_csv(out / "leaderboard.csv", index=False)
     syn.to_csv(out / "synergy.csv", index=False)
-    (out / "leaderboard.md").write_text(leaderboard_page(benchmark, done, board, reference, page))
-    (out / "details.md").write_text(details_page(benchmark, board, _markdown))
+    beside = None if benchmark.startswith("paper_") else reference  # the paper's own numbers: no second copy
+    (out / "leaderboard.md").write_text(leaderboard_page(benchmark, done, board, beside, page))
+    note = scale_note(done, reference)
+    (out / "details.md").write_text(details_page(benchmark, board, _markdown, note))
     (out / "synergy.md").write_text(
         f"# {benchmark}: synergy vs additivity\n\nsynergy = gain(combination) - sum of the parts' gains over "
         "Standard, on the seeds every row shares (`n_seeds`); paired 95% interval and p from the per-seed, "
         "per-prompt contrast (two-way random effects, `mdm.report.stats.contrast`); unadjusted here (the claims "
         "page adjusts).\n\n" + _markdown(syn) + "\n")
     source = "the paper's own per-seed numbers" if benchmark.startswith("paper_") else f"the {benchmark} records"
-    note = scale_note(board)
     n_tests = int(page.p_holm.notna().sum()) if "p_holm" in page else 0
     (out / "claims.md").write_text(
         f"# {benchmark}: the paper's claims, checked on {source}\n\n"

@@ -232,32 +232,40 @@ def arcsine(score_percent) -> np.ndarray:
     return np.arcsin(np.sqrt(np.clip(np.asarray(score_percent, float) / 100, 0, 1)))
 
 
-def f_ratio(var_a: float, dof_a: int, var_b: float, dof_b: int, level: float = 0.95) -> tuple[float, float, float, float]:
+def f_ratio(var_a, dof_a: int, var_b, dof_b: int, level: float = 0.95):
     """SD ratio sqrt(var_a / var_b) of two independent samples' variances, its F interval (normal seeds) and the
-    one-sided p of 'a's SD exceeds b's'."""
+    one-sided p of 'a's SD exceeds b's' (elementwise over arrays; nan where var_b is 0)."""
     from scipy.stats import f  # deferred: scipy.stats.f, only for this interval
 
-    ratio = var_a / var_b
+    var_a, var_b = np.asarray(var_a, float), np.asarray(var_b, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(var_b > 0, var_a / np.where(var_b > 0, var_b, 1), np.nan)
     lo, hi = ratio / f.ppf(0.5 + level / 2, dof_a, dof_b), ratio / f.ppf(0.5 - level / 2, dof_a, dof_b)
-    return float(np.sqrt(ratio)), float(np.sqrt(lo)), float(np.sqrt(hi)), float(f.sf(ratio, dof_a, dof_b))
+    return np.sqrt(ratio), np.sqrt(lo), np.sqrt(hi), f.sf(ratio, dof_a, dof_b)
 
 
-def pitman_morgan(x, y, level: float = 0.95) -> tuple[float, float, float, float]:
-    """SD ratio sd(x) / sd(y) of *paired* samples (the same seeds), its Pitman-Morgan interval and the one-sided p of
-    'x's SD is below y's' (corr(x + y, x - y) = 0 under equal variances; t with n - 2 df, bivariate normal seeds).
-    nan with fewer than 3 pairs or perfectly correlated sums and differences."""
+def _corr(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    x, y = x - x.mean(-1, keepdims=True), y - y.mean(-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (x * y).sum(-1) / np.sqrt((x * x).sum(-1) * (y * y).sum(-1))
+
+
+def pitman_morgan(x, y, level: float = 0.95):
+    """SD ratio sd(x) / sd(y) of *paired* samples (the same seeds, last axis), its Pitman-Morgan interval and the
+    one-sided p of 'x's SD is below y's' (corr(x + y, x - y) = 0 under equal variances; t with n - 2 df, bivariate
+    normal seeds). Elementwise over leading axes; nan with fewer than 3 pairs or a constant side."""
     x, y = np.asarray(x, float), np.asarray(y, float)
-    n = len(x)
-    vx, vy = x.var(ddof=1), y.var(ddof=1)
-    if n < 3 or vx == 0 or vy == 0:
-        return np.nan, np.nan, np.nan, np.nan
-    r = np.corrcoef(x, y)[0, 1]
-    ratio, q = vx / vy, student_t.ppf(0.5 + level / 2, n - 2)
-    k = 1 + 2 * (1 - r**2) * q**2 / (n - 2)
-    lo, hi = ratio * (k - np.sqrt(k**2 - 1)), ratio * (k + np.sqrt(k**2 - 1))
-    s, d = x + y, x - y
-    rho = np.corrcoef(s, d)[0, 1]
-    if not np.isfinite(rho) or abs(rho) >= 1:
-        return float(np.sqrt(ratio)), float(np.sqrt(lo)), float(np.sqrt(hi)), np.nan
-    t = rho * np.sqrt(n - 2) / np.sqrt(1 - rho**2)
-    return float(np.sqrt(ratio)), float(np.sqrt(lo)), float(np.sqrt(hi)), float(student_t.cdf(t, n - 2))
+    n = x.shape[-1]
+    if n < 3:
+        return (np.full(x.shape[:-1], np.nan),) * 4
+    vx, vy = x.var(-1, ddof=1), y.var(-1, ddof=1)
+    ok = (vx > 0) & (vy > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(ok, vx / np.where(ok, vy, 1), np.nan)
+        r, rho = _corr(x, y), np.clip(_corr(x + y, x - y), -1, 1)
+        q = student_t.ppf(0.5 + level / 2, n - 2)
+        k = 1 + 2 * (1 - r**2) * q**2 / (n - 2)
+        lo, hi = ratio * (k - np.sqrt(k**2 - 1)), ratio * (k + np.sqrt(k**2 - 1))
+        t = rho * np.sqrt(n - 2) / np.sqrt(1 - rho**2)
+    p = np.where(ok, student_t.cdf(t, n - 2), np.nan)
+    return np.sqrt(ratio), np.sqrt(lo), np.sqrt(hi), p

@@ -228,7 +228,7 @@ def evaluate(run_dir: str | Path, settings: dict | None = None, *, scorer=None, 
         grid = str(save_grid(images[pick], out / "samples.png", [captions[i] for i in pick],
                              [checks[i].get("all", True) for i in pick],
                              title=f"{title}CLIP {clip['clip_score']:.1f}{attrs}"))
-    result = {"n_eval": len(captions), "decoding": s.decoding(), "format": fmt.name,
+    result = {"n_eval": len(captions), "samples_file": "samples.jsonl", "decoding": s.decoding(), "format": fmt.name,
               "image_tokenizer": image_tokenizer.describe(), "settings": s.model_dump(),
               "clip": {"model": clip["clip_model"], "definition": clip["clip_definition"],
                        "negative_cosines": clip["negative_cosines"]},

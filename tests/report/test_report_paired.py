@@ -7,10 +7,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.stats import norm
-
-from mdm.report.stats import (arcsine, benjamini_hochberg, bootstrap_interval, contrast, f_ratio, holm, min_p,
-                              mixed_contrast, paired_flip_p, pitman_morgan)
 from scipy.stats import t as student_t
+
+from mdm.report.stats import (
+    arcsine,
+    benjamini_hochberg,
+    bootstrap_interval,
+    contrast,
+    f_ratio,
+    holm,
+    min_p,
+    mixed_contrast,
+    paired_flip_p,
+    pitman_morgan,
+)
 
 MU, SD_PROMPT, SD_SEED, SD_SHARED = -0.2, 1.0, 0.25, 0.3  # probit scale: prompt difficulty, seed, seed x prompt
 
@@ -103,17 +113,17 @@ def test_spread_tests_false_positive_rate_is_at_most_their_level():
     45%, an ARM near 85%): the F test of 'the MDM's SD exceeds the ARM's' and the paired Pitman-Morgan test of
     'a row narrows the spread' reject at most 5% of the time."""
     rng = np.random.default_rng(11)
-    n, k, sd = 1500, 8, 0.05
+    n, k, sd = 20_000, 8, 0.05
 
     def scores(theta, u):
         return 100 * rng.binomial(1112, np.sin(np.clip(theta + u, 0, np.pi / 2)) ** 2) / 1112
 
     mdm = arcsine(scores(0.74, rng.normal(0, sd, (n, k))))
     arm = arcsine(scores(1.17, rng.normal(0, sd, (n, 3))))
-    p_f = np.array([f_ratio(x.var(ddof=1), k - 1, y.var(ddof=1), 2)[3] for x, y in zip(mdm, arm)])
+    p_f = f_ratio(mdm.var(1, ddof=1), k - 1, arm.var(1, ddof=1), 2)[3]
     z = rng.normal(0, sd, (2, n, k))
     x, y = arcsine(scores(0.74, z[0])), arcsine(scores(0.80, 0.9 * z[0] + np.sqrt(1 - 0.81) * z[1]))
-    p_pm = np.array([pitman_morgan(a, b)[3] for a, b in zip(x, y)])
+    p_pm = pitman_morgan(x, y)[3]
     slack = 2 * np.sqrt(0.05 * 0.95 / n)
     print(f"F: {np.mean(p_f < 0.05):.4f}, Pitman-Morgan: {np.mean(p_pm < 0.05):.4f} at 0.05")
     assert np.mean(p_f < 0.05) <= 0.05 + slack and np.mean(p_pm < 0.05) <= 0.05 + slack
@@ -121,9 +131,12 @@ def test_spread_tests_false_positive_rate_is_at_most_their_level():
 
 def test_pitman_morgan_interval_covers_the_sd_ratio():
     rng = np.random.default_rng(5)
-    z = rng.normal(0, 1, (2, 1000, 6))
+    z = rng.normal(0, 1, (2, 4000, 6))
     x, y = 2 * z[0], 0.9 * z[0] + np.sqrt(1 - 0.81) * z[1]  # sd ratio 2, correlation 0.9
-    hits = np.mean([lo <= 2 <= hi for _, lo, hi, _ in (pitman_morgan(a, b) for a, b in zip(x, y))])
+    _, lo, hi, _ = pitman_morgan(x, y)
+    hits = np.mean((lo <= 2) & (2 <= hi))
+    one = pitman_morgan(x[0], y[0])  # one pair of rows: the same numbers
+    assert (float(one[1]), float(one[2])) == pytest.approx((lo[0], hi[0]))
     assert 0.93 <= hits <= 0.97, hits
 
 
