@@ -76,7 +76,8 @@ def write_report(df: pd.DataFrame, out: Path, benchmark: str, context: dict | No
     n_tests = int(page.p_holm.notna().sum()) if "p_holm" in page else 0
     (out / "claims.md").write_text(
         f"# {benchmark}: the paper's claims, checked on {source}\n\n"
-        "One row per claim: the paper's number (from its per-seed table), ours, and a verdict. Comparisons of runs "
+        "One row per claim: the paper's number (from its per-seed table; a gain as its table prints it, the row's "
+        "mean minus Standard's over the seeds each ran), ours, and a verdict. Comparisons of runs "
         "are paired on the seeds the compared rows share (`n_seeds`), seed by seed and prompt by prompt: 95% "
         "interval and two-sided `p` from a two-way random-effects model (seed + prompt) with Satterthwaite df "
         "(`mdm.report.stats.contrast`; a paired t on per-seed scores where no per-prompt outcomes are kept); "
