@@ -54,11 +54,11 @@ reproduce-table1: setup
 	@if [ "$(PRESET)" = tiny ] && [ ! -f $(PROFILE)/variance.json ]; then \
 	  $(VENV)/bin/mdm variance --config benchmarks/variance_tiny.yaml --methods standard,mirror,ppots,ppots+mirror \
 	    --a 15 --b 70 --c 15 --out $(PROFILE); fi
-	$(VENV)/bin/mdm report results/runs/table1 --out results/table1
+	$(VENV)/bin/mdm report results/runs/table1 --out results/table1 --readme README.md
 
 reproduce-table2: setup
 	$(VENV)/bin/mdm bench benchmarks/table2.yaml --preset $(PRESET) --jobs $(JOBS)
-	$(VENV)/bin/mdm report results/runs/table2 --out results/table2
+	$(VENV)/bin/mdm report results/runs/table2 --out results/table2 --readme README.md
 
 # The performance page: runs every benchmarks/perf script (1 CPU thread, < 20 min on 2 cores), then writes
 # results/perf/README.md (one table: measured | baseline | ratio | target | met? | machine | command) and its plots.
@@ -71,4 +71,4 @@ regression-update: setup
 
 # Regenerate every report from the records already on disk (no training).
 leaderboard: setup
-	@for d in results/runs/*/; do b=$$(basename $$d); $(VENV)/bin/mdm report $$d --out results/$$b; done
+	@for d in results/runs/*/; do b=$$(basename $$d); $(VENV)/bin/mdm report $$d --out results/$$b --readme README.md; done

@@ -59,8 +59,14 @@ def test_table2_clip_gain():
 
 
 def test_cli_writes_the_report_folder(tmp_path):
-    subprocess.run([sys.executable, "-m", "mdm.cli", "report", str(TABLE1), "--out", str(tmp_path)], check=True,
-                   capture_output=True)
+    from mdm.report.status import BEGIN, END
+
+    readme = tmp_path.parent / f"{tmp_path.name}-README.md"
+    readme.write_text(f"# x\n\n## Status\n\n{BEGIN}\nstale\n{END}\n")
+    subprocess.run([sys.executable, "-m", "mdm.cli", "report", str(TABLE1), "--out", str(tmp_path), "--readme",
+                    str(readme)], check=True, capture_output=True)
+    block = readme.read_text()  # the status.md of every report folder beside --out, between the markers
+    assert "stale" not in block and (tmp_path / "status.md").read_text().rstrip("\n") in block
     for name in ("leaderboard.md", "leaderboard.csv", "synergy.md", "synergy.csv", "README.md", "scores_gsm8k.png"):
         assert (tmp_path / name).is_file(), name
     text = (tmp_path / "leaderboard.md").read_text()
