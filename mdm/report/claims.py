@@ -134,6 +134,7 @@ def claims(df: pd.DataFrame, paper: pd.DataFrame | None = None, profiles=()) -> 
                 c = contrast(got[0], {r: 1.0, "standard": -1.0})
                 add(f"{r} improves on Standard (attribute accuracy, points)", task, np.nan, c.estimate, c.lo, c.hi, c.p,
                     n=len(got[1]), methods=(r, "standard"),
+                    label=("better (established)", "worse (established)", "inconclusive at 95% (Holm)"),
                     detail="not in the paper: the tiny scenes' attribute checker (colour, shape, count, position all "
                            f"right); {_flip_text(got[0], {r: 1.0, 'standard': -1.0}, len(got[1]))}")
         _spread_claims(done, ref, task, paper_name, add)
