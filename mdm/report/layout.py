@@ -44,7 +44,7 @@ def _mean_sd(values: np.ndarray) -> str:
 
 def methods_table(done: pd.DataFrame, board: pd.DataFrame, reference: pd.DataFrame | None) -> str:
     """Methods as rows in the paper's order; per task `ours` and `paper` mean +- SD (n seeds); ARMs at the end."""
-    mdm = board[~board.is_arm]
+    mdm = board[~board.is_arm] if not board.empty else board
     if mdm.empty:
         return "_no scored runs (`mdm eval RUN` scores a run)_"
     tasks = sorted(mdm.task.unique())
@@ -80,6 +80,8 @@ def methods_table(done: pd.DataFrame, board: pd.DataFrame, reference: pd.DataFra
 def gains_table(board: pd.DataFrame, claims: pd.DataFrame | None) -> str:
     """Per task and method (paper order): paper gain | our gain [paired 95% CI] (common seeds) | equal-compute gain
     [CI] (its baseline) | verdict (the claims page's)."""
+    if board.empty:
+        return ""
     mdm = board[~board.is_arm & (board.method != "standard")]
     if mdm.empty or mdm.gain.isna().all():
         return ""
