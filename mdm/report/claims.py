@@ -299,7 +299,8 @@ def _worst_claim(done, ref, task, paper_name, add) -> None:
     add("P-POTS+MIRROR's worst run beats Standard's worst run (points)", task, theirs, float(a.min() - b.min()),
         p=p, n=k, methods=(combo, "standard"),
         fixed="inconclusive (1 seed: no test)" if k < 2 else None,
-        detail=f"a test, no interval: exact paired randomisation over the 2^{k} swaps of each common seed's runs, "
+        detail=f"a test, no interval: exact paired randomisation over the 2^{k} swaps of each common seed's runs "
+               "(false-positive rate at most its level), "
                f"one-sided; its smallest possible p is {min_p(k, 'greater'):.3g}" if k > 1 else "")
 
 
