@@ -134,7 +134,7 @@ def details_page(benchmark: str, board: pd.DataFrame, markdown, note: str = "") 
     """Every column of the leaderboard (but the sources, in the CSV), MDM rows then ARMs."""
     if board.empty:
         return f"# {benchmark}: leaderboard details\n\n_no rows_\n"
-    shown = board.drop(columns=["sources", "is_arm"])
+    shown = board.drop(columns=["sources", "is_arm", "decoding"], errors="ignore")  # long: in the CSV
     parts = [f"# {benchmark}: leaderboard details", "",
              "Every column `mdm report` computes per row (sources and decoding: leaderboard.csv). `ci95`: the row "
              "mean's interval (bootstrap over seeds and prompts); `gain_ci95`: paired on the `n_common` seeds it "
