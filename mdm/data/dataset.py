@@ -333,7 +333,11 @@ def to_example(row: dict, i: int, fmt: str, o: dict, split: str, source: str) ->
     if missing:
         raise ConfigError(f"{source}: row {i + 1}", f"no {missing[0]!r}; it has: {', '.join(row)}")
     if fmt == "messages":
-        turns, response = split_messages(row[o["messages_key"]], f"{source}: row {i + 1}")
+        raw = row[o["messages_key"]]
+        if isinstance(raw, list) and any(isinstance(m, dict) and m.get("role") != "assistant" and "content" in m
+                                         and is_null(m["content"]) for m in raw):
+            return "null prompt"  # a turn's null content would become the text "None"
+        turns, response = split_messages(raw, f"{source}: row {i + 1}")
         ex = {"prompt": "\n".join(m["content"] for m in turns), "messages": turns, "response": response}
     else:
         if o.get("prompt_template"):

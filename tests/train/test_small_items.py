@@ -91,6 +91,18 @@ def test_a_prompt_template_joins_columns_and_an_instruction_is_never_dropped_sil
         make_task("dataset", "train", path=str(path), prompt_template="{a.b}", response_key="output")
 
 
+def test_chat_rows_with_a_null_turn_or_an_empty_answer_are_dropped_and_counted(tmp_path):
+    def chat(user, assistant):
+        return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]}
+
+    path = write_jsonl(tmp_path / "chat.jsonl", [chat("1 + 1 =", "2"), chat(None, "3"), chat("2 + 2 =", None),
+                                                 chat("3 + 3 =", "6"), chat("4 + 4 =", "8")])
+    got = make_task("dataset", "train", path=str(path))
+    assert [e["response"] for e in got] == ["2", "6", "8"]  # never the text "None"
+    assert got.notes == [f"{path}: dropped 2 of 5 rows: null prompt (1), empty response (1) (the rule: a row with a "
+                         "null or empty response, or a null prompt, is dropped)"]
+
+
 def test_csv_is_read_through_datasets_with_empty_cells_dropped(tmp_path):
     with open(tmp_path / "d.csv", "w", newline="") as f:
         w = csv.DictWriter(f, ["prompt", "response"])
