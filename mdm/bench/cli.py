@@ -25,7 +25,7 @@ def cmd_bench(args) -> None:
     if args.dry_run:
         print_plan(spec, args.preset, plan, runs, launch_file=args.launch)
         return
-    if spec.bench.presets[args.preset].launch is not None:  # a GPU preset: everything it needs, before compute
+    if gpu_preset(spec.bench.presets[args.preset]):  # everything it needs, before compute
         check_ready(spec, args.preset, runs, args.jobs, args.results)
     counts = run_plan(spec, runs, jobs=args.jobs, rerun_stale=args.rerun_stale)
     if counts.get("stopped_by"):
@@ -34,6 +34,15 @@ def cmd_bench(args) -> None:
         raise SystemExit(130)
     if counts["failed"] or counts["interrupted"]:
         raise SystemExit(1)
+
+
+def gpu_preset(preset) -> bool:
+    """A preset launched on GPUs: a launch config and a GPU as its hardware (the tiny preset's CPU launches, e.g.
+    benchmarks/accelerate/cpu_2proc.yaml, name a CPU or no hardware)."""
+    from mdm.bench.memory import device_gib
+
+    hw = preset.hardware
+    return preset.launch is not None and hw is not None and not hw.tokens_per_s and device_gib(hw) is not None
 
 
 def check_ready(spec, preset_name: str, runs, jobs: int, results: str) -> None:
