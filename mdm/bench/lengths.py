@@ -75,7 +75,10 @@ def _tokenizer(source: str):
     """The model's tokenizer from the HF cache (or the hub when online); None when neither has it."""
     from huggingface_hub import try_to_load_from_cache
 
-    if _offline() and not isinstance(try_to_load_from_cache(source, "tokenizer_config.json"), str):
+    from mdm.remote_code import looks_like_path
+
+    if not looks_like_path(source) and _offline() and \
+            not isinstance(try_to_load_from_cache(source, "tokenizer_config.json"), str):
         return None  # not cached and no hub: skip importing transformers
     try:
         # deferred: transformers, only when a plan counts tokens
