@@ -414,7 +414,8 @@ def print_memory(preset, runs: list[PlannedRun], launch_file: str | None, echo=p
             continue
         columns: dict[tuple, memory.Column] = {}
         for r in group:
-            views = 1 if r.arm is not None else memory.views_of(Method.build(r.config.method).cost)
+            views = 1 if r.arm is not None or r.config.training.separate_views else \
+                memory.views_of(Method.build(r.config.method).cost)
             longest = task_lengths(r.config.data, r.config.model).longest
             c = memory.Column(r.task, longest, r.config.training.micro_batch_size, views)
             columns.setdefault((c.task, c.views), c)

@@ -146,6 +146,9 @@ class TrainingConfig(Strict):
     grad_clip: float | None = Field(1.0, gt=0)
     bf16: Literal["auto"] | bool = "auto"  # auto: on CUDA devices that support it, never on CPU
     gradient_checkpointing: bool = False
+    # MIRROR / multisample: each view its own forward + backward (one view's activations alive at a time; the
+    # gradient equals the joint pass's, mdm.objective.MDMObjective.loss_by_view), not one forward over all views
+    separate_views: bool = False
     seed: int = 42
     # auto: 4 checkpoints per run (the last one kept); null: none, so a killed run restarts from step 0.
     # Checkpoints never change the trajectory (a resumed run is bit-identical to the unbroken one).
@@ -204,6 +207,8 @@ class RunConfig(Strict):
         for key in ("checkpoint_every", "keep_checkpoints", "save_model_every", "keep_models", "threads", "progress",
                     "log_every", "report_to"):
             d["training"].pop(key)
+        if not d["training"]["separate_views"]:  # the default: as before the key existed (old run folders match)
+            d["training"].pop("separate_views")
         if d["training"]["peft"] is None:  # full fine-tune: as before the key existed (old run folders still match)
             d["training"].pop("peft")
         if d["model"]["pretrain"]["full_sequence"]:  # the default: as before the key existed (the same base keys)
