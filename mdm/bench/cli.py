@@ -39,6 +39,7 @@ def cmd_bench(args) -> None:
 def gpu_preset(preset) -> bool:
     """A preset launched on GPUs: a launch config and a GPU as its hardware (the tiny preset's CPU launches, e.g.
     benchmarks/accelerate/cpu_2proc.yaml, name a CPU or no hardware)."""
+    # deferred: the spec's imports stay light until a GPU preset is run
     from mdm.bench.memory import device_gib
 
     hw = preset.hardware
@@ -47,6 +48,7 @@ def gpu_preset(preset) -> bool:
 
 def check_ready(spec, preset_name: str, runs, jobs: int, results: str) -> None:
     """mdm.bench.preflight: one line per missing item with its fix on stderr, then exit 2."""
+    # deferred: plan_cost, preflight and runner import torch: only for a GPU preset's run
     from mdm.bench.plan_cost import disk_needed
     from mdm.bench.preflight import preflight
     from mdm.bench.runner import estimate, record_status
@@ -69,6 +71,7 @@ def check_ready(spec, preset_name: str, runs, jobs: int, results: str) -> None:
 
 
 def cmd_prefetch(args) -> None:
+    # deferred: mdm.bench.spec imports pydantic and the task registry: only when the command runs
     from mdm.bench.spec import expand, load_spec
 
     runs = []

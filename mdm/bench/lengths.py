@@ -73,6 +73,7 @@ def _from_counts(counts: list[int], source: str, exact: bool) -> Lengths:
 
 def _tokenizer(source: str):
     """The model's tokenizer from the HF cache (or the hub when online); None when neither has it."""
+    # deferred: huggingface_hub, only when a plan counts tokens
     from huggingface_hub import try_to_load_from_cache
 
     from mdm.remote_code import looks_like_path
@@ -158,6 +159,7 @@ STREAMED = ("openscience",)
 
 
 def _offline() -> bool:
+    # deferred: preflight's one hub probe, shared (preflight imports this module's users)
     from mdm.bench.preflight import offline  # switched off, or not answering
 
     return offline()

@@ -114,6 +114,7 @@ def _reachable(repo: str, repo_type: str = "model") -> bool:
     if offline():
         return False
     try:
+        # deferred: huggingface_hub, only to ask the hub
         from huggingface_hub import HfApi
 
         HfApi().repo_info(repo, repo_type=repo_type, timeout=10)
@@ -126,6 +127,7 @@ def _clip_repo(spec: str) -> tuple[str, str] | None:
     """(hub repo, file) of an open_clip "<model>/<tag>" pretrained weight."""
     model, _, tag = spec.partition("/")
     try:
+        # deferred: open_clip (slow import), only for a CLIP need
         from open_clip.pretrained import get_pretrained_cfg
 
         cfg = get_pretrained_cfg(model, tag) or {}
@@ -171,6 +173,7 @@ def _no_hub() -> str:
 
 
 def _try_cache(repo: str, filename: str):
+    # deferred: huggingface_hub, only to look in the HF cache
     from huggingface_hub import try_to_load_from_cache
 
     return try_to_load_from_cache(repo, filename)
@@ -200,6 +203,7 @@ def gpu_groups(processes: int, jobs: int, gpus: int) -> list[str] | None:
 def gpu_slots(processes: int, jobs: int) -> list[tuple[str, int]]:
     """Disjoint GPUs (CUDA_VISIBLE_DEVICES) and a rendezvous port for each of `jobs` parallel launches of
     `processes` processes; a ConfigError when the machine has too few GPUs (`preflight` says so first)."""
+    # deferred: mdm.errors, only to refuse --jobs
     from mdm.errors import ConfigError
 
     visible = len(_visible_gpus())
@@ -229,6 +233,7 @@ def _free_bytes(path: Path) -> float:
 
 
 def machine_problems(preset, runs, jobs: int, results: str | Path, disk_bytes: float | None) -> list[str]:
+    # deferred: plan_cost imports the method registry (torch)
     from mdm.bench.plan_cost import launch_of
 
     out = []
@@ -237,7 +242,8 @@ def machine_problems(preset, runs, jobs: int, results: str | Path, disk_bytes: f
         return out
     if launch.backend == "zero2":
         try:
-            import deepspeed  # noqa: F401  (deferred: optional, only a ZeRO-2 launch needs it)
+            # deferred: deepspeed is optional, only a ZeRO-2 launch needs it
+            import deepspeed  # noqa: F401
         except ImportError:
             out.append("DeepSpeed (launch config " + launch.path + "): not installed -> pip install 'mdm[deepspeed]' "
                        "(make setup GPU=1), or --set launch.config_file=benchmarks/accelerate/fsdp.yaml")
@@ -279,6 +285,7 @@ def prefetch(runs, echo=print) -> list[str]:
     """Download every hub model, tokenizer and dataset snapshot the runs load into the HF cache (huggingface_hub's
     progress bars), and the CLIP weights through open_clip. Returns the items it could not fetch (with why);
     streamed datasets and local folders are checked, not downloaded."""
+    # deferred: huggingface_hub, only when prefetching
     from huggingface_hub import snapshot_download
 
     failed = []

@@ -322,7 +322,7 @@ class Trainer:
                     draws = self.objective.draw(batch, seed=t.seed, step=step, global_batch_size=n)
                     if t.separate_views:  # each view's forward + backward in turn (setup: DeepSpeed counts them)
                         out = self.objective.loss_by_view(model_token_ce(self.model), batch, draws,
-                                                          lambda part: acc.backward(part * scale * self.view_scale))
+                                                          lambda part, s=scale: acc.backward(part * s * self.view_scale))
                     else:
                         out = self.objective.loss(model_token_ce(self.model), batch, draws)
                     lengths = batch.attention_mask.sum(1).to(draws.active.device)
