@@ -161,12 +161,21 @@ def run_time(run, preset, arch, lengths: Lengths, mb: int, views_cost: float, st
     every = cfg.training.checkpoint_every
     every = max(1, math.ceil(steps / 4)) if every == "auto" else every
     ckpt = memory.checkpoint_disk(n, launch, steps, every, cfg.training.keep_checkpoints)
+    minutes = cfg.training.checkpoint_minutes
+    if minutes:  # the wall-clock policy: one each `minutes` of training (before the last step)
+        by_time = max(0, math.ceil(train_h * 60 / minutes) - 1)
+        if by_time > ckpt["count"]:
+            keep = cfg.training.keep_checkpoints
+            ckpt = {"size": ckpt["size"], "count": by_time, "written": by_time * ckpt["size"],
+                    "peak": min(by_time, keep + 1) * ckpt["size"]}
     model_bytes = 2 * n  # the bf16 model/ the run keeps (DeepSpeed's module), read again for evaluation
     io_h = (ckpt["written"] + 3 * model_bytes) / (CHECKPOINT_GBPS * 1e9) / 3600
     step_h = train_h / max(1, steps)
+    interval = min(x for x in (step_h * every if every else None, minutes / 60 if minutes else None, math.inf)
+                   if x is not None)
     return {"train_h": train_h, "eval_h": eval_h, "io_h": io_h, "eval_note": eval_note, "ckpt": ckpt,
-            "every": every, "interval_h": step_h * every if every else None, "model_bytes": model_bytes,
-            "disk_peak": ckpt["peak"] + model_bytes}
+            "every": every, "minutes": minutes, "interval_h": None if interval == math.inf else interval,
+            "model_bytes": model_bytes, "disk_peak": ckpt["peak"] + model_bytes}
 
 
 def pilot_time(run, preset, arch, lengths: Lengths) -> float:
@@ -244,8 +253,10 @@ def print_cost_plan(preset, runs, estimates: dict, launch_file: str | None, echo
              f"{_h(per_run):>9}{_h(per_run * n):>9}")
         notes.setdefault(f"{task} ({'ARM' if r.arm is not None else 'MDM'})", rt["eval_note"])
         if rt["interval_h"] is not None:
-            policy.setdefault(task, f"every {rt['every']} steps (~{_h(rt['interval_h'])} of training), "
-                              f"{rt['ckpt']['size'] / 1e9:.0f} GB each, {rt['ckpt']['count']} per run, peak "
+            when = " or ".join(w for w in (f"every {rt['every']} steps" if rt["every"] else "",
+                                           f"every {rt['minutes']:g} min of training" if rt["minutes"] else "") if w)
+            policy.setdefault(task, f"({method_dir}) {when} (~{_h(rt['interval_h'])} apart), {rt['ckpt']['size'] / 1e9:.0f} GB each, "
+                              f"{rt['ckpt']['count']} per run of {_h(rt['train_h'])} training, peak "
                               f"{rt['ckpt']['peak'] / 1e9:.0f} GB + model/ {rt['model_bytes'] / 1e9:.0f} GB kept")
         if r.arm is None and r.config.ppots_pilot and "ppots" in str(r.config.method) and task not in pilots:
             from mdm.train import ppots  # deferred: torch
@@ -291,6 +302,7 @@ def disk_needed(preset, runs, estimates: dict) -> float | None:
         t = r.config.training
         steps = estimates[r.index]["steps"]
         every = max(1, math.ceil(steps / 4)) if t.checkpoint_every == "auto" else t.checkpoint_every
-        peak = max(peak, memory.checkpoint_disk(arch.params, launch, steps, every, t.keep_checkpoints)["peak"])
+        one = memory.checkpoint_disk(arch.params, launch, steps, every, t.keep_checkpoints)
+        peak = max(peak, one["peak"], (t.keep_checkpoints + 1) * one["size"] if t.checkpoint_minutes else 0)
         models += 2 * arch.params
     return peak + models

@@ -55,6 +55,8 @@ def require_deepspeed(where: str) -> None:
 
 def record_status(run: PlannedRun) -> str:
     rec = read_json(run.record_path)
+    if rec and rec.get("preset", run.preset) != run.preset:  # another preset's run in the same folder: not ours
+        return "other"
     return rec.get("status", "?") if rec else "pending"
 
 
@@ -427,6 +429,9 @@ def print_memory(preset, runs: list[PlannedRun], launch_file: str | None, echo=p
         for line in lines:
             echo(line)
         warnings += [f"{w} with {source}" for w in warn]
+        if t.checkpoint_minutes and not t.checkpoint_every:
+            echo(f"    checkpoints (model + optimizer, {memory.checkpoint_bytes(arch.params, launch) / 1e9:.0f} GB each; "
+                 f"every {t.checkpoint_minutes:g} min of training, keep {t.keep_checkpoints}): per run in the cost plan")
         if t.checkpoint_every:
             disk = {r.task: memory.checkpoint_disk(arch.params, launch, estimate(r, preset)["steps"],
                                                    t.checkpoint_every, t.keep_checkpoints) for r in group}

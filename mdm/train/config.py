@@ -155,6 +155,9 @@ class TrainingConfig(Strict):
     checkpoint_every: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
         "auto", description="optimizer steps between checkpoints")
     keep_checkpoints: int = Field(1, ge=1)
+    # wall-clock policy: also a checkpoint whenever this many minutes of training passed since the last one (or the
+    # start); the main process decides, every process saves. With checkpoint_every null: by time alone.
+    checkpoint_minutes: float | None = Field(None, gt=0)
     # model-only snapshots (weights + tokenizer, no optimizer: an 8B model in bf16 is 16 GB, a full ZeRO-2 checkpoint
     # 112 GB) under <run>/models/step_N, for evaluating a run along the way; null: none. LoRA runs save the adapter.
     save_model_every: int | None = Field(None, ge=1, description="optimizer steps between model-only snapshots")
@@ -204,6 +207,7 @@ class RunConfig(Strict):
         d = self.model_dump(mode="json")
         for key in ("output_dir", "name"):
             d.pop(key)
+        d["training"].pop("checkpoint_minutes")  # when to save, not what is trained (old run folders still match)
         for key in ("checkpoint_every", "keep_checkpoints", "save_model_every", "keep_models", "threads", "progress",
                     "log_every", "report_to"):
             d["training"].pop(key)

@@ -9,7 +9,8 @@ One optimizer step s:
      accelerate's 1/A and DDP's 1/processes the gradient is exactly that of the global-batch mean;
   4. the rows' (t, loss) are gathered in position order: the logged loss, and the EMA control variate's
      update, are those of the global batch (every micro-batch sees the control variate's pre-step state);
-  5. clip, AdamW step, scheduler step; one JSONL line; a checkpoint every `checkpoint_every` steps.
+  5. clip, AdamW step, scheduler step; one JSONL line; a checkpoint every `checkpoint_every` steps and/or
+     `checkpoint_minutes` of training.
 A run directory holds run_config.json, train_log.jsonl, checkpoints/, model/ (final) and result.json; with
 `training.peft` also adapter/ (model/ then holds the merged weights), with `training.report_to` trackers/.
 `Trainer(cfg).train()` on a directory with a checkpoint resumes and reproduces the uninterrupted run; without
@@ -245,7 +246,25 @@ class Trainer:
         done = sorted(p for p in root.glob("step_*") if (p / "trainer_state.json").is_file()) if root.is_dir() else []
         return done[-1] if done else None
 
+    def _checkpoint_due(self) -> bool:
+        """Every `checkpoint_every` steps, or `checkpoint_minutes` of training after the last checkpoint (the main
+        process's clock, broadcast: every process must save together)."""
+        if self.checkpoint_every and self.state["step"] % self.checkpoint_every == 0:
+            return True
+        minutes = self.cfg.training.checkpoint_minutes
+        if not minutes:
+            return False
+        due = [self._elapsed() - self.state.get("checkpoint_elapsed_s", 0.0) >= 60 * minutes]
+        if self.acc.num_processes > 1:
+            # deferred: accelerate (slow import), only for launched runs
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(due, from_process=0)
+        return bool(due[0])
+
     def save_checkpoint(self) -> None:
+        if self.cfg.training.checkpoint_minutes:
+            self.state["checkpoint_elapsed_s"] = self._elapsed()
         acc, root = self.acc, self.run_dir / "checkpoints"
         name = f"step_{self.state['step']:08d}"
         tmp = root / f".tmp-{name}"
@@ -423,8 +442,7 @@ class Trainer:
                     acc.log(trackers.step_values(entry), step=entry["step"])
                 bar.set_postfix(loss=f"{entry['loss']:.4f}", refresh=False)
                 bar.update(1)
-                if self.checkpoint_every and self.state["step"] % self.checkpoint_every == 0 and \
-                        self.state["step"] < self.total:
+                if self._checkpoint_due() and self.state["step"] < self.total:
                     self.save_checkpoint()
                 if t.save_model_every and self.state["step"] % t.save_model_every == 0 and \
                         self.state["step"] < self.total:  # the last step's model is <run>/model

@@ -133,8 +133,10 @@ def test_paper_dry_run_prints_the_memory_table_offline(capsys, monkeypatch, tmp_
     assert table["total, checkpointing on (this run)"] == ["31.4", "34.8"]
     assert table["fits 79.6 GiB (<= 90%)?"] == ["yes", "yes"]
     ckpt = next(line for line in lines if line.strip().startswith("checkpoints (model + optimizer"))
-    assert ckpt.strip() == "checkpoints (model + optimizer, 112 GB each; every 500 steps, keep 1): gsm8k 2 written " \
-        "(224 GB), disk 224 GB"
+    assert ckpt.strip() == "checkpoints (model + optimizer, 112 GB each; every 30 min of training, keep 1): per run " \
+        "in the cost plan"  # the wall-clock policy (training.checkpoint_minutes)
+    policy = next(line for line in lines if line.startswith("  checkpoints gsm8k"))
+    assert "every 30 min of training" in policy and "0 per run of 3min training" in policy
     assert not [line for line in lines if line.startswith("WARNING")]
 
 
