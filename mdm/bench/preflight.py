@@ -281,6 +281,10 @@ def preflight(spec, preset_name: str, runs, jobs: int, results: str | Path, disk
 # ---------------------------------------------------------------- prefetch
 
 
+class _Missing(Exception):
+    """A need prefetch cannot download (a local folder, a stream, code): its check's own line."""
+
+
 def prefetch(runs, echo=print) -> list[str]:
     """Download every hub model, tokenizer and dataset snapshot the runs load into the HF cache (huggingface_hub's
     progress bars), and the CLIP weights through open_clip. Returns the items it could not fetch (with why);
@@ -303,9 +307,10 @@ def prefetch(runs, echo=print) -> list[str]:
             else:
                 problem = check_need(n)
                 if problem:
-                    raise RuntimeError(problem)
+                    raise _Missing(problem)
         except Exception as e:  # noqa: BLE001  (one line per item; the others still fetched)
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            failed.append(f"{n.kind} {n.name or '(unset)'} ({n.why}): {msg} -> {fix_of(n, 'rerun mdm prefetch')}")
+            what = "" if isinstance(e, _Missing) else f"{n.kind} {n.name or '(unset)'} ({n.why}): "
+            failed.append(f"{what}{msg} -> {fix_of(n, 'rerun mdm prefetch')}")
             echo(f"    FAILED: {msg}")
     return failed

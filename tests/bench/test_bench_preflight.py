@@ -137,3 +137,24 @@ def test_auto_micro_batch_that_cannot_fit_is_one_line(tmp_path):
         load_spec(path, ["hardware.memory_gib=30"], preset="paper")
     assert e.value.where.endswith("presets.paper.training.micro_batch_size")
     assert "micro_batch_size: auto: one row of" in e.value.problem and "over 90% of 30.0 GiB" in e.value.problem
+
+
+def test_prefetch_downloads_every_hub_item_and_reports_the_rest(monkeypatch, capsys):
+    """`mdm prefetch` (the download itself is huggingface_hub's snapshot_download, stood in for here: no network)."""
+    import huggingface_hub
+
+    from mdm.cli import main
+
+    fetched = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda repo, repo_type="model": fetched.append((repo, repo_type)))
+    monkeypatch.delenv("MDM_HITAB_DIR", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        main(["prefetch", str(ROOT / "benchmarks" / "table1.yaml"), "--preset", "paper", "--results", "/nonexistent"])
+    code, out = exit_.value.code, capsys.readouterr()
+    assert fetched == [("GSAI-ML/LLaDA-8B-Instruct", "model"), ("Qwen/Qwen2.5-7B-Instruct", "model"),
+                       ("Qwen/Qwen3-8B-Base", "model"), ("meta-llama/Llama-3.1-8B-Instruct", "model")]
+    assert code == 1 and out.out.startswith("[1/6] model GSAI-ML/LLaDA-8B-Instruct (gsm8k/standard)")
+    failed = out.err.splitlines()
+    assert failed[0] == "mdm prefetch: 2 item(s) not fetched:"  # HiTab's folder, OpenScience's stream (offline)
+    assert "MDM_HITAB_DIR" in failed[1] and "nvidia/OpenScienceReasoning-2" in failed[2]
