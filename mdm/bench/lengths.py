@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from mdm.cache import cache_root, config_hash
 from mdm.io import atomic_write_json, read_json
 
-FORMAT = 1  # bump when what is counted changes
+FORMAT = 2  # bump when what is counted changes
 # BPE tokenizers of LLaMA-3-size vocabularies average about 4 characters per English token; GSM8K's numbers split
 # into short digit groups, so we count 3.5 (more tokens: the plan errs towards more memory)
 CHARS_PER_TOKEN = 3.5
@@ -29,8 +29,8 @@ CHAT_TOKENS = 16  # LLaDA's chat template around a prompt and a response (BOS, h
 
 # Length statistics where the rows cannot be read here (tokens with the paper model's tokenizer, chat included).
 STATED = {
-    "hitab": {"mean": 1500, "p50": 1400, "p90": 2300, "p99": 3500, "source": "stated: issue 28 ('HiTab ~1.5k tokens'; "
-              "benchmarks/table1.yaml avg_tokens), HiTab tables serialised as HTML; longest = max_length"},
+    "hitab": {"mean": 1500, "p50": 1400, "p90": 2300, "p99": 3500, "prompt_mean": 1485, "source": "stated: issue 28 ('HiTab ~1.5k tokens', "
+              "'~15-token answers'; benchmarks/table1.yaml avg_tokens); longest = max_length"},
     "openscience": {"mean": 2500, "p50": 2000, "p90": 5000, "p99": 8192, "source": "stated: issue 28 ('OpenScience up to 8,192'"
                     "; avg_tokens 2500 in benchmarks/table1.yaml); longest = max_length (rows over it dropped)"},
 }
@@ -46,6 +46,7 @@ class Lengths:
     longest: int
     source: str
     exact: bool  # counted with the real tokenizer on the real rows
+    prompt_mean: float | None = None  # mean prompt tokens (chat formatting included); None: not known
 
     def padded_row(self, rows: int) -> float:
         """Tokens a row costs in a micro-batch of `rows` random rows padded to its longest (the collator): the
@@ -65,10 +66,10 @@ def _quantile(sorted_values: list[int], q: float) -> float:
     return float(sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))])
 
 
-def _from_counts(counts: list[int], source: str, exact: bool) -> Lengths:
+def _from_counts(counts: list[int], source: str, exact: bool, prompts: list[int]) -> Lengths:
     s = sorted(counts)
     return Lengths(len(s), sum(s) / len(s), _quantile(s, 0.5), _quantile(s, 0.9), _quantile(s, 0.99), s[-1],
-                   source, exact)
+                   source, exact, sum(prompts) / len(prompts))
 
 
 def _tokenizer(source: str):
@@ -109,7 +110,7 @@ def _task_lengths(d, model) -> Lengths:
         text = int(opts.get("max_text_len", 512))
         tokens = min(d.max_length, text + 1024 + 3)  # 512 px MAGVIT-v2: 1,024 codes; <|t2i|>, <|soi|>, <|eoi|>
         return Lengths(d.n_train or 0, tokens, tokens, tokens, tokens, tokens, "by construction: MMaDA's t2i prompt (text "
-                       f"{text} + 1,024 image codes + 3 specials)", True)
+                       f"{text} + 1,024 image codes + 3 specials)", True, tokens)
     source = model.source
     key = config_hash({"task": task, "options": d.options, "n_train": d.n_train, "max_length": d.max_length,
                        "eos_pad": d.eos_pad, "tokenizer": source, "format": FORMAT})
@@ -125,7 +126,7 @@ def _task_lengths(d, model) -> Lengths:
         from mdm.data.tasks import get_task
 
         spec = get_task(task)
-        counts = []
+        counts, prompts = [], []
         for ex in examples:
             item = tokenize_example(tok, ex, spec)
             n = len(item["input_ids"])
@@ -133,7 +134,8 @@ def _task_lengths(d, model) -> Lengths:
                 n = max(n, item["prompt_length"] + d.eos_pad)
             if n <= d.max_length:
                 counts.append(n)
-        stats = _from_counts(counts, f"counted: {len(counts)} rows with the {source} tokenizer", True)
+                prompts.append(item["prompt_length"])
+        stats = _from_counts(counts, f"counted: {len(counts)} rows with the {source} tokenizer", True, prompts)
         try:
             atomic_write_json(path, asdict(stats))
         except OSError:
@@ -144,15 +146,16 @@ def _task_lengths(d, model) -> Lengths:
                   for e in examples]
         if d.eos_pad:
             counts = [max(c, d.eos_pad + CHAT_TOKENS) for c in counts]
+        prompts = [CHAT_TOKENS + math.ceil(len(e["prompt"]) / CHARS_PER_TOKEN) for e in examples]
         return _from_counts(counts, f"approx: {len(examples)} rows, characters / {CHARS_PER_TOKEN} + {CHAT_TOKENS} "
-                            f"(the {source} tokenizer is not in the HF cache: mdm prefetch)", False)
+                            f"(the {source} tokenizer is not in the HF cache: mdm prefetch)", False, prompts)
     stated = STATED.get(task)
     if stated is None:
         half = d.max_length / 2
         return Lengths(0, half, half, d.max_length, d.max_length, d.max_length, "unknown: rows not reachable; max_length / 2 "
                        "(mean) and max_length (longest)", False)
     return Lengths(0, stated["mean"], stated["p50"], min(stated["p90"], d.max_length),
-                   min(stated["p99"], d.max_length), d.max_length, stated["source"], False)
+                   min(stated["p99"], d.max_length), d.max_length, stated["source"], False, stated.get("prompt_mean"))
 
 
 STREAMED = ("openscience",)

@@ -145,7 +145,8 @@ def run_time(run, preset, arch, lengths: Lengths, mb: int, views_cost: float, st
         gen = int(acc.get("gen_length", 128))
         dec_steps = int(acc.get("steps", gen))
         block = int(acc.get("block_length", gen))
-        prompt = max(16.0, lengths.mean - (ANSWER_TOKENS.get(run.task) or 0))
+        # the prompt's tokens where known, else the whole row's (an upper bound)
+        prompt = lengths.prompt_mean if lengths.prompt_mean is not None else lengths.mean
         if run.arm is not None:  # autoregressive with a KV cache: the prompt once, then one token a step
             eval_flops = items * (prompt + gen) * _flops_per_token(arch, n, prompt + gen, False, False)
             eval_note = f"{items} prompts, {gen} tokens with a KV cache"
@@ -156,7 +157,8 @@ def run_time(run, preset, arch, lengths: Lengths, mb: int, views_cost: float, st
             calls = dec_steps * done / blocks
             eval_flops = items * calls * (prompt + gen) * _flops_per_token(arch, n, prompt + gen, False, False)
             eval_note = f"{items} prompts x {calls:g} forwards of {prompt + gen:.0f} tokens" + (
-                "" if answer else " (no early stop counted)")
+                "" if answer else " (no early stop counted)") + (
+                "" if lengths.prompt_mean is not None else "; prompt length unknown: the whole row's, an upper bound")
         eval_h = _hours(eval_flops, EVAL_GPUS, hw)
     every = cfg.training.checkpoint_every
     every = max(1, math.ceil(steps / 4)) if every == "auto" else every
