@@ -91,6 +91,17 @@ def _tokenizer(source: str):
         return None
 
 
+def run_lengths(data, model) -> Lengths:
+    """The rows as a run trains them: an MDM run with `data.pad_to` EOS-pads every row to exactly that canvas
+    (mdm.train.data.pad_to_canvas), so every row costs pad_to tokens, all of its response and padding maskable."""
+    stats = task_lengths(data, model)
+    if model.family != "mdm" or not data.pad_to:
+        return stats
+    n = data.pad_to
+    return Lengths(stats.n, n, n, n, n, n, f"every row EOS-padded to pad_to {n} (the text: {stats.source})",
+                   stats.exact, stats.prompt_mean)
+
+
 def task_lengths(data, model) -> Lengths:
     """Token lengths of the training rows of a run's `data` section for its `model` (module docstring); cached on
     disk when exact, and in this process."""

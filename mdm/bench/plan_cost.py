@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from mdm.bench import memory
 from mdm.bench.estimate import PEAK_TFLOPS
-from mdm.bench.lengths import Lengths, task_lengths
+from mdm.bench.lengths import Lengths, run_lengths, task_lengths
 from mdm.errors import ConfigError
 
 CHECKPOINT_GBPS = 1.0  # GB/s to and from the run folder's disk (a node's NVMe does 2-6, a shared filesystem 0.5-2)
@@ -93,7 +93,7 @@ def auto_micro_batch(preset, data, model, training: dict, method, arm, where: st
     views = 1 if arm is not None else memory.views_of(Method.build(method).cost)
     if training.get("separate_views"):
         views = 1
-    length = task_lengths(data, model).longest
+    length = run_lengths(data, model).longest
     most = rows_per_process(int(training.get("global_batch_size", 32)), launch.processes)
     mb = choose_micro_batch(arch, launch, capacity, length, views, bool(training.get("gradient_checkpointing")),
                             most)
@@ -123,8 +123,10 @@ def _hours(flops: float, gpus: int, hardware) -> float:
 
 
 def run_time(run, preset, arch, lengths: Lengths, mb: int, views_cost: float, steps: int, sequences: float,
-             launch) -> dict:
-    """Hours of one run: training, evaluation, checkpoint I/O (module docstring); the pilot is per task."""
+             launch, text: Lengths | None = None) -> dict:
+    """Hours of one run: training (rows as trained: `lengths`), evaluation (prompts: `text`, the rows before any
+    EOS canvas), checkpoint I/O (module docstring); the pilot is per task."""
+    text = text or lengths
     cfg, hw = run.config, preset.hardware
     n = arch.params
     seq = lengths.padded_row(mb)
@@ -136,7 +138,7 @@ def run_time(run, preset, arch, lengths: Lengths, mb: int, views_cost: float, st
     items = acc.get("limit") or acc.get("n") or TEST_ITEMS.get(run.task, 0)
     if run.task == "text-to-image":
         steps_dec = int(acc.get("steps", 12))
-        tokens = lengths.mean
+        tokens = text.mean
         cfg_passes = 2 if float(acc.get("guidance_scale", 0) or 0) > 0 else 1  # classifier-free guidance
         eval_flops = items * steps_dec * cfg_passes * tokens * _flops_per_token(arch, n, tokens, False, False)
         eval_note = f"{items} images x {steps_dec} steps x {cfg_passes} passes"
@@ -146,7 +148,7 @@ def run_time(run, preset, arch, lengths: Lengths, mb: int, views_cost: float, st
         dec_steps = int(acc.get("steps", gen))
         block = int(acc.get("block_length", gen))
         # the prompt's tokens where known, else the whole row's (an upper bound)
-        prompt = lengths.prompt_mean if lengths.prompt_mean is not None else lengths.mean
+        prompt = text.prompt_mean if text.prompt_mean is not None else text.mean
         if run.arm is not None:  # autoregressive with a KV cache: the prompt once, then one token a step
             eval_flops = items * (prompt + gen) * _flops_per_token(arch, n, prompt + gen, False, False)
             eval_note = f"{items} prompts, {gen} tokens with a KV cache"
@@ -158,7 +160,7 @@ def run_time(run, preset, arch, lengths: Lengths, mb: int, views_cost: float, st
             eval_flops = items * calls * (prompt + gen) * _flops_per_token(arch, n, prompt + gen, False, False)
             eval_note = f"{items} prompts x {calls:g} forwards of {prompt + gen:.0f} tokens" + (
                 "" if answer else " (no early stop counted)") + (
-                "" if lengths.prompt_mean is not None else "; prompt length unknown: the whole row's, an upper bound")
+                "" if text.prompt_mean is not None else "; prompt length unknown: the whole row's, an upper bound")
         eval_h = _hours(eval_flops, EVAL_GPUS, hw)
     every = cfg.training.checkpoint_every
     every = max(1, math.ceil(steps / 4)) if every == "auto" else every
@@ -216,12 +218,16 @@ def print_cost_plan(preset, runs, estimates: dict, launch_file: str | None, echo
     groups: dict[tuple, list] = {}
     for r in runs:
         groups.setdefault((r.task, r.method_dir, r.config.model.source), []).append(r)
-    lens: dict[str, Lengths] = {}
+    lens: dict[tuple, Lengths] = {}
     for r in runs:
-        if r.task not in lens:
-            lens[r.task] = task_lengths(r.config.data, r.config.model)
-    for task, stats in lens.items():
-        echo(f"  {task} rows: mean {stats.mean:.0f}, p50 {stats.p50:.0f}, p90 {stats.p90:.0f}, p99 {stats.p99:.0f}, "
+        text = task_lengths(r.config.data, r.config.model)
+        lens.setdefault((r.task, "text"), text)
+        lens[(r.task, r.config.model.family)] = run_lengths(r.config.data, r.config.model)
+    for (task, kind), stats in lens.items():
+        if kind != "text" and stats == lens[(task, "text")]:
+            continue
+        label = f"{task} rows" if kind == "text" else f"{task} {kind.upper()} rows as trained"
+        echo(f"  {label}: mean {stats.mean:.0f}, p50 {stats.p50:.0f}, p90 {stats.p90:.0f}, p99 {stats.p99:.0f}, "
              f"longest {stats.longest} tokens ({stats.source})")
     head = (f"  {'task':<14}{'method':<38}{'runs':>5}{'mb':>4}{'longest':>8}{'views':>6}{'peak GiB':>9}{'fits':>5}"
             f"{'train':>8}{'eval':>8}{'ckpt I/O':>9}{'per run':>9}{'all runs':>9}")
@@ -240,14 +246,14 @@ def print_cost_plan(preset, runs, estimates: dict, launch_file: str | None, echo
         t = r.config.training
         cost = 1.0 if r.arm is not None else Method.build(r.config.method).cost
         views = 1 if getattr(t, "separate_views", False) else memory.views_of(cost)
-        stats = lens[task]
+        stats = lens[(task, r.config.model.family)]
         mb = t.micro_batch_size
         p = peak_bytes(arch, launch, mb, stats.longest, views, t.gradient_checkpointing)
         fits = p <= capacity * memory.GIB * memory.FIT_FRACTION
         if not fits:
             total["no_fit"].append(f"{task}/{method_dir}")
         e = estimates[r.index]
-        rt = run_time(r, preset, arch, stats, mb, cost, e["steps"], e["sequences"], launch)
+        rt = run_time(r, preset, arch, stats, mb, cost, e["steps"], e["sequences"], launch, lens[(task, "text")])
         per_run = rt["train_h"] + rt["eval_h"] + rt["io_h"]
         n = len(group)
         echo(f"  {task:<14}{method_dir:<38}{n:>5}{mb:>4}{stats.longest:>8}{views:>6}{_gib(p):>9}"
