@@ -128,15 +128,16 @@ def test_paper_dry_run_prints_the_memory_table_offline(capsys, monkeypatch, tmp_
     table = {line[:60].strip(): line[60:].split() for line in lines[start + 3:start + 13]}
     assert lines[start + 2].split()[-4:] == ["gsm8k", "x1", "gsm8k", "x2"]
     assert table["weights: bf16, replicated (2 B/param)"] == ["14.9", "14.9"]
-    # GSM8K's longest row (499 tokens, approximate offline: mdm.bench.lengths), not max_length 4096
-    assert table["activations, checkpointing on (layer inputs)"] == ["0.5", "1.0"]  # MIRROR: 2 views
-    assert table["total, checkpointing on (this run)"] == ["31.4", "34.8"]
+    # every MDM row EOS-padded to the task's canvas, data.pad_to 1,024 (mdm.bench.lengths.run_lengths), not
+    # max_length 4,096
+    assert table["activations, checkpointing on (layer inputs)"] == ["1.0", "2.0"]  # MIRROR: 2 views
+    assert table["total, checkpointing on (this run)"] == ["35.0", "41.9"]
     assert table["fits 79.6 GiB (<= 90%)?"] == ["yes", "yes"]
     ckpt = next(line for line in lines if line.strip().startswith("checkpoints (model + optimizer"))
     assert ckpt.strip() == "checkpoints (model + optimizer, 112 GB each; every 30 min of training, keep 1): per run " \
         "in the cost plan"  # the wall-clock policy (training.checkpoint_minutes)
     policy = next(line for line in lines if line.startswith("  checkpoints gsm8k"))
-    assert "every 30 min of training" in policy and "0 per run of 3min training" in policy
+    assert "every 30 min of training" in policy and "0 per run of 14min training" in policy
     assert not [line for line in lines if line.startswith("WARNING")]
 
 
@@ -144,10 +145,10 @@ def test_dry_run_launch_option_ddp_does_not_fit(capsys, tmp_path):
     lines = _dry_run(capsys, tmp_path, "--launch", str(ROOT / "benchmarks" / "accelerate" / "ddp.yaml"))
     assert any(line.startswith("per-GPU memory (DDP (") for line in lines)
     total = next(line for line in lines if line.strip().startswith("total, checkpointing on"))
-    tokens = 4 * 499  # micro-batch 4 (chosen for the preset's ZeRO-2) x GSM8K's longest row
+    tokens = 4 * 1024  # micro-batch 4 (chosen for the preset's ZeRO-2) x GSM8K's canvas (pad_to)
     one_view = 22 * LLADA.params + memory.step_peak(LLADA, tokens, tokens, True)  # 22N + the step
     two_views = 22 * LLADA.params + memory.step_peak(LLADA, 2 * tokens, 2 * tokens, True)
-    assert total.split()[-2:] == [f"{one_view / 2**30:.1f}", f"{two_views / 2**30:.1f}"] == ["167.6", "171.0"]
+    assert total.split()[-2:] == [f"{one_view / 2**30:.1f}", f"{two_views / 2**30:.1f}"] == ["171.2", "178.2"]
     assert any(line.startswith("WARNING: DDP (") and "gsm8k x1, gsm8k x2" in line for line in lines)
 
 
