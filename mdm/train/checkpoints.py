@@ -23,7 +23,25 @@ class Checkpoints:
         done = sorted(p for p in root.glob("step_*") if (p / "trainer_state.json").is_file()) if root.is_dir() else []
         return done[-1] if done else None
 
+    def _checkpoint_due(self) -> bool:
+        """Every `checkpoint_every` steps, or `checkpoint_minutes` of training after the last checkpoint (the main
+        process's clock, broadcast: every process must save together)."""
+        if self.checkpoint_every and self.state["step"] % self.checkpoint_every == 0:
+            return True
+        minutes = self.cfg.training.checkpoint_minutes
+        if not minutes:
+            return False
+        due = [self._elapsed() - self.state.get("checkpoint_elapsed_s", 0.0) >= 60 * minutes]
+        if self.acc.num_processes > 1:
+            # deferred: accelerate (slow import), only for launched runs
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(due, from_process=0)
+        return bool(due[0])
+
     def save_checkpoint(self) -> None:
+        if self.cfg.training.checkpoint_minutes:
+            self.state["checkpoint_elapsed_s"] = self._elapsed()
         acc, root = self.acc, self.run_dir / "checkpoints"
         name = f"step_{self.state['step']:08d}"
         tmp = root / f".tmp-{name}"

@@ -9,7 +9,8 @@ One optimizer step s:
      accelerate's 1/A and DDP's 1/processes the gradient is exactly that of the global-batch mean;
   4. the rows' (t, loss) are gathered in position order: the logged loss, and the EMA control variate's
      update, are those of the global batch (every micro-batch sees the control variate's pre-step state);
-  5. clip, AdamW step, scheduler step; one JSONL line; a checkpoint every `checkpoint_every` steps.
+  5. clip, AdamW step, scheduler step; one JSONL line; a checkpoint every `checkpoint_every` steps and/or
+     `checkpoint_minutes` of training.
 A run directory holds run_config.json, train_log.jsonl, checkpoints/, model/ (final) and result.json; with
 `training.peft` also adapter/ (model/ then holds the merged weights), with `training.report_to` trackers/.
 `Trainer(cfg).train()` on a directory with a checkpoint resumes and reproduces the uninterrupted run; without
@@ -138,10 +139,15 @@ class Trainer(Checkpoints):
         if acc.num_processes != world:  # e.g. launched without torchrun
             self.accum = accumulation_steps(t.global_batch_size, t.micro_batch_size, acc.num_processes)
             acc.gradient_accumulation_steps = self.accum
+        # separate_views: a micro-batch makes one backward call per view; DeepSpeed counts backward calls as
+        # micro-batches (and divides each loss by their number), so it is told views x accum and the loss scaled back
+        views = math.ceil(method.mask.cost - 1e-9) if self.is_mdm and t.separate_views else 1
+        self.view_scale = 1.0
         if acc.state.deepspeed_plugin is not None:  # DeepSpeed counts micro-batches and clips by itself
             ds = acc.state.deepspeed_plugin.deepspeed_config
-            ds.update(train_micro_batch_size_per_gpu=t.micro_batch_size, gradient_accumulation_steps=self.accum,
+            ds.update(train_micro_batch_size_per_gpu=t.micro_batch_size, gradient_accumulation_steps=self.accum * views,
                       gradient_clipping=t.grad_clip or 0.0)
+            self.view_scale = float(views)
         self.adapter = checked_on_main(model, not self.is_mdm, acc)  # one probe forward: refuses wrong attention
         if t.gradient_checkpointing:
             self.adapter.enable_checkpointing(model)
@@ -248,17 +254,22 @@ class Trainer(Checkpoints):
             batch.positions = torch.arange(lo, hi) if not empty else torch.zeros(1, dtype=torch.long)
             batch = batch.to(acc.device)
             with acc.accumulate(self.model):
+                scale = (hi - lo) * acc.num_processes * self.accum / n
                 if self.is_mdm:
                     cv.load_state_dict(snapshot)  # offsets from the pre-step state, whatever the layout
                     draws = self.objective.draw(batch, seed=t.seed, step=step, global_batch_size=n)
-                    out = self.objective.loss(model_token_ce(self.model), batch, draws)
+                    if t.separate_views:  # each view's forward + backward in turn (setup: DeepSpeed counts them)
+                        out = self.objective.loss_by_view(model_token_ce(self.model), batch, draws,
+                                                          lambda part, s=scale: acc.backward(part * s * self.view_scale))
+                    else:
+                        out = self.objective.loss(model_token_ce(self.model), batch, draws)
                     lengths = batch.attention_mask.sum(1).to(draws.active.device)
                     token_passes = int((draws.active.long() * lengths[None]).sum())
                 else:
                     out = self.objective(self.model, batch)
                     token_passes = int(batch.attention_mask.sum())
-                scale = (hi - lo) * acc.num_processes * self.accum / n
-                acc.backward(out.loss * scale)
+                if not (self.is_mdm and t.separate_views):
+                    acc.backward(out.loss * scale)
             if empty:
                 continue
             if hasattr(self.t_sampler, "observe"):  # adaptive t-samplers learn from every row's loss
@@ -364,8 +375,7 @@ class Trainer(Checkpoints):
                     acc.log(trackers.step_values(entry), step=entry["step"])
                 bar.set_postfix(loss=f"{entry['loss']:.4f}", refresh=False)
                 bar.update(1)
-                if self.checkpoint_every and self.state["step"] % self.checkpoint_every == 0 and \
-                        self.state["step"] < self.total:
+                if self._checkpoint_due() and self.state["step"] < self.total:
                     self.save_checkpoint()
                 if t.save_model_every and self.state["step"] % t.save_model_every == 0 and \
                         self.state["step"] < self.total:  # the last step's model is <run>/model
