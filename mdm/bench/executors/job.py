@@ -85,6 +85,8 @@ class RunJob:
         self.nodes, self.max_requeues = nodes, max_requeues
 
     def __call__(self) -> str:
+        if runner.record_status(self.run) == "done":  # done meanwhile (e.g. by a local run): nothing to do
+            return "done"
         warning = signal.Signals[f"SIG{self.signame}"]
         os.environ[preempt.ENV] = self.signame  # the trainer (here, or in the launched workers) watches it
         launch = self.launch

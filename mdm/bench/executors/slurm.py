@@ -160,5 +160,5 @@ def run_slurm(spec: Spec, runs: list[PlannedRun], args, echo=print) -> None:
         atomic_write_json(root / "jobs.json", jobs)
     for run, job_id in zip(todo, ids):
         echo(f"submitted {run.key} ({run.family}): job {job_id}")
-    echo(f"{spec.name}: {len(ids)} runs submitted as {name}; watch them with `mdm bench {spec.path} --preset "
-         f"{args.preset} --status`")
+    echo(f"{spec.name}: {len(ids)} runs submitted as {name}; watch them: the same command with --status instead "
+         "of --executor slurm")
