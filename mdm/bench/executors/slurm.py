@@ -15,6 +15,17 @@ Resources: one task per node (it runs `accelerate launch` for the preset's launc
 `nodes` from the slurm section, GPUs per node = hardware.count / nodes where the preset has a launch config (0
 otherwise), and the section's partition, account, qos, constraint, time, CPUs and memory; the warning signal
 `--signal=USR1@120` (checkpoint + requeue: job.py), `--requeue`, and the submitter's working directory.
+
+Shared state on a cluster: the results folder, $MDM_CACHE (bases, P-POTS pilots, tokenizers) and the HF cache must be
+on a filesystem every node mounts at the same path. What mdm relies on there:
+- exclusive locks between nodes: mdm.io.file_lock / folder_lock take `flock` (filelock's UnixFileLock). Linux NFS
+  clients (v3 with NLM, v4) turn flock into POSIX byte-range locks that hold across clients; GPFS / Spectrum Scale
+  and CephFS lock across nodes; Lustre only when mounted with `-o flock` (`localflock` locks within one node only);
+  BeeGFS with tuneUseGlobalFileLocks=true. A base, pilot or record is then built by one job while the others wait;
+- atomic publication: files and folders are written under a temporary name and renamed (os.replace) within one
+  folder, which is atomic on POSIX filesystems, NFS included; with NFS's close-to-open consistency a job that
+  opens a record after its writer closed and renamed it reads all of it.
+Verified here on one node only (the CI cluster); the cross-node properties are the filesystems' documented ones.
 """
 
 from __future__ import annotations
@@ -82,9 +93,10 @@ def time_limit(settings: SlurmSettings, runs: list[PlannedRun], preset) -> str |
 def sbatch_parameters(settings: SlurmSettings, preset, runs: list[PlannedRun], name: str, cwd: str) -> dict:
     """submitit.SlurmExecutor parameters of one submission (the sbatch options of every run in it)."""
     gpus = settings.gpus_per_node
-    if gpus is None:
-        count = preset.hardware.count if preset.hardware is not None else 1
-        gpus = max(1, count // settings.nodes) if preset.launch is not None else 0
+    if gpus is None:  # the preset's GPUs, spread over the nodes; none for a CPU preset or one without a launch
+        hw = preset.hardware
+        cpu = hw is not None and hw.name.lower().startswith("cpu")
+        gpus = max(1, (hw.count if hw else 1) // settings.nodes) if preset.launch is not None and not cpu else 0
     params = {
         "job_name": name, "nodes": settings.nodes, "ntasks_per_node": 1, "time": time_limit(settings, runs, preset),
         "stderr_to_stdout": True, "signal_delay_s": settings.signal_delay_s,
@@ -113,9 +125,14 @@ def submit(todo: list[PlannedRun], settings: SlurmSettings, preset, folder: Path
     executor = submitit.SlurmExecutor(folder=str(folder / "%j"), max_num_timeout=0)
     executor.update_parameters(**sbatch_parameters(settings, preset, todo, name, os.getcwd()))
     launch = preset.launch
-    with executor.batch():
-        jobs = [executor.submit(RunJob(run, version, launch, settings.signal, settings.nodes, settings.max_requeues))
-                for run in todo]
+    try:
+        with executor.batch():
+            jobs = [executor.submit(RunJob(run, version, launch, settings.signal, settings.nodes,
+                                           settings.max_requeues)) for run in todo]
+    except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError) as e:
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        raise ConfigError("sbatch", f"refused the submission: {lines[-1] if lines else e} (sbatch options: the "
+                          "spec's slurm: section and --slurm)") from None
     return [job.job_id for job in jobs]
 
 
