@@ -116,7 +116,7 @@ def losses(results, method) -> list[float]:
 
 def test_four_runs_on_slurm_equal_local_with_status_and_preempted_resumes(env, tmp_path):
     local, cluster = tmp_path / "local", tmp_path / "slurm"
-    mdm(env, local, *ONLY)  # the local executor (also builds the cached bases the jobs share)
+    mdm(env, local, *ONLY, "--jobs", "2")  # the local executor (also builds the cached bases the jobs share)
     want = records(local)
     assert sorted(want) == ["arm-tiny", "ema", "mirror", "standard"] and all(r["status"] == "done" for r in want.values())
 
