@@ -6,8 +6,10 @@ Signals (SLURM sends them to every process of the job step):
   writes a checkpoint at the next step boundary and stops (mdm.train.preempt); the run is recorded `interrupted`;
   the job requeues itself (`scontrol requeue`), and the requeued job (same id) resumes from that checkpoint, so
   every step is trained and logged once. Outside the loop (bases, pilot, evaluation) an in-process run stops at once
-  and the requeued job redoes that phase (a launched run's evaluation runs on: it is short next to the warning's
-  120 s). At most `max_requeues` times (SLURM_RESTART_COUNT), then the run stays interrupted.
+  and the requeued job redoes that phase. A launched run's evaluation is not stopped by the warning (the signal
+  stays blocked until `execute` returns): if the time limit ends it, the record is left `evaluating` (--status:
+  interrupted) and a resubmission evaluates again without training. At most `max_requeues` requeues
+  (SLURM_RESTART_COUNT), then the run stays interrupted.
 - SIGTERM (`scontrol requeue`, a preemption with PreemptMode=REQUEUE, `scancel`): the same checkpoint and stop,
   without requeueing: SLURM requeues (or cancels) the job itself, within KillWait seconds.
 - a run that fails for its own reason (bad config, NaN loss) is recorded `failed` by `execute`; the job ends
