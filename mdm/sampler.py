@@ -186,7 +186,8 @@ class _Denoiser:
 
     def __call__(self, x, attention_mask, position_ids, start: int, end: int) -> torch.Tensor:
         # no padding: no mask (transformers then skips building one, ~3 ms a call for a tiny model)
-        kwargs = {"input_ids": x, **self.adapter.mask_kwargs(self._attention_mask(attention_mask))}
+        kwargs = {"input_ids": x, **self.adapter.mask_kwargs(self._attention_mask(attention_mask), x)}
+        start, end = self.adapter.window(start, end)  # a shifted model (Dream): the outputs one position earlier
         if "position_ids" in self.options:
             kwargs["position_ids"] = position_ids
         if "logits_to_keep" in self.options:
@@ -314,12 +315,15 @@ def generate(
     row_keys: Sequence | None = None,
     vocab_size: int | None = None,
     device=None,
+    shard: tuple[int, int] | None = None,
 ) -> GenerationOutput:
     """Decode every prompt (a list of token ids); prompts are sorted by length and decoded `batch_size` at a time
     (models that cannot be shown padding: only prompts of one length share a batch).
 
     `row_keys` key each prompt's random draws (default: its index in `prompts`); `vocab_size` (len(tokenizer)):
-    ids at or above it are never proposed. Returns the generated ids in input order."""
+    ids at or above it are never proposed. `shard` (rank, world): decode only every world-th of the batches the
+    whole list is cut into (the others' tokens stay None; `mdm.eval.distributed` gathers them), so each prompt is
+    decoded in the very batch one process would decode it in. Returns the generated ids in input order."""
     config = config or DecodeConfig()
     if mask_token_id is None:
         raise ValueError("mask_token_id is required (see mdm.data.mask_token_id_of)")
@@ -342,7 +346,9 @@ def generate(
     steps_run = [0] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
     try:
-        for pos in batches([len(prompts[i]) for i in order], batch_size, denoise.adapter.can_pad):
+        for k, pos in enumerate(batches([len(prompts[i]) for i in order], batch_size, denoise.adapter.can_pad)):
+            if shard is not None and k % shard[1] != shard[0]:
+                continue
             idx = [order[p] for p in pos]
             out, steps = _generate_batch(
                 denoise, [prompts[i] for i in idx], [keys[i] for i in idx], config, int(mask_token_id),
@@ -388,9 +394,11 @@ def autoregressive_generate(
     pad_token_id: int | None = None,
     batch_size: int = 16,
     device=None,
+    shard: tuple[int, int] | None = None,
 ) -> GenerationOutput:
     """ARM decoding with transformers' `generate` (left padding): up to `gen_length` new tokens, greedy at
-    temperature 0, else sampled (seeded by `config.seed`). `steps`/`block_length`/`remasking` do not apply."""
+    temperature 0, else sampled (seeded by `config.seed`). `steps`/`block_length`/`remasking` do not apply.
+    `shard` (rank, world): only every world-th batch, as `generate`."""
     config = config or DecodeConfig()
     device = device or next(model.parameters()).device
     pad = pad_token_id if pad_token_id is not None else eos_token_id
@@ -400,6 +408,8 @@ def autoregressive_generate(
     order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
     calls = 0
     for c in range(0, len(order), batch_size):
+        if shard is not None and (c // batch_size) % shard[1] != shard[0]:
+            continue
         idx = order[c : c + batch_size]
         width = max(len(prompts[i]) for i in idx)
         ids = torch.full((len(idx), width), pad, dtype=torch.long)
@@ -424,7 +434,8 @@ def autoregressive_generate(
             tokens[i] = row
     d = {"sampler": "autoregressive", "gen_length": config.gen_length, "temperature": config.temperature,
          "seed": config.seed}  # fmt: skip
-    return GenerationOutput(tokens, [len(t) for t in tokens], calls, len(prompts), d)
+    rows = sum(t is not None for t in tokens)
+    return GenerationOutput(tokens, [len(t) if t is not None else 0 for t in tokens], calls, rows, d)
 
 
 def is_autoregressive(model) -> bool:
