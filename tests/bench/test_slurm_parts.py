@@ -46,11 +46,31 @@ def test_multi_node_launch_takes_rank_address_and_port_from_slurm_env(monkeypatc
         ["--num_machines", "4", "--machine_rank", "0", "--main_process_ip", "a1"]
     assert os.environ["SLURM_NODEID"] == "2"
     assert slurm_job.accelerate_args({"SLURM_JOB_ID": "7", "SLURM_JOB_NUM_NODES": "1", "SLURM_NODEID": "0"}) == []
-    # the runner's launch command carries them after the preset's config and total process count
-    cmd = launch_command(slurm_job.NodeLaunch("ds.yaml", 16, args[:6] + ["--main_process_port", "29400"]), Path("r.yaml"))
-    assert cmd[cmd.index("--config_file"):] == ["--config_file", "ds.yaml", "--num_processes", "16", "--num_machines",
-                                                "4", "--machine_rank", "2", "--main_process_ip", "gpu017",
-                                                "--main_process_port", "29400", "-m", "mdm.cli", "train", "r.yaml"]
+    # a 16-process run over 4 nodes: training launches 16 processes over 4 machines (accelerate's argparse keeps
+    # the last --num_processes), the evaluation 4 on node 0 alone
+    from mdm.eval.launch import eval_command
+
+    job = slurm_job.RunJob(None, {}, Launch(config_file="ds.yaml", num_processes=16), nodes=4)
+    seen = {}
+    monkeypatch.setattr(slurm_job.runner, "execute", lambda run, version, launch: seen.setdefault("launch", launch)
+                        and {"status": "done"})
+    monkeypatch.setattr(slurm_job.runner, "record_status", lambda run: "pending")
+    monkeypatch.setenv("SLURM_NODEID", "0")
+    monkeypatch.setenv(preempt.ENV, "USR1")  # the job sets it: restored after the test
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM)}
+    try:
+        assert job() == "done"
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    node = seen["launch"]
+    cmd = launch_command(node, Path("r.yaml"))
+    assert cmd[cmd.index("--config_file"):] == ["--config_file", "ds.yaml", "--num_processes", "4", "--num_processes",
+                                                "16", "--num_machines", "4", "--machine_rank", "0",
+                                                "--main_process_ip", "gpu017", "--main_process_port", "29400",
+                                                "-m", "mdm.cli", "train", "r.yaml"]
+    ev = eval_command(Path("run"), node, Path("s.json"))
+    assert ev[ev.index("--config_file"):ev.index("mdm.cli") - 1] == ["--config_file", "ds.yaml", "--num_processes", "4"]
     assert launch_command(Launch(config_file="ds.yaml", num_processes=8), Path("r.yaml"))[-7:-4] == \
         ["ds.yaml", "--num_processes", "8"]  # a local launch: nothing added
 

@@ -40,7 +40,10 @@ PORT_BASE, PORT_SPAN = 15000, 15000  # main process port: 15000 + job id mod 150
 
 @dataclass
 class NodeLaunch:
-    """The preset's launch config with this node's multi-node options (mdm.bench.runner.launch_command)."""
+    """The preset's launch config on one node of a multi-node run: `num_processes` per node (the run's evaluation,
+    mdm.eval.launch, runs on node 0 alone with it) and `args` for the training launch (mdm.bench.runner
+    .launch_command): the total process count (accelerate's --num_processes; argparse keeps the last one), the
+    number of machines, this node's rank, the main address and port."""
 
     config_file: str
     num_processes: int | None
@@ -94,7 +97,9 @@ class RunJob:
         os.environ[preempt.ENV] = self.signame  # the trainer (here, or in the launched workers) watches it
         launch = self.launch
         if launch is not None and self.nodes > 1:
-            launch = NodeLaunch(launch.config_file, launch.num_processes, accelerate_args())
+            total = launch.num_processes or self.nodes
+            launch = NodeLaunch(launch.config_file, max(1, total // self.nodes),
+                                ["--num_processes", str(total), *accelerate_args()])
             if int(os.environ.get("SLURM_NODEID", "0")) != 0:
                 return self._other_node(launch, warning)
         caught = {"requeue": False, "active": True}

@@ -139,7 +139,7 @@ def submit(todo: list[PlannedRun], settings: SlurmSettings, preset, folder: Path
 def run_slurm(spec: Spec, runs: list[PlannedRun], args, echo=print) -> None:
     """The `slurm` executor: submit, print one line per submitted run, and return (watch with `--status`)."""
     # deferred: the runner imports the trainer (torch), after the spec's and the options' errors
-    from mdm.bench.runner import set_aside_stale
+    from mdm.bench.runner import record_status, set_aside_stale
     from mdm.cache import writable_cache
     from mdm.provenance import code_version
 
@@ -155,8 +155,7 @@ def run_slurm(spec: Spec, runs: list[PlannedRun], args, echo=print) -> None:
         queue = squeue()
         todo, done, live = [], 0, 0
         for run in runs:
-            rec = read_json(run.record_path) or {}
-            if rec.get("status") == "done":
+            if record_status(run) == "done":  # of this preset and configuration (a stale folder is refused above)
                 done += 1
             elif live_state(jobs.get(str(run.run_dir)), queue):
                 live += 1

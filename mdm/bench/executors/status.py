@@ -3,23 +3,28 @@
 A run is `done` when its record says so; `queued` or `running` while its last SLURM job is in squeue under the name
 it was submitted with (a requeued job is `queued` again); else what its record says: `failed` or `interrupted`
 (a record left `evaluating` was interrupted too); a job that left the queue without writing a record is `lost`
-(its log tells why); `not started` when nothing ran. squeue is asked only when some run has a job.
+(its log tells why); `stale` when the folder holds another preset's or configuration's run; `not started` when
+nothing ran. squeue is asked only when some run has a job.
 """
 
 from __future__ import annotations
 
 from mdm.bench.executors.slurm import live_state, slurm_dir, squeue
+from mdm.bench.runner import stale_of
 from mdm.bench.spec import PlannedRun, Spec
 from mdm.errors import ConfigError
 from mdm.io import read_json
 
-STATES = ("done", "running", "queued", "failed", "interrupted", "lost", "unknown", "not started")
+STATES = ("done", "running", "queued", "failed", "interrupted", "lost", "unknown", "stale", "not started")
 
 
 def run_state(run: PlannedRun, job: dict | None, queue: dict | None) -> tuple[str, str]:
     """(state, note) of one run; `queue` None: squeue could not be read."""
     rec = read_json(run.record_path) or {}
     status = rec.get("status")
+    why = stale_of(run, rec) if rec else None
+    if why:
+        return "stale", f"holds another run ({why}); --rerun-stale moves it aside"
     if status == "done":
         score = (rec.get("metrics") or {}).get("score")
         return "done", (f"score {score:.4f}, " if isinstance(score, (int, float)) else "") + \
