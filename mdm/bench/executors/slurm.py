@@ -1,8 +1,9 @@
 """`mdm bench SPEC --executor slurm`: submit every run that is not done and not queued as a SLURM job (submitit).
 
-    <results>/<bench>/.slurm/jobs.json     run folder -> {job_id, job_name, submitted_at, log} of its last submission
-    <results>/<bench>/.slurm/submit.lock   one submitter at a time (filelock: flock on a shared filesystem)
-    <results>/<bench>/.slurm/logs/<job>/   submitit's pickles and each job's log
+    <records>/.slurm/jobs.json     run folder -> {job_id, job_name, submitted_at, log} of its last submission
+    <records>/.slurm/submit.lock   one submitter at a time (filelock: flock on a shared filesystem)
+    <records>/.slurm/logs/<job>/   submitit's pickles and each job's log
+(<records>: the preset's records folder, `<results>/<bench>` or `<results>/<bench>@<preset>`.)
 
 The runs of one command go out as one job array (one task per run, `array_parallelism` at once); each task runs
 `mdm.bench.executors.job.RunJob`, the same run unit as the local executor (`mdm.bench.runner.execute`), and writes
@@ -38,7 +39,7 @@ import uuid
 from pathlib import Path
 
 from mdm.bench.executors.settings import SlurmSettings, slurm_settings
-from mdm.bench.spec import PlannedRun, Spec
+from mdm.bench.spec import PlannedRun, Spec, records_root
 from mdm.errors import ConfigError
 from mdm.io import atomic_write_json, file_lock, read_json
 
@@ -47,8 +48,9 @@ QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD",
 RUNNING = {"CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING", "RESIZING", "STAGE_OUT"}
 
 
-def slurm_dir(results: str | Path, bench: str) -> Path:
-    return Path(results) / bench / ".slurm"
+def slurm_dir(results: str | Path, bench: str, preset: str) -> Path:
+    """`.slurm/` in the preset's records folder (`<results>/<bench>` or `<results>/<bench>@<preset>`)."""
+    return records_root(results, bench, preset) / ".slurm"
 
 
 def squeue() -> dict[str, tuple[str, str]]:
@@ -149,7 +151,7 @@ def run_slurm(spec: Spec, runs: list[PlannedRun], args, echo=print) -> None:
         raise ConfigError("--slurm nodes", f"{settings.nodes} nodes need a launch config (presets.{args.preset}.launch); "
                           "a run without one trains in one process")
     set_aside_stale(runs, getattr(args, "rerun_stale", False), echo)
-    root = slurm_dir(args.results, spec.name)
+    root = slurm_dir(args.results, spec.name, args.preset)
     with file_lock(root / "submit.lock"):
         jobs = read_json(root / "jobs.json") or {}
         queue = squeue()

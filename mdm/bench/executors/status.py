@@ -44,7 +44,7 @@ def run_state(run: PlannedRun, job: dict | None, queue: dict | None) -> tuple[st
 
 
 def print_status(spec: Spec, preset: str, runs: list[PlannedRun], results: str, echo=print) -> dict:
-    jobs = read_json(slurm_dir(results, spec.name) / "jobs.json") or {}
+    jobs = read_json(slurm_dir(results, spec.name, preset) / "jobs.json") or {}
     queue: dict | None = {}
     if any(str(r.run_dir) in jobs for r in runs):
         try:
