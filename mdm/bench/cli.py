@@ -1,4 +1,4 @@
-"""`mdm bench SPEC.yaml [--preset tiny|paper] [--set key=value ...] [--dry-run [--launch ACCELERATE.yaml]] [--only key=value,...] [--shard I/N] [--jobs N]`;
+"""`mdm bench SPEC.yaml [--preset tiny|paper] [--set key=value ...] [--dry-run [--launch ACCELERATE.yaml]] [--only key=value,...] [--shard I/N] [--jobs N] [--executor local|slurm [--slurm key=value ...]] [--status]`;
 `mdm prefetch SPEC.yaml ... [--preset paper]`."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ def cmd_bench(args) -> None:
     from mdm.bench.spec import expand, load_spec, parse_only, parse_shard, select
 
     spec = load_spec(args.spec, args.set, args.preset)  # every problem is one ConfigError line, before any compute
-    from mdm.bench.runner import print_plan, run_plan  # deferred: imports torch: after the spec's errors
+    from mdm.bench.runner import print_plan  # deferred: imports torch: after the spec's errors
     shard = parse_shard(args.shard)
     if args.jobs < 1:
         raise ConfigError("--jobs", f"must be >= 1; got {args.jobs}")
@@ -25,7 +25,23 @@ def cmd_bench(args) -> None:
     if args.dry_run:
         print_plan(spec, args.preset, plan, runs, launch_file=args.launch)
         return
-    if gpu_preset(spec.bench.presets[args.preset]):  # everything it needs, before compute
+    if args.status:  # records and the SLURM queue: submits and runs nothing
+        from mdm.bench.executors.status import print_status  # deferred: only for --status
+
+        print_status(spec, args.preset, runs, args.results)
+        return
+    if args.slurm and args.executor != "slurm":
+        raise ConfigError("--slurm", "sets the slurm executor's options; add --executor slurm")
+    from mdm.bench.executors import get_executor  # deferred: executors are found by name
+
+    get_executor(args.executor)(spec, runs, args)
+
+
+def run_local(spec, runs, args) -> None:
+    """The local executor: a process pool on this machine (mdm.bench.runner.run_plan)."""
+    from mdm.bench.runner import run_plan  # deferred: imports torch
+
+    if gpu_preset(spec.bench.presets[args.preset]):  # everything it needs on this machine, before compute
         check_ready(spec, args.preset, runs, args.jobs, args.results)
     counts = run_plan(spec, runs, jobs=args.jobs, rerun_stale=args.rerun_stale)
     if counts.get("stopped_by"):
@@ -108,6 +124,14 @@ def register(sub) -> None:
     p.add_argument("--results", default="results/runs", help="records root (default: results/runs)")
     p.add_argument("--rerun-stale", action="store_true",
                    help="runs whose folder holds another configuration's run: move it aside (.stale-N) and rerun")
+    p.add_argument("--executor", default="local", metavar="NAME",
+                   help="where runs execute: local (a process pool here, the default) or slurm (one SLURM job per "
+                        "run via submitit; the spec's slurm: section sets partition, account, time, ...)")
+    p.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the spec's slurm: section, e.g. --slurm partition=gpu --slurm time=720")
+    p.add_argument("--status", action="store_true",
+                   help="print each run's state (done/queued/running/failed/interrupted/not started), its SLURM job "
+                        "and the totals; submits and runs nothing")
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("prefetch", help="download every model, tokenizer, dataset, image tokenizer and CLIP weight "
                        "a benchmark preset loads into the HF cache (run online, before the GPUs)")

@@ -36,7 +36,7 @@ from mdm.cache import writable_cache
 from mdm.errors import ConfigError
 from mdm.eval.api import evaluate_run
 from mdm.eval.launch import free_device_memory, launched_eval
-from mdm.io import atomic_write_json, read_json
+from mdm.io import atomic_write_json, atomic_write_text, read_json
 from mdm.objective import Method
 from mdm.provenance import code_version, hardware
 from mdm.train import ppots
@@ -94,18 +94,22 @@ def _launch_train(run: PlannedRun, launch) -> dict:
 
     cfg_path = run.run_dir / "run.yaml"
     run.run_dir.mkdir(parents=True, exist_ok=True)
-    cfg_path.write_text(yaml.safe_dump(run.config.model_dump(mode="json"), sort_keys=False))
+    atomic_write_text(cfg_path, yaml.safe_dump(run.config.model_dump(mode="json"), sort_keys=False))
+    proc = subprocess.run(launch_command(launch, cfg_path))
+    result = read_json(run.run_dir / RESULT)
+    if result is None:
+        raise RuntimeError(f"accelerate launch exited with code {proc.returncode} before writing {RESULT}")
+    return result
+
+
+def launch_command(launch, cfg_path: Path) -> list[str]:
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", launch.config_file]
     if launch.num_processes:
         cmd += ["--num_processes", str(launch.num_processes)]
     if os.environ.get("MDM_LAUNCH_PORT"):  # parallel launches (--jobs): each its own GPUs and rendezvous port
         cmd += ["--main_process_port", os.environ["MDM_LAUNCH_PORT"]]
-    cmd += ["-m", "mdm.cli", "train", str(cfg_path)]
-    proc = subprocess.run(cmd)
-    result = read_json(run.run_dir / RESULT)
-    if result is None:
-        raise RuntimeError(f"accelerate launch exited with code {proc.returncode} before writing {RESULT}")
-    return result
+    cmd += getattr(launch, "args", [])  # a multi-node SLURM job: machine rank, main address, port (executors/job.py)
+    return cmd + ["-m", "mdm.cli", "train", str(cfg_path)]
 
 
 # the first SIGINT / SIGTERM this process received; `raise`: unwind what runs (a worker between runs only

@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
 
+from mdm.bench.executors.settings import SlurmSettings
 from mdm.data import TASKS
 from mdm.data.dataset import check_source
 from mdm.data.tasks import get_task, make_task
@@ -116,6 +117,7 @@ class BenchSpec(Strict):
     seeds: list[int] = Field(min_length=1)
     methods: list[Any] = Field(min_length=1)
     presets: dict[str, Preset] = Field(min_length=1)
+    slurm: SlurmSettings = SlurmSettings()  # cluster settings of `mdm bench --executor slurm` (executors/settings.py)
 
     @field_validator("seeds")
     @classmethod

@@ -21,7 +21,14 @@ def cmd_train(args) -> None:
         print(f"mdm train: {cfg.output_dir} holds another configuration ({why}); moved to "
               f"{set_aside(Path(cfg.output_dir)).name}", file=sys.stderr)
     finished = (read_json(Path(cfg.output_dir) / RESULT) or {}).get("status") == "done"
-    result = train_run(cfg)
+    from mdm.train.preempt import Preempted  # deferred: with the trainer
+
+    try:
+        result = train_run(cfg)
+    except Preempted as e:  # a SLURM job's warning signal: checkpoint written; the job requeues (mdm.train.preempt)
+        if main:
+            print(f"mdm train: {e} ({cfg.output_dir})", file=sys.stderr)
+        raise SystemExit(130) from None
     if not main:  # one summary line per launch
         return
     if result["status"] != "done":

@@ -39,7 +39,7 @@ from mdm.io import atomic_write_json, owned_folder, read_json, space_for
 from mdm.objective import ARMObjective, MDMObjective, Method
 from mdm.objective.objective import model_token_ce
 from mdm.progress import progress
-from mdm.train import ppots, trackers
+from mdm.train import ppots, preempt, trackers
 from mdm.train.checkpoints import LOG, Checkpoints
 from mdm.train.config import RunConfig
 from mdm.train.data import (
@@ -363,6 +363,8 @@ class Trainer(Checkpoints):
                               config=trackers.flat_config(self.cfg.model_dump(mode="json")),
                               init_kwargs=trackers.init_kwargs(t.report_to, self.run_dir))
         log = open(self.run_dir / LOG, "a") if acc.is_main_process else None
+        preempt.watch()  # a SLURM job's warning signal: checkpoint at the next step, then stop (mdm.train.preempt)
+        preempt.STATE["in_loop"] = True
         try:
             while self.state["step"] < self.total:
                 entry = self.train_step(self.state["step"])
@@ -380,6 +382,10 @@ class Trainer(Checkpoints):
                 if t.save_model_every and self.state["step"] % t.save_model_every == 0 and \
                         self.state["step"] < self.total:  # the last step's model is <run>/model
                     self.save_model_snapshot()
+                if self.state["step"] < self.total and preempt.requested(acc):
+                    if self.latest_checkpoint() != self.run_dir / "checkpoints" / f"step_{self.state['step']:08d}":
+                        self.save_checkpoint()
+                    raise preempt.Preempted(self.state["step"], preempt.STATE["signal"])
         except TrainingFailed as e:
             return self._finish("failed", str(e))
         except BaseException:  # killed or crashed: close the trackers' files (a rerun resumes)
@@ -387,6 +393,7 @@ class Trainer(Checkpoints):
                 trackers.finish(acc)
             raise
         finally:
+            preempt.STATE["in_loop"] = False
             bar.close()
             if log:
                 log.close()
