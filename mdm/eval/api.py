@@ -29,6 +29,9 @@ hold a transformers `save_pretrained` model with its tokenizer; a model folder c
 Results go to record.json under `eval.<task>` (scores, decoding knobs, likelihood, timing) and, for the record's
 own task, `metrics.score` / `metrics.accuracy` (percent, what `mdm report` ranks); other keys are preserved and
 the file is replaced atomically. Per-sample outputs go to `eval_<task>.jsonl` next to the record.
+A decoding other than the paper's (`mdm.decoding`: strategy threshold / factor, a KV cache) is kept apart: under
+`eval.<task>@<key>` and `eval_<task>@<key>.jsonl` (key: `decoding_key`, e.g. threshold0.9+dual), never touching
+`eval.<task>` or `metrics`, so it can neither overwrite nor mix with the paper-decoding score.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from pathlib import Path
 
 from mdm.data import make_task
 from mdm.data.tasks import TASKS, get_task
+from mdm.decoding import DEFAULT_KEY, decoding_key
 from mdm.errors import ConfigError
 from mdm.eval import scorers
 from mdm.io import atomic_write_json, finite, folder_lock, read_json, write_jsonl
@@ -48,7 +52,8 @@ SETTINGS = {
     "tasks", "n", "split", "data_seed", "task_options", "decoding", "batch_size", "likelihood", "likelihood_n",
     "t_grid", "likelihood_seed", "device", "dtype", "causal", "write",
 }  # fmt: skip
-DECODING_KEYS = {"gen_length", "steps", "block_length", "temperature", "remasking", "early_stop", "seed"}
+DECODING_KEYS = {"gen_length", "steps", "block_length", "temperature", "remasking", "early_stop", "seed", "strategy",
+                 "threshold", "factor", "cache"}
 GENERATED_DEFAULT_N = 200
 PRIMARY = {"gsm8k": "exact_match_strict", "hitab": "accuracy", "boxed": "accuracy", "exact": "exact_match"}
 
@@ -310,6 +315,7 @@ def evaluate_run(run_dir: str | Path, settings: dict | None = None, *, model=Non
         return own(run_dir, settings)
     cfg = normalize_settings(settings, record)
     decodings = {t: decode_config_for(t, cfg["decoding"]) for t in cfg["tasks"]}  # validate before loading
+    key = decoding_key(next(iter(decodings.values())).to_dict())
 
     if model is None:
         model, tokenizer, model_dir = load_model(run_dir, cfg["device"], cfg["dtype"])
@@ -325,18 +331,26 @@ def evaluate_run(run_dir: str | Path, settings: dict | None = None, *, model=Non
         causal = family != "mdm"  # mdm report's convention: "mdm" rows are MDMs, anything else an ARM
     else:
         causal = is_autoregressive(model)
+    if causal and key != DEFAULT_KEY:
+        raise ConfigError("decoding.strategy", f"{key!r} is an MDM decoding; this run is an ARM (autoregressive)")
     mask_id = None if causal else mask_token_id_of(tokenizer, getattr(model, "config", None))
     results = {}
     for task in cfg["tasks"]:
         results[task] = _evaluate_task(task, cfg, decodings[task], model, tokenizer, causal, mask_id,
-                                       record_path.parent if cfg["write"] else None)  # fmt: skip
+                                       record_path.parent if cfg["write"] else None, key)  # fmt: skip
         results[task]["model_dir"] = str(model_dir)
+    if key != DEFAULT_KEY:  # another decoding: its own entries, the paper-decoding score untouched
+        results = {f"{task}@{key}": r for task, r in results.items()}
+        if cfg["write"]:
+            update_record(record_path, results)
+        return {"run_dir": str(run_dir), "model_dir": str(model_dir), "record": str(record_path), "tasks": results,
+                "metrics": {}, "decoding_key": key}  # fmt: skip
     metrics = None
     own = record.get("task")
     main_task = own if own in results else (cfg["tasks"][0] if not own and len(cfg["tasks"]) == 1 else None)
     if main_task:
         r = results[main_task]
-        metrics = {"eval_task": main_task}
+        metrics = {"eval_task": main_task, "decoding": key}
         if r["scores"].get("primary"):  # scorer none: held-out likelihood only
             score = 100.0 * r["scores"][r["scores"]["primary"]]
             metrics |= {"score": score, "accuracy": score}
@@ -348,7 +362,7 @@ def evaluate_run(run_dir: str | Path, settings: dict | None = None, *, model=Non
             "metrics": metrics or {}}  # fmt: skip
 
 
-def _evaluate_task(task, cfg, decoding, model, tokenizer, causal, mask_id, out_dir) -> dict:
+def _evaluate_task(task, cfg, decoding, model, tokenizer, causal, mask_id, out_dir, key=DEFAULT_KEY) -> dict:
     # deferred: collation, likelihood and the sampler import torch
     from mdm.data.collate import tokenize_examples
     from mdm.eval.likelihood import heldout_nll
@@ -405,7 +419,7 @@ def _evaluate_task(task, cfg, decoding, model, tokenizer, causal, mask_id, out_d
 
     samples_file = None
     if out_dir is not None:
-        samples_file = out_dir / f"eval_{task}.jsonl"
+        samples_file = out_dir / (f"eval_{task}.jsonl" if key == DEFAULT_KEY else f"eval_{task}@{key}.jsonl")
         rows = []
         for i, (ex, pred, sc) in enumerate(zip(examples, predictions, per)):
             row = {"i": i, "id": ex.get("id"), "prompt": ex["prompt"], "prediction": pred,
@@ -421,10 +435,12 @@ def _evaluate_task(task, cfg, decoding, model, tokenizer, causal, mask_id, out_d
         "n": len(examples),
         "model_kind": "arm" if causal else "mdm",
         "scores": scores,
+        "decoding_key": key,
         "decoding": out.config | {"batch_size": cfg["batch_size"], "prompt_format": "chat (mdm.data.format_chat)"},
         "likelihood": likelihood,
         "generation": {"time_s": gen_s, "examples_per_s": len(examples) / gen_s if gen_s > 0 else None,
-                       "forward_passes": out.forward_passes,
+                       "forward_passes": out.forward_passes, "token_forwards": out.token_forwards,
+                       "calls_per_item": sum(out.steps_run) / max(len(out.steps_run), 1),
                        "mean_generated_tokens": sum(map(len, out.tokens)) / len(out.tokens)},  # fmt: skip
         "samples_file": samples_file.name if samples_file else None,
         "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
