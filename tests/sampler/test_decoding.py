@@ -181,3 +181,15 @@ def test_two_decodings_of_one_run_never_overwrite_each_other(setup, tmp_path):
     assert (run_dir / "eval_arith.jsonl").read_text() == paper and (run_dir / "eval_arith@threshold0.5+dual.jsonl").is_file()
     evaluate_run(run_dir, fast)  # the paper decoding again: the other decoding's entry stays
     assert "arith@threshold0.5+dual" in json.loads((run_dir / "record.json").read_text())["eval"]
+
+
+def test_arithlong_has_long_answers_and_disjoint_splits():
+    from mdm.data.tokenizer import build_tokenizer
+
+    train, test = make_task("arithlong", "train", n=400), make_task("arithlong", "test", n=200)
+    assert not {e["prompt"] for e in train} & {e["prompt"] for e in test}
+    tok = build_tokenizer([e["prompt"] + "\n" + e["response"] for e in train], vocab_size=512)
+    assert min(len(tok(e["response"])["input_ids"]) for e in test) >= 64
+    assert all(e["response"].endswith(f"#### {e['answer']}") for e in test)
+    with pytest.raises(ConfigError):
+        make_task("arithlong", "test", n=5, level=1)
