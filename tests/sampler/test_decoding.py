@@ -193,3 +193,16 @@ def test_arithlong_has_long_answers_and_disjoint_splits():
     assert all(e["response"].endswith(f"#### {e['answer']}") for e in test)
     with pytest.raises(ConfigError):
         make_task("arithlong", "test", n=5, level=1)
+
+
+def test_measured_calls_ratio_reads_the_benchmark_rows(tmp_path):
+    from mdm.decoding import measured_calls_ratio
+
+    rows = [{"task": "arith", "decoding": "threshold0.9+dual", "calls_ratio": 0.25},
+            {"task": "tables", "decoding": "threshold0.9+dual", "calls_ratio": 0.5}]  # fmt: skip
+    f = tmp_path / "decoding.json"
+    f.write_text(json.dumps({"rows": rows}))
+    knobs = {"strategy": "threshold", "threshold": 0.9, "cache": "dual"}
+    assert measured_calls_ratio(knobs, "arith", path=f) == 0.25 and measured_calls_ratio(knobs, path=f) == 0.375
+    assert measured_calls_ratio({"strategy": "factor", "factor": 1.0}, path=f) is None
+    assert measured_calls_ratio(knobs, path=tmp_path / "missing.json") is None
