@@ -231,7 +231,6 @@ class _Denoiser:
         if "position_ids" not in self.options:  # LLaDA: positions are column indices, as in its own forward
             position_ids = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
         if cache is None:
-            lo = hi = 0
             logits, cache = self.kv(x, position_ids, attention_mask, keep=(start, end))
             self.tokens += x.numel()
         else:
