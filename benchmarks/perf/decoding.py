@@ -177,7 +177,7 @@ def plot(data: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     tasks = sorted({r["task"] for r in data["rows"]})
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(max(5.5 * len(tasks), 10), 4.6), squeeze=False)
     marker = {"none": "o", "prefix": "s", "dual": "^"}
     for ax, task in zip(axes[0], tasks):
         rows = [r for r in data["rows"] if r["task"] == task]
@@ -187,6 +187,10 @@ def plot(data: dict, path: Path) -> None:
             lo, hi = r["ci95_points"]
             ax.errorbar(r["calls_speedup"], r["diff_points"], yerr=[[r["diff_points"] - lo], [hi - r["diff_points"]]],
                         fmt=marker[cache], color=color, ms=5, capsize=2, alpha=0.8)
+            knob = r["knobs"].get("threshold", r["knobs"].get("factor"))
+            if knob is not None and cache == "none":
+                ax.annotate(f"{knob:g}", (r["calls_speedup"], r["diff_points"]), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
         ax.axhspan(-1, 1, color="tab:green", alpha=0.1)
         ax.axhline(0, color="grey", lw=0.5)
         ax.set_xscale("log", base=2)
@@ -197,7 +201,7 @@ def plot(data: dict, path: Path) -> None:
         [plt.Line2D([], [], color="grey", marker=m, ls="") for m in marker.values()]
     fig.legend(handles, ["exact", "threshold (tau)", "factor", "no cache", "prefix cache", "dual cache"],
                loc="lower center", ncol=6, fontsize=8)
-    fig.suptitle("Decoding strategies on tiny runs: speed vs accuracy (green: within +-1 point)")
+    fig.suptitle("Decoding strategies on tiny runs: model calls saved vs accuracy (green band: +-1 point)")
     fig.tight_layout(rect=(0, 0.06, 1, 0.95))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
