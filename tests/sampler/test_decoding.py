@@ -11,6 +11,7 @@ import torch
 
 from mdm.adapters import checked, load_model
 from mdm.adapters.kv import kv_forward
+from mdm.cli import main as mdm_main
 from mdm.data import make_task
 from mdm.decoding import decoding_key, parse_decoding
 from mdm.decoding.rules import Factor, Threshold
@@ -181,6 +182,11 @@ def test_two_decodings_of_one_run_never_overwrite_each_other(setup, tmp_path):
     assert (run_dir / "eval_arith.jsonl").read_text() == paper and (run_dir / "eval_arith@threshold0.5+dual.jsonl").is_file()
     evaluate_run(run_dir, fast)  # the paper decoding again: the other decoding's entry stays
     assert "arith@threshold0.5+dual" in json.loads((run_dir / "record.json").read_text())["eval"]
+    mdm_main(["eval", str(run_dir), "--n", "6", "--gen-length", "16", "--steps", "16", "--block-length", "8",
+              "--no-likelihood", "--decoding", "factor=1,prefix"])  # the CLI: a third key
+    last = json.loads((run_dir / "record.json").read_text())
+    assert {"arith", "arith@threshold0.5+dual", "arith@factor1+prefix"} <= set(last["eval"])
+    assert last["metrics"] == before["metrics"]
 
 
 def test_arithlong_has_long_answers_and_disjoint_splits():
