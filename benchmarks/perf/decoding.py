@@ -219,6 +219,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, required=True)
     ap.add_argument("--plot", type=Path)
+    ap.add_argument("--merge", type=Path, action="append", default=[],
+                    help="rows of another run of this script (runs measured in parallel) to fold in")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     args.taus = [float(t) for t in args.taus.split(",") if t]
@@ -234,6 +236,12 @@ def main() -> int:
         data["rows"] = [r for r in old.get("rows", []) if r["task"] not in keep]
         data["runs"] = {t: d for t, d in old.get("runs", {}).items() if t not in keep}
         data["llada"] = old.get("llada")
+    for other in args.merge:
+        old = json.loads(other.read_text())
+        data["rows"] = [r for r in data["rows"] if r["task"] not in old["runs"]] + old["rows"]
+        data["runs"] |= old["runs"]
+        data["llada"] = old.get("llada") or data.get("llada")
+        data["command"] += f"  # + {old['command'].removeprefix('python benchmarks/perf/decoding.py ')}"
     for item in args.run:
         task, run_dir = item.split("=", 1)
         data["runs"][task] = run_dir
