@@ -49,16 +49,20 @@ lint: setup
 # Table 1 on the tiny preset also profiles the variance of its arith base (the claims page's variance rows; the
 # paper's pilot sizes; skipped when its record is there).
 PROFILE := results/runs/table1/profile
+# a preset's records folder (mdm.bench.spec.records_root): tiny's is results/runs/<bench>, preset P's <bench>@P
+AT := $(if $(filter tiny,$(PRESET)),,@$(PRESET))
+# The README's generated status block follows the tiny preset's records only.
+README_STATUS := $(if $(filter tiny,$(PRESET)),--readme README.md,)
 reproduce-table1: setup
 	$(VENV)/bin/mdm bench benchmarks/table1.yaml --preset $(PRESET) --jobs $(JOBS)
 	@if [ "$(PRESET)" = tiny ] && [ ! -f $(PROFILE)/variance.json ]; then \
 	  $(VENV)/bin/mdm variance --config benchmarks/variance_tiny.yaml --methods standard,mirror,ppots,ppots+mirror \
 	    --a 15 --b 70 --c 15 --out $(PROFILE); fi
-	$(VENV)/bin/mdm report results/runs/table1 --out results/table1
+	$(VENV)/bin/mdm report results/runs/table1$(AT) --out results/table1$(AT) $(README_STATUS)
 
 reproduce-table2: setup
 	$(VENV)/bin/mdm bench benchmarks/table2.yaml --preset $(PRESET) --jobs $(JOBS)
-	$(VENV)/bin/mdm report results/runs/table2 --out results/table2
+	$(VENV)/bin/mdm report results/runs/table2$(AT) --out results/table2$(AT) $(README_STATUS)
 
 # The performance page: runs every benchmarks/perf script (1 CPU thread, < 20 min on 2 cores), then writes
 # results/perf/README.md (one table: measured | baseline | ratio | target | met? | machine | command) and its plots.
@@ -71,4 +75,4 @@ regression-update: setup
 
 # Regenerate every report from the records already on disk (no training).
 leaderboard: setup
-	@for d in results/runs/*/; do b=$$(basename $$d); $(VENV)/bin/mdm report $$d --out results/$$b; done
+	@for d in results/runs/*/; do b=$$(basename $$d); $(VENV)/bin/mdm report $$d --out results/$$b --readme README.md; done

@@ -37,6 +37,11 @@ With `--output_path` and `--log_samples`, the wrapper also writes `authors_<samp
 the authors' `####` scorer on the same predictions, and lm-eval's strict / flexible numbers recomputed by
 mdm.eval.scorers (they must agree per sample; `score_samples`).
 
+Data parallel as lm-eval's own HF model: under `accelerate launch --num_processes N -m evals.lm_eval_plugin ...`
+each process loads the model on its own device and reports rank / world size, lm-eval's evaluator gives it every
+N-th document and gathers the results (`all_gather`, `gather_object`, `barrier` below); a request's random draws are
+keyed by its document, so the answers are those of one process (2 CPU processes: the same samples, checked by hand).
+
 loglikelihood: LLaDA's Monte Carlo ELBO (mdm.eval.likelihood.mc_loglikelihood), reproducible per request.
 loglikelihood_rolling: the same ELBO of the whole string after BOS.
 """
@@ -181,12 +186,16 @@ class MDMLM(LM):
             if not torch.cuda.is_available():  # lm-eval's --device defaults to cuda
                 eval_logger.warning("device %s is not available; using cpu", device)
                 device = "cpu"
+        from mdm.eval.distributed import ranks
+
+        self._ranks = ranks()  # inside `accelerate launch`: lm-eval gives each rank every world-th document
+        self._rank, self._world_size = self._ranks.rank, self._ranks.world
         if model is None:
             if not pretrained:
                 raise ConfigError("model_args.pretrained", "give a run folder or model folder: pretrained=PATH")
             from mdm.eval.api import load_model
 
-            model, tokenizer, model_dir = load_model(pretrained, device, dtype)
+            model, tokenizer, model_dir = load_model(pretrained, self._ranks.device or device, dtype)
             self._name = str(model_dir)
         else:
             if tokenizer is None:
@@ -208,7 +217,22 @@ class MDMLM(LM):
         self.check_greedy = _bool(check_greedy)
         self.generation_stats = {"forward_passes": 0, "prompts": 0}
 
-    # -- lm-eval plumbing
+    # -- lm-eval plumbing (data parallel as lm-eval's HFLM: its evaluator shards the documents by rank / world_size,
+    # pads every rank to the same request count, and gathers the per-document results with these primitives)
+    def all_gather(self, tensor):
+        if self._world_size <= 1:
+            return tensor
+        from accelerate.utils import gather  # deferred: accelerate (slow import), only inside a launch
+
+        return gather(tensor if tensor.dim() else tensor[None])
+
+    def gather_object(self, obj, dst=0):
+        gathered = self._ranks.gather(obj)
+        return gathered if self._rank == dst else None
+
+    def barrier(self) -> None:
+        self._ranks.barrier()
+
     @property
     def tokenizer_name(self) -> str:
         return getattr(self.tokenizer, "name_or_path", "mdm").replace("/", "__")
@@ -252,6 +276,7 @@ class MDMLM(LM):
         for i, req in enumerate(requests):
             groups.setdefault(json.dumps(req.args[1], sort_keys=True, default=str), []).append(i)
         out: list[str] = [""] * len(requests)
+        keys = _row_keys(requests)
         for key, idx in groups.items():
             kw = json.loads(key)
             until = kw.get("until") or []
@@ -262,7 +287,8 @@ class MDMLM(LM):
             prompts = [self.encode(requests[i].args[0]) for i in idx]
             res = generate(self.model, prompts, config, mask_token_id=self.mask_token_id,
                            eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
-                           batch_size=self.batch_size, row_keys=idx, vocab_size=len(self.tokenizer))  # fmt: skip
+                           batch_size=self.batch_size, row_keys=[keys[i] for i in idx],
+                           vocab_size=len(self.tokenizer))  # fmt: skip
             self.generation_stats["forward_passes"] += res.forward_passes
             self.generation_stats["prompts"] += len(idx)
             for i, toks in zip(idx, res.tokens):
@@ -306,6 +332,21 @@ class MDMLM(LM):
             out.append(mc_loglikelihood(self.model, prefix, ids[len(prefix) :], self.mask_token_id,
                                         mc_num=self.mc_num, batch_size=self.mc_batch_size, seed=self.decoding.seed))  # fmt: skip
         return out
+
+
+def _row_keys(requests) -> list:
+    """The keys of the requests' random draws: a request's document (task, doc_id, its index among the document's
+    requests, which of its `repeats` copies) when lm-eval gives one, so a sampled answer does not depend on the rank,
+    or the position in the rank's list, the document landed in; else its position (a request built by hand)."""
+    keys, copies = [], {}
+    for i, req in enumerate(requests):
+        doc_id = getattr(req, "doc_id", None)
+        if doc_id is None:
+            keys.append(i)
+            continue
+        copy = copies[id(req)] = copies.get(id(req), -1) + 1  # lm-eval repeats a request as the same object
+        keys.append((getattr(req, "task_name", None), doc_id, getattr(req, "idx", 0), copy))
+    return keys
 
 
 # ---------------------------------------------------------------- the authors' scorer on lm-eval's samples

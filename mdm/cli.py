@@ -35,12 +35,26 @@ def cmd_methods(args) -> None:
         label = r["name"] + (" (released code)" if r["released"] else "")
         table.add_row(label, "".join(r["targets"]) or "-", "yes" if r["unbiased"] else "no", f"{r['cost']:g}", r["description"])
     Console(width=140).print(table)
+    _print_families(Console(width=140), Table)
+
+
+def _print_families(console, table_cls) -> None:
+    """The model families mdm adapts (mdm.adapters): what each adapter does."""
+    from mdm.adapters import families  # deferred: mdm.adapters imports torch
+
+    cols = ("mask id", "shift", "padding", "checkpointing", "LoRA targets")
+    table = table_cls(title="model families (mdm.adapters; every model is probed once: bidirectional, padding-invariant)")
+    for col in ("adapter", "model_type", *cols):
+        table.add_column(col)
+    for name, types, facts in families():
+        table.add_row(name, types, *(facts[c] for c in cols))
+    console.print(table)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mdm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("methods", help="list method presets: variance term targeted (A/B/C), bias, cost")
+    p = sub.add_parser("methods", help="list method presets (variance term targeted, bias, cost) and model families")
     p.add_argument("--json", action="store_true", help="print a JSON list of {name, targets, unbiased, cost}")
     p.set_defaults(func=cmd_methods)
     for register in _subcommand_modules():

@@ -210,7 +210,8 @@ class _Denoiser:
 
     def __call__(self, x, attention_mask, position_ids, start: int, end: int) -> torch.Tensor:
         # no padding: no mask (transformers then skips building one, ~3 ms a call for a tiny model)
-        kwargs = {"input_ids": x, **self.adapter.mask_kwargs(self._attention_mask(attention_mask))}
+        kwargs = {"input_ids": x, **self.adapter.mask_kwargs(self._attention_mask(attention_mask), x)}
+        start, end = self.adapter.window(start, end)  # a shifted model (Dream): the outputs one position earlier
         if "position_ids" in self.options:
             kwargs["position_ids"] = position_ids
         if "logits_to_keep" in self.options:
@@ -336,12 +337,15 @@ def generate(
     row_keys: Sequence | None = None,
     vocab_size: int | None = None,
     device=None,
+    shard: tuple[int, int] | None = None,
 ) -> GenerationOutput:
     """Decode every prompt (a list of token ids); prompts are sorted by length and decoded `batch_size` at a time
     (models that cannot be shown padding: only prompts of one length share a batch).
 
     `row_keys` key each prompt's random draws (default: its index in `prompts`); `vocab_size` (len(tokenizer)):
-    ids at or above it are never proposed. Returns the generated ids in input order."""
+    ids at or above it are never proposed. `shard` (rank, world): decode only every world-th of the batches the
+    whole list is cut into (the others' tokens stay None; `mdm.eval.distributed` gathers them), so each prompt is
+    decoded in the very batch one process would decode it in. Returns the generated ids in input order."""
     config = config or DecodeConfig()
     if mask_token_id is None:
         raise ValueError("mask_token_id is required (see mdm.data.mask_token_id_of)")
@@ -367,7 +371,9 @@ def generate(
     steps_run = [0] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
     try:
-        for pos in batches([len(prompts[i]) for i in order], batch_size, denoise.adapter.can_pad):
+        for k, pos in enumerate(batches([len(prompts[i]) for i in order], batch_size, denoise.adapter.can_pad)):
+            if shard is not None and k % shard[1] != shard[0]:
+                continue
             idx = [order[p] for p in pos]
             out, steps = _generate_batch(
                 denoise, [prompts[i] for i in idx], [keys[i] for i in idx], config, int(mask_token_id),

@@ -4,8 +4,10 @@
     adapter = checked(model)                                    # probed once per model, cached on it
     logits = adapter.logits(model, input_ids, attention_mask)   # the padding shown the way this model honours it
 
-An adapter is found from `config.model_type` (`ADAPTERS`; anything else is a transformers-native model: the
-generic `Adapter`). `checked` runs one forward (`probe`) that measures the attention the model really has under
+An adapter is found from `config.model_type` (`ADAPTERS`), else from a `*ForMaskedLM` architecture (`MaskedLM`);
+anything else is a transformers-native model: the generic `Adapter`. Families: the tiny Gemma3, LLaDA, MMaDA,
+dllm's A2D conversions (`a2d`), masked-LM encoders (`mlm`), the logit-shifted Dream (`shifted`); `families()`
+says what each does (`mdm methods`). `checked` runs one forward (`probe`) that measures the attention the model really has under
 the project's padding and refuses, with one line, a model that is causal or pad-dependent when it must not be.
 """
 
@@ -15,17 +17,48 @@ import sys
 
 import torch
 
+from mdm.adapters.a2d import A2D
 from mdm.adapters.core import Adapter, read_config
 from mdm.adapters.gemma3 import Gemma3
 from mdm.adapters.llada import LLaDA
+from mdm.adapters.mlm import Bert, MaskedLM, ModernBert
 from mdm.adapters.mmada import MMaDA
+from mdm.adapters.shifted import Dream
 from mdm.errors import ConfigError
 
-ADAPTERS: dict[str, type[Adapter]] = {"gemma3_text": Gemma3, "gemma3": Gemma3, "llada": LLaDA, "mmada": MMaDA}
-REFUSED = {
-    "dream": "Dream predicts token i from the output at position i - 1 (shifted logits); mdm's objective and "
-             "sampler read logits unshifted, so training or decoding Dream would be silently wrong",
+ADAPTERS: dict[str, type[Adapter]] = {
+    "gemma3_text": Gemma3, "gemma3": Gemma3, "llada": LLaDA, "mmada": MMaDA,
+    "a2d-qwen3": A2D, "a2d-qwen2": A2D, "a2d-llama": A2D,  # dllm's AR-to-diffusion conversions
+    "modernbert": ModernBert, "bert": Bert, "roberta": Bert,  # masked-LM encoders
+    "dream": Dream,  # logit-shifted
 }
+REFUSED: dict[str, str] = {}  # model_type -> why it cannot be trained or decoded (none at present)
+
+
+def find(model_type, architectures=None) -> type[Adapter]:
+    """The adapter class of a config's `model_type` (case-insensitive), else of a `*ForMaskedLM` architecture, else
+    the generic transformers adapter."""
+    cls = ADAPTERS.get(str(model_type or "").lower())
+    if cls is None and any(str(a).endswith("ForMaskedLM") for a in architectures or ()):
+        cls = MaskedLM
+    return cls or Adapter
+
+
+def families() -> list[tuple[str, str, dict[str, str]]]:
+    """(adapter name, model_types, facts) of every family, for `mdm methods`."""
+    by_cls: dict[type[Adapter], list[str]] = {}
+    for model_type, cls in ADAPTERS.items():
+        by_cls.setdefault(cls, []).append(model_type)
+    by_cls.setdefault(MaskedLM, []).append("any *ForMaskedLM")
+    by_cls.setdefault(Adapter, []).append("other transformers models")
+    out = []
+    for cls, types in by_cls.items():
+        facts = dict(cls.facts)
+        facts["shift"] = "1 (output i-1 predicts token i; position 0 never a target)" if cls.shift else "none"
+        facts["padding"] = " / ".join(cls.paddings) + f" ({facts['padding']})"
+        facts["LoRA targets"] = ", ".join(cls.lora_targets)
+        out.append((cls.name, ", ".join(types), facts))
+    return out
 
 
 def config_of(model):
@@ -36,7 +69,7 @@ def adapter_class(config, where: str = "model") -> type[Adapter]:
     model_type = str(getattr(config, "model_type", "") or "").lower()
     if model_type in REFUSED:
         raise ConfigError(where, f"model_type {model_type!r} is not supported: {REFUSED[model_type]}")
-    return ADAPTERS.get(model_type, Adapter)
+    return find(model_type, getattr(config, "architectures", None))
 
 
 def load_model(path, *, causal: bool | None, dtype, code_dir=None):
@@ -46,8 +79,9 @@ def load_model(path, *, causal: bool | None, dtype, code_dir=None):
     from transformers import AutoTokenizer
 
     config = read_config(path, "model.source", code_dir=code_dir)
-    model = adapter_class(config, "model.source")().load(str(path), config, causal=causal, dtype=dtype)
-    return model, AutoTokenizer.from_pretrained(str(path), trust_remote_code=True)
+    adapter = adapter_class(config, "model.source")()
+    model = adapter.load(str(path), config, causal=causal, dtype=dtype)
+    return model, adapter.prepare_tokenizer(AutoTokenizer.from_pretrained(str(path), trust_remote_code=True))
 
 
 def mask_token_id(tokenizer, config) -> int:
@@ -120,7 +154,11 @@ def probe(model, adapter: Adapter, causal: bool) -> str | None:
     real = torch.ones(PROBE_LENGTH, dtype=torch.long)
     if adapter.can_pad:
         real[:PROBE_PADS] = real[-PROBE_PADS:] = 0
-    first, last = int(real.argmax()), int(real.nonzero().max())
+    # a shifted model's first real position gets the output of the position before it (a pad, or nothing): it is
+    # never a target (Adapter.check_first_position), so the checks start `shift` positions later
+    first, last = int(real.argmax()) + adapter.shift, int(real.nonzero().max())
+    judged = real.bool().clone()
+    judged[: first] = False
     x[1:] = x[0]
     x[1, last] = (x[0, last] + 1) % vocab
     x[2, real == 0] = (x[0, real == 0] + 7) % vocab
@@ -135,9 +173,10 @@ def probe(model, adapter: Adapter, causal: bool) -> str | None:
     sees_last = float((logits[1, first] - logits[0, first]).abs().max()) > tol
     if sees_last == causal:
         return "position 0 sees the last token" if causal else "position 0 does not see the last token (causal)"
-    if adapter.can_pad and float((logits[2] - logits[0])[real.bool()].abs().max()) > tol:
+    if adapter.can_pad and float((logits[2] - logits[0])[judged].abs().max()) > tol:
         return "padding tokens change the logits of real tokens (the mask is ignored)"
     return None
 
 
-__all__ = ["ADAPTERS", "Adapter", "adapter_class", "checked", "config_of", "load_model", "mask_token_id", "probe"]
+__all__ = ["ADAPTERS", "Adapter", "adapter_class", "checked", "config_of", "families", "find", "load_model",
+           "mask_token_id", "probe"]

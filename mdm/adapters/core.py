@@ -10,8 +10,11 @@ An adapter says, for one model family:
     "eos":  no mask at all (code that ignores masks, e.g. the hub's LLaDA): training batches are padded with
             EOS tokens that carry loss (LLaDA's SFT convention: a row's loss then depends on the batch's width, so
             the layout invariances of tests/README.md do not hold), and decoding / likelihood never pad;
-- logits shift: none (logits at position i predict token i) for every adapter here; Dream, which predicts token
-  i at position i - 1, is refused (`registry.REFUSED`);
+- logits shift (`shift`): 0, logits at position i predict token i; 1 (Dream, `mdm.adapters.shifted`), the model's
+  output at position i - 1 predicts token i. `logits` returns them aligned (position i predicts token i) for every
+  consumer (objective, held-out likelihood, variance profiler, lm-eval plugin); the sampler asks for the shifted
+  window itself (`window`). First-position rule: position 0 has nothing before it, so it is never a target of a
+  shifted model (`check_first_position`: a prompt needs >= 1 token; a batch masking position 0 is refused);
 - how to turn on activation checkpointing (`enable_checkpointing`: an error when it cannot);
 - its vocabulary range: ids >= len(tokenizer) are padded embedding rows and are never sampled;
 - the Linear layers LoRA adapts by default (`lora_targets`: attention and MLP projections).
@@ -39,6 +42,11 @@ class Adapter:
     config_mask_default: ClassVar[int | None] = None  # the config class's own default (not a real mask token)
     lora_targets: ClassVar[tuple[str, ...]] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                                "down_proj")  # Llama / Gemma / Qwen naming
+    mask_token_names: ClassVar[tuple[str, ...]] = (MASK_TOKEN,)  # looked up by name when the tokenizer has no mask_token
+    shift: ClassVar[int] = 0  # 1: the output at position i - 1 predicts token i (Dream)
+    # what `mdm methods` says of the family: mask id, padding, checkpointing (shift and LoRA targets are read above)
+    facts: ClassVar[dict[str, str]] = {"mask id": "config mask_token_id / tokenizer mask token, checked",
+                                       "padding": "2-D attention_mask", "checkpointing": "transformers"}
 
     def __init__(self, padding: str | None = None):
         self.padding = padding or self.paddings[0]
@@ -76,8 +84,9 @@ class Adapter:
 
     # ------------------------------------------------------------ forward
 
-    def mask_kwargs(self, attention_mask) -> dict:
-        """The forward's keyword arguments that show a 2-D padding mask (1 = real token) to the model."""
+    def mask_kwargs(self, attention_mask, input_ids=None) -> dict:
+        """The forward's keyword arguments that show a 2-D padding mask (1 = real token) to the model; `input_ids`:
+        the batch (its shape and device, for adapters that must pass a mask even without padding)."""
         if self.padding == "mask":
             return {"attention_mask": attention_mask}
         if attention_mask is None or bool(attention_mask.all()):
@@ -87,11 +96,27 @@ class Adapter:
         raise RuntimeError(f"{self}: this model cannot be shown padding; batches must be unpadded")
 
     def logits(self, model, input_ids, attention_mask=None, **kwargs) -> torch.Tensor:
-        """Logits [B, L, V] of one forward; logits[:, i] predicts token i (no shift)."""
+        """Logits [B, L, V] of one forward; logits[:, i] predicts token i (a shifted model's are aligned here)."""
         if "use_cache" in forward_params(model):
             kwargs["use_cache"] = False
-        out = model(input_ids=input_ids, **self.mask_kwargs(attention_mask), **kwargs)
-        return out.logits if hasattr(out, "logits") else out
+        out = model(input_ids=input_ids, **self.mask_kwargs(attention_mask, input_ids), **kwargs)
+        logits = out.logits if hasattr(out, "logits") else out
+        if self.shift:  # aligned: position i gets the output of i - 1; position 0 keeps its own (never a target)
+            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+        return logits
+
+    def window(self, start: int, end: int) -> tuple[int, int]:
+        """The output positions whose logits predict tokens [start, end)."""
+        if start - self.shift < 0:
+            raise ValueError(f"{self.name}: the output at position i - {self.shift} predicts token i; token "
+                             f"{start} has no position before it (a shifted model needs a non-empty prompt)")
+        return start - self.shift, end - self.shift
+
+    def check_first_position(self, masked) -> None:
+        """The first-position rule of a shifted model: position 0 is never a target (nothing precedes it)."""
+        if self.shift and bool(masked[:, : self.shift].any()):
+            raise ValueError(f"{self.name}: position 0 is masked, but a shifted model predicts token i from "
+                             "position i - 1; position 0 must be a prompt token (BOS) that carries no loss")
 
     # ------------------------------------------------------------ facts
 
@@ -101,7 +126,8 @@ class Adapter:
         from_config = getattr(config, "mask_token_id", None)
         from_tok = getattr(tokenizer, "mask_token_id", None)
         if from_tok is None and hasattr(tokenizer, "get_vocab"):
-            from_tok = tokenizer.get_vocab().get(MASK_TOKEN)
+            vocab = tokenizer.get_vocab()
+            from_tok = next((vocab[n] for n in self.mask_token_names if n in vocab), None)
         if from_config is not None and from_tok is not None and int(from_config) != int(from_tok):
             default = " (LLaDAConfig's default: config.json has no mask_token_id)" \
                 if self.config_mask_default == int(from_config) else ""
@@ -112,8 +138,13 @@ class Adapter:
                               f"and the tokenizer has no {MASK_TOKEN}; set mask_token_id in config.json")
         if from_config is None and from_tok is None:
             raise ConfigError("model", f"no mask token: the config has no mask_token_id, the tokenizer no mask_token "
-                              f"and no {MASK_TOKEN}; set mask_token_id in config.json or tokenizer.mask_token")
+                              f"and none of {', '.join(self.mask_token_names)}; set mask_token_id in config.json or "
+                              "tokenizer.mask_token")
         return int(from_config if from_config is not None else from_tok)
+
+    def prepare_tokenizer(self, tokenizer):
+        """The family's tokenizer conventions, applied where every tokenizer is loaded (`mdm.adapters.load_model`)."""
+        return tokenizer
 
     def enable_checkpointing(self, model) -> None:
         if not getattr(model, "supports_gradient_checkpointing", False):
@@ -159,7 +190,7 @@ def read_config(path, where: str = "model", code_dir=None):
     # deferred: transformers (slow import), only when a config is read
     from transformers import PretrainedConfig
 
-    from mdm.adapters import ADAPTERS  # deferred: mdm.adapters imports this module (circular)
+    from mdm.adapters import find  # deferred: mdm.adapters imports this module (circular)
 
     if looks_like_path(str(path)) and not Path(path).expanduser().is_dir():
         raise ConfigError(where, f"{path}: no such model folder (a local folder holds config.json and the weights "
@@ -169,7 +200,7 @@ def read_config(path, where: str = "model", code_dir=None):
     path = str(Path(path).expanduser()) if looks_like_path(str(path)) else str(path)
     try:
         raw, _ = PretrainedConfig.get_config_dict(path)
-        cls = ADAPTERS.get(str(raw.get("model_type", "") or "").lower(), Adapter)
+        cls = find(raw.get("model_type"), raw.get("architectures"))
         return cls.read_config(path, raw, code_dir=code_dir, where=where)
     except OSError as e:  # a hub id that is not in the local cache while offline, a typo, no internet
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")

@@ -8,6 +8,8 @@ from mdm.adapters.core import Adapter
 
 class Gemma3(Adapter):
     name = "gemma3"
+    facts = {"mask id": "tokenizer <|mdm_mask|>", "padding": "2-D attention_mask, bidirectional config",
+             "checkpointing": "transformers"}
 
     def load(self, path, config, *, causal: bool | None, dtype):
         if causal is False and config.use_bidirectional_attention is False:

@@ -24,6 +24,8 @@ from mdm.adapters.core import Adapter
 class LLaDA(Adapter):
     name = "llada"
     paddings = ("bias", "eos")
+    facts = {"mask id": "config mask_token_id = tokenizer <|mdm_mask|>, checked",
+             "padding": "4-D attention_bias, else EOS padding carrying loss", "checkpointing": "LLaDA's whole_layer"}
     config_mask_default = 50256
     # the llama block of LLaDA-8B (MMaDA's and the hub's code): fused att_proj / ff_proj in other block types
     lora_targets = ("q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out")

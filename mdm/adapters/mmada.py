@@ -42,6 +42,7 @@ from mdm.remote_code import CLONE, ENV, check_code_dir
 class MMaDA(LLaDA):
     name = "mmada"
     paddings = ("bias",)  # MMaDA's code honours attention_bias: no fallback to EOS padding
+    facts = {**LLaDA.facts, "padding": "4-D attention_bias"}
     config_mask_default = None  # MMadaConfig has no default mask_token_id
 
     @classmethod

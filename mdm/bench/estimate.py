@@ -16,6 +16,9 @@ KNOWN_PARAMS = {
     "Qwen/Qwen2.5-7B-Instruct": 7.62e9,
     "Qwen/Qwen3-8B-Base": 8.19e9,
     "meta-llama/Llama-3.1-8B-Instruct": 8.03e9,
+    "dllm-hub/Qwen3-0.6B-diffusion-mdlm-v0.1": 0.596e9,  # Qwen3-0.6B (tied embeddings; 0.44B without them)
+    "dllm-hub/Qwen3-0.6B-diffusion-bd3lm-v0.1": 0.596e9,
+    "Qwen/Qwen3-0.6B": 0.596e9,
 }
 
 # Dense bf16 peak TFLOP/s per device.

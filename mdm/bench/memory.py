@@ -103,6 +103,10 @@ KNOWN_ARCH = {
     "Qwen/Qwen2.5-7B-Instruct": _llama(28, 3584, 28, 4, 18944, 152064),
     "Qwen/Qwen3-8B-Base": _llama(36, 4096, 32, 8, 12288, 151936),
     "meta-llama/Llama-3.1-8B-Instruct": _llama(32, 4096, 32, 8, 14336, 128256),
+    # the `small` preset: Qwen3-0.6B's shape (tied embeddings), dllm's A2D conversions of it and the ARM itself
+    "dllm-hub/Qwen3-0.6B-diffusion-mdlm-v0.1": _llama(28, 1024, 16, 8, 3072, 151936, tied=True),
+    "dllm-hub/Qwen3-0.6B-diffusion-bd3lm-v0.1": _llama(28, 1024, 16, 8, 3072, 151936, tied=True),
+    "Qwen/Qwen3-0.6B": _llama(28, 1024, 16, 8, 3072, 151936, tied=True),
 }
 
 
@@ -220,7 +224,7 @@ def views_of(method_cost: float) -> int:
 
 
 def memory_table(arch: Arch, launch: LaunchPlan, columns: list[Column], checkpointing: bool,
-                 capacity_gib: float | None) -> tuple[list[str], list[str]]:
+                 capacity_gib: float | None, fit_gb: list[float] = ()) -> tuple[list[str], list[str]]:
     """(table lines, warnings) in GiB; the chosen setting's total decides the fit."""
     states = model_states(arch, launch)
     static = sum(b for _, b in states)
@@ -253,6 +257,25 @@ def memory_table(arch: Arch, launch: LaunchPlan, columns: list[Column], checkpoi
         if bad:
             warnings.append(f"WARNING: {launch.title} does not fit {capacity_gib:.1f} GiB per GPU for "
                             f"{', '.join(bad)} (worst case {max(chosen) / GIB:.1f} GiB)")
+    if fit_gb:  # hardware.fit_gib: the same run on other GPU sizes (e.g. 24 and 80 GB)
+        more, notes = fit_rows(columns, totals_on if checkpointing else totals_off, list(fit_gb))
+        lines += more
+        warnings += notes
+    return lines, warnings
+
+
+def fit_rows(columns: list[Column], totals: list[float], sizes_gb: list[float]) -> tuple[list[str], list[str]]:
+    """(table lines, warnings) of the fit on GPUs of `sizes_gb` GB (a "24 GB" card: 24e9 bytes, of which
+    FIT_FRACTION is usable), for `hardware.fit_gib`."""
+    width = max(12, *(len(c.label) + 1 for c in columns))
+    lines, warnings = [], []
+    for size in sizes_gb:
+        limit = size * 1e9 * FIT_FRACTION
+        lines.append(f"    {f'fits a {size:g} GB GPU (<= {FIT_FRACTION:.0%})?':<56}" +
+                     "".join(f"{'yes' if t <= limit else 'NO':>{width}}" for t in totals))
+        bad = [c.label for c, t in zip(columns, totals) if t > limit]
+        if bad:
+            warnings.append(f"note: does not fit a {size:g} GB GPU for {', '.join(bad)}")
     return lines, warnings
 
 

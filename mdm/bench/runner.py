@@ -1,10 +1,12 @@
 """Run a plan: skip runs whose record says done, train the rest (resuming killed ones), write one record each.
 
-    results/runs/<bench>/<task>/<method>/seed<k>/record.json   (atomic: temp file + os.replace)
+    results/runs/<bench>/<task>/<method>/seed<k>/record.json   (atomic: temp file + os.replace; the tiny preset's)
+    results/runs/<bench>@<preset>/<task>/<method>/seed<k>/record.json   (any other preset: mdm.bench.spec.records_root)
 
 A record holds the run config, seed, code version (git commit + dirty flag), hardware, wall time, tokens,
 forward/backward passes, final metrics, and status `done` or `failed` with the reason. A failed run does not
-stop the others; rerunning retries it (and resumes from its last checkpoint).
+stop the others; rerunning retries it (and resumes from its last checkpoint). A record is done only for the preset
+and configuration that wrote it (`stale_of`): a folder holding another's is refused, never skipped as done.
 
 Ctrl-C (SIGINT) or SIGTERM: no further run starts, the running ones stop at once and are recorded `interrupted`
 (whatever error the signal caused on its way out), and `run_plan` returns; a rerun resumes them.
@@ -25,13 +27,14 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
-from mdm.bench import memory
+from mdm.bench import eval_cost, memory
 from mdm.bench.estimate import hours, human, model_params
 from mdm.bench.memory import read_launch
 from mdm.bench.spec import PlannedRun, Spec
 from mdm.cache import writable_cache
 from mdm.errors import ConfigError
 from mdm.eval.api import evaluate_run
+from mdm.eval.launch import free_device_memory, launched_eval
 from mdm.io import atomic_write_json, read_json
 from mdm.objective import Method
 from mdm.provenance import code_version, hardware
@@ -52,18 +55,36 @@ def require_deepspeed(where: str) -> None:
         raise ConfigError(where, DEEPSPEED_MISSING) from None
 
 
+def stale_of(run: PlannedRun, record: dict | None = None) -> str | None:
+    """Why the run folder holds another run than `run` (another preset's record, or a run of another
+    configuration), else None. Such a folder is never counted done; `mdm bench` refuses it (`set_aside_stale`)."""
+    record = read_json(run.record_path) if record is None else record
+    if record and record.get("preset", run.preset) != run.preset:
+        return f"a record of preset {record['preset']!r}, not {run.preset!r}"
+    return stale_reason(run.run_dir, run.config)
+
+
 def record_status(run: PlannedRun) -> str:
+    """pending | done | failed | interrupted | evaluating | stale (another preset's or configuration's run)."""
     rec = read_json(run.record_path)
-    return rec.get("status", "?") if rec else "pending"
+    if not rec:
+        return "pending"
+    return "stale" if stale_of(run, rec) else rec.get("status", "?")
 
 
-def evaluate_accuracy(run_dir: Path, settings: dict | None) -> dict | None:
+def evaluate_accuracy(run_dir: Path, settings: dict | None, launch=None) -> dict | None:
     """Decode + score through mdm.eval.api.evaluate_run (a task plugin's own `evaluate` hook where it has one),
     which adds `eval.<task>` and `metrics.score` to the run's record.json in place. None when skipped (no accuracy
-    settings)."""
+    settings). With a launch config: its own launched job over all its processes (mdm.eval.launch), so no GPU
+    idles and this process never holds GPU memory; in process, the CUDA cache is emptied afterwards."""
     if settings is None:
         return None
-    return evaluate_run(run_dir, settings)
+    if launch is not None:
+        return launched_eval(run_dir, settings, launch)
+    try:
+        return evaluate_run(run_dir, settings)
+    finally:
+        free_device_memory()
 
 
 def _launch_train(run: PlannedRun, launch) -> dict:
@@ -135,7 +156,7 @@ def execute(run: PlannedRun, version: dict, launch=None, threads: int | None = N
             record["status"] = "evaluating"  # not done until evaluated: a kill here re-evaluates on rerun
             atomic_write_json(run.record_path, record)
             eval_start = time.perf_counter()
-            if evaluate_accuracy(run.run_dir, run.config.eval.accuracy) is not None:
+            if evaluate_accuracy(run.run_dir, run.config.eval.accuracy, launch) is not None:
                 evaluated = read_json(run.record_path) or {}
                 record["eval"] = evaluated.get("eval")
                 record["metrics"] = {**record["metrics"], **(evaluated.get("metrics") or {})}
@@ -180,7 +201,7 @@ def _worker_init(event, ignored=()) -> None:
 def set_aside_stale(runs: list[PlannedRun], rerun_stale: bool, echo=print) -> None:
     """A spec edited after some runs finished: say so before any compute, or (rerun_stale) move those folders
     aside as `<folder>.stale-N` (nothing is deleted) so the runs start again with the current configuration."""
-    stale = [(r, why) for r in runs if (why := stale_reason(r.run_dir, r.config))]
+    stale = [(r, why) for r in runs if (why := stale_of(r))]
     if not stale:
         return
     if not rerun_stale:
@@ -312,6 +333,8 @@ def estimate(run: PlannedRun, preset) -> dict:
     cfg = run.config
     ts = preset.tasks[run.task]
     avg = (ts.avg_tokens if ts and ts.avg_tokens else None) or cfg.data.max_length / 2
+    if cfg.data.pad_to and run.arm is None:  # an MDM row of a fixed canvas is that long, whatever its text
+        avg = cfg.data.pad_to
     n = cfg.data.n_train or 1000
     n_fit = n - (max(1, round(cfg.data.heldout_fraction * n)) if cfg.data.heldout_fraction > 0 else 0)
     t = cfg.training
@@ -349,9 +372,12 @@ def print_plan(spec: Spec, preset_name: str, all_runs: list[PlannedRun], runs: l
     echo(f"  {'#':>3}  {'task':<12} {'method':<24} {'family':<26} {'seed':>6}  {'status':<8} {'steps':>6} "
          f"{'passes/seq':>10} {'token passes':>13} {'FLOP':>9} {'time':>8}")
     total = {"runs": 0, "token_passes": 0.0, "flops": 0.0, "hours": 0.0, "unknown": 0}
+    stale = []
     for r in runs:
         e = estimate(r, preset)
         status = record_status(r)
+        if status == "stale":
+            stale.append(r)
         echo(f"  {r.index + 1:>3}  {r.task:<12} {r.method_dir:<24} {r.family:<26} {r.seed:>6}  {status:<8} "
              f"{e['steps']:>6} {e['cost']:>10g} {human(e['token_passes']):>13} {human(e['flops']):>9} "
              f"{duration(e['hours']):>8}")
@@ -362,23 +388,43 @@ def print_plan(spec: Spec, preset_name: str, all_runs: list[PlannedRun], runs: l
         total["flops"] += e["flops"] or 0.0
         total["hours"] += e["hours"] or 0.0
         total["unknown"] += e["hours"] is None
+    if stale:
+        echo(f"  stale: {len(stale)} run folder(s) hold another preset's or configuration's run, not done (first: "
+             f"{stale[0].run_dir}: {stale_of(stale[0])}); mdm bench refuses them: --rerun-stale moves them aside")
     bases = sorted({(r.task, r.config.model.family) for r in runs if r.config.model.base == "auto"})
     if bases:
         echo(f"  + {len(bases)} tiny base model(s), built once and cached: " + ", ".join(f"{t}/{f}" for t, f in bases))
     unknown = f" (+ {total['unknown']} runs of unknown cost)" if total["unknown"] else ""
     echo(f"to run: {total['runs']} runs, {human(total['token_passes'])} forward/backward token passes, "
          f"{human(total['flops'])}FLOP, {duration(total['hours'])}{unknown} on {hw_text}")
+    print_gpu_hours(preset, runs, total, echo)
     print_memory(preset, runs, launch_file, echo)
     return total
+
+
+def print_gpu_hours(preset, runs: list[PlannedRun], total: dict, echo=print) -> None:
+    """GPU-hours of training and of evaluation, separately (`mdm.bench.eval_cost`), for GPU presets."""
+    hw = preset.hardware
+    if hw is None or hw.tokens_per_s:
+        return
+    todo = [r for r in runs if record_status(r) != "done"]
+    ev = eval_cost.plan_eval_cost(todo, preset)
+    train_h = total["hours"] * hw.count
+    echo(f"GPU-hours ({hw.name}, MFU {hw.mfu:.0%}): training {train_h:.1f}, evaluation {ev['hours']:.1f} "
+         f"({ev['prompts']:,} prompts decoded at up to {ev['forwards_per_prompt']} forwards each + held-out "
+         f"likelihood; {ev['flops'] / 1e18:.1f} EFLOP); total {train_h + ev['hours']:.1f}")
 
 
 def print_memory(preset, runs: list[PlannedRun], launch_file: str | None, echo=print) -> None:
     """Per-GPU memory by component of each model of the plan under the launch config (mdm.bench.memory), the
     fit on the preset's GPU, and the checkpoint disk per run. Nothing without a launch config (`--launch`)."""
     path = launch_file or (preset.launch.config_file if preset.launch else None)
-    if path is None or not runs:
+    one_gpu = preset.hardware is not None and preset.hardware.count == 1 and not preset.hardware.tokens_per_s
+    if (path is None and not one_gpu) or not runs:
         return
-    launch = memory.read_launch(path, None if launch_file else preset.launch.num_processes)
+    # no launch config on one GPU (the small preset): one process
+    launch = memory.read_launch(path, None if launch_file else preset.launch.num_processes) if path else \
+        memory.LaunchPlan("single", 1)
     capacity = memory.device_gib(preset.hardware)
     gpu = f"{preset.hardware.name}, {capacity:.1f} GiB" if capacity else "GPU memory unknown (hardware.memory_gib)"
     echo(f"per-GPU memory ({launch.title}; {gpu}; worst case: micro-batches padded to max_length):")
@@ -400,11 +446,12 @@ def print_memory(preset, runs: list[PlannedRun], launch_file: str | None, echo=p
         echo(f"  {source} ({arch.params / 1e9:.2f}B params, {arch.layers} layers, hidden {arch.hidden}, mlp "
              f"{arch.intermediate}, vocab {arch.vocab}); micro-batch {t.micro_batch_size} x max_length x views "
              f"(x2: MIRROR's second view)")
-        lines, warn = memory.memory_table(arch, launch, list(columns.values()), t.gradient_checkpointing, capacity)
+        lines, warn = memory.memory_table(arch, launch, list(columns.values()), t.gradient_checkpointing, capacity,
+                                          preset.hardware.fit_gib if preset.hardware else ())
         for line in lines:
             echo(line)
         warnings += [f"{w} with {source}" for w in warn]
-        if t.checkpoint_every:
+        if isinstance(t.checkpoint_every, int):  # "auto": decided when the run starts
             disk = {r.task: memory.checkpoint_disk(arch.params, launch, estimate(r, preset)["steps"],
                                                    t.checkpoint_every, t.keep_checkpoints) for r in group}
             size = next(iter(disk.values()))["size"]

@@ -1,12 +1,17 @@
 """Benchmark specs: tasks x methods x seeds (+ ARM rows) per preset, validated up front, expanded into a plan.
 
     spec = load_spec("benchmarks/table1.yaml")          # one ConfigError line on any problem, before compute
-    runs = expand(spec, "tiny", results_dir="results/runs")
+    runs = expand(spec, "tiny", results_dir="results/runs")   # records: results/runs/table1/<task>/<method>/seed<k>
+    runs = expand(spec, "paper", results_dir="results/runs")  # records: results/runs/table1@paper/...
 
 A spec has `name`, `seeds`, `methods` (preset names, or {name, method, tasks, seeds}) and `presets`; each
 preset gives `tasks` (with per-task data settings), `model`, `data`, `training`, `eval`, `ppots_pilot`
 sections (the run config's sections, shared by every run), `arm` rows, the `hardware` for estimates and
 an optional accelerate `launch`. The plan is the deterministic cross product, in spec order.
+
+Two presets of one spec never share a run folder: the default preset's (`tiny`) records live under
+`<results>/<bench>/`, any other preset P's under `<results>/<bench>@P/` (`records_root`); and a record that another
+preset or configuration wrote is never taken as done (`mdm.bench.runner.stale_of`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +43,7 @@ from mdm.train.config import (
 )
 
 NAME = r"^[A-Za-z0-9_.+-]+$"  # row names become directory names
+DEFAULT_PRESET = "tiny"  # `mdm bench`'s default; its records keep the plain `<results>/<bench>/` folder
 
 
 class MethodRow(Strict):
@@ -59,6 +66,7 @@ class TaskSettings(Strict):
     n_train: int | None = Field(None, ge=2)
     max_length: int | None = Field(None, ge=8)
     eos_pad: int | None = Field(None, ge=1)  # this task's decoding canvas (data.eos_pad), e.g. shorter answers
+    pad_to: int | None = Field(None, ge=8)  # this task's fixed training canvas (data.pad_to)
     options: dict[str, Any] | None = None
     avg_tokens: float | None = Field(None, gt=0, description="mean tokens per sequence, for --dry-run")
     model: dict[str, Any] = {}
@@ -74,6 +82,7 @@ class Hardware(Strict):
     peak_tflops: float | None = Field(None, gt=0)
     tokens_per_s: float | None = Field(None, gt=0, description="measured token passes per second (e.g. CPU)")
     memory_gib: float | None = Field(None, gt=0, description="memory per GPU, for --dry-run (default: known GPUs)")
+    fit_gib: list[float] = Field([], description="--dry-run also says whether a run fits GPUs of these sizes (GB)")
 
 
 class Launch(Strict):
@@ -113,6 +122,14 @@ class BenchSpec(Strict):
     def _unique(cls, v):
         if len(set(v)) != len(v):
             raise ValueError(f"seeds must be distinct; got {v}")
+        return v
+
+    @field_validator("presets")
+    @classmethod
+    def _preset_names(cls, v):
+        bad = [name for name in v if not re.fullmatch(r"[A-Za-z0-9_.+-]+", name)]
+        if bad:  # a preset name becomes part of its records' folder name (`records_root`)
+            raise ValueError(f"preset name {bad[0]!r}: use letters, digits and _ . + - only")
         return v
 
 
@@ -322,7 +339,7 @@ def build_run_config(spec: Spec, preset_name: str, task: str, arm: ArmRow | None
         train_over.append((f"{arm_p}.training", arm.training))
     model = _validate_section(ModelConfig, deep_merge(*(d for _, d in model_over), family), where, model_over)
     task_data = {k: v for k, v in (("n_train", ts.n_train), ("max_length", ts.max_length), ("eos_pad", ts.eos_pad),
-                                   ("options", ts.options)) if v is not None}
+                                   ("pad_to", ts.pad_to), ("options", ts.options)) if v is not None}
     data_over = [(f"{p}.data", preset.data), (tp, task_data)]
     data = _validate_section(DataConfig, deep_merge(preset.data, task_data, {"task": task}), where, data_over)
     training = _validate_section(TrainingConfig, deep_merge(preset.training, ts.training,
@@ -388,12 +405,18 @@ class PlannedRun:
 ONLY_KEYS = ("task", "method", "seed", "family", "preset")
 
 
+def records_root(results_dir: str | Path, bench: str, preset_name: str) -> Path:
+    """The folder of one preset's records: `<results>/<bench>` for the default preset, `<results>/<bench>@<preset>`
+    for any other (`@` cannot occur in a spec name, so no two (spec, preset) pairs share a folder)."""
+    return Path(results_dir) / (bench if preset_name == DEFAULT_PRESET else f"{bench}@{preset_name}")
+
+
 def expand(spec: Spec, preset_name: str, results_dir: str | Path) -> list[PlannedRun]:
     if preset_name not in spec.bench.presets:
         raise ConfigError("--preset", f"unknown preset {preset_name!r} for {spec.path}; allowed: "
                           f"{', '.join(spec.bench.presets)}")
     preset = spec.bench.presets[preset_name]
-    root = Path(results_dir) / spec.name
+    root = records_root(results_dir, spec.name, preset_name)
     runs: list[PlannedRun] = []
 
     def task_seeds(task):

@@ -3,8 +3,8 @@
 Digits are split one per token (small models learn arithmetic far more easily that way); with
 `digit_space=True` the space before a number stays on its first digit (" 16" -> " 1", "6"), so no token is a lone
 space (a tiny MDM decoding in parallel otherwise fills digit slots with the frequent lone space). The tokenizer is
-cached on disk under a hash of the training texts and the vocabulary size, so every run of an experiment
-gets the identical vocabulary without retraining.
+cached on disk under a hash of the training texts, the vocabulary size and the code that trains it
+(`mdm.cache.derivation`), so every run of an experiment gets the identical vocabulary without retraining.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerFast
 
-from mdm.cache import cache_root
+from mdm.cache import cache_root, derivation
 
 PAD, BOS, EOS, MASK, USER, ASSISTANT = (
     "<|pad|>",
@@ -28,7 +28,7 @@ PAD, BOS, EOS, MASK, USER, ASSISTANT = (
     "<|assistant|>",
 )
 SPECIAL_TOKENS = [PAD, BOS, EOS, MASK, USER, ASSISTANT]
-_FORMAT_VERSION = "bpe-v1"  # bump when the recipe below changes, so stale caches are not reused
+_FORMAT_VERSION = "bpe-v1"  # the folder's layout; the code that trains it is in the key too (mdm.cache.derivation)
 
 
 def default_cache_dir() -> Path:
@@ -36,7 +36,8 @@ def default_cache_dir() -> Path:
 
 
 def _key(texts: list[str], vocab_size: int, digit_space: bool = False) -> str:
-    h = hashlib.sha256(f"{_FORMAT_VERSION}\0{vocab_size}\0{'digit-space' if digit_space else ''}".encode())
+    h = hashlib.sha256(f"{_FORMAT_VERSION}\0{derivation('tokenizer')}\0{vocab_size}\0"
+                       f"{'digit-space' if digit_space else ''}".encode())
     for t in texts:
         h.update(t.encode("utf-8"))
         h.update(b"\0")

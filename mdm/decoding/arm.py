@@ -21,9 +21,11 @@ def autoregressive_generate(
     pad_token_id: int | None = None,
     batch_size: int = 16,
     device=None,
+    shard: tuple[int, int] | None = None,
 ) -> GenerationOutput:
     """ARM decoding with transformers' `generate` (left padding): up to `gen_length` new tokens, greedy at
-    temperature 0, else sampled (seeded by `config.seed`). `steps`/`block_length`/`remasking` do not apply."""
+    temperature 0, else sampled (seeded by `config.seed`). `steps`/`block_length`/`remasking` do not apply.
+    `shard` (rank, world): only every world-th batch, as `generate`."""
     config = config or SimpleNamespace(gen_length=128, temperature=0.0, seed=0)  # DecodeConfig()'s
     device = device or next(model.parameters()).device
     pad = pad_token_id if pad_token_id is not None else eos_token_id
@@ -33,6 +35,8 @@ def autoregressive_generate(
     order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
     calls = 0
     for c in range(0, len(order), batch_size):
+        if shard is not None and (c // batch_size) % shard[1] != shard[0]:
+            continue
         idx = order[c : c + batch_size]
         width = max(len(prompts[i]) for i in idx)
         ids = torch.full((len(idx), width), pad, dtype=torch.long)
@@ -57,7 +61,8 @@ def autoregressive_generate(
             tokens[i] = row
     d = {"sampler": "autoregressive", "gen_length": config.gen_length, "temperature": config.temperature,
          "seed": config.seed}  # fmt: skip
-    return GenerationOutput(tokens, [len(t) for t in tokens], calls, len(prompts), d)
+    rows = sum(t is not None for t in tokens)
+    return GenerationOutput(tokens, [len(t) if t is not None else 0 for t in tokens], calls, rows, d)
 
 
 def is_autoregressive(model) -> bool:

@@ -32,6 +32,9 @@ the file is replaced atomically. Per-sample outputs go to `eval_<task>.jsonl` ne
 A decoding other than the paper's (`mdm.decoding`: strategy threshold / factor, a KV cache) is kept apart: under
 `eval.<task>@<key>` and `eval_<task>@<key>.jsonl` (key: `decoding_key`, e.g. threshold0.9+dual), never touching
 `eval.<task>` or `metrics`, so it can neither overwrite nor mix with the paper-decoding score.
+
+Inside `accelerate launch` (`mdm.eval.distributed`) each process decodes its share of the prompt batches on its own
+device and rank 0 writes: the per-prompt outputs are one process's (`mdm bench` evaluates a launched run this way).
 """
 
 from __future__ import annotations
@@ -307,18 +310,22 @@ def update_record(path: Path, task_results: dict[str, dict], metrics: dict | Non
 
 def evaluate_run(run_dir: str | Path, settings: dict | None = None, *, model=None, tokenizer=None) -> dict:
     """Evaluate a run (see module docstring). `model`/`tokenizer` skip loading (the trainer's in-memory model)."""
+    from mdm.eval.distributed import Ranks, ranks  # deferred: accelerate, only inside a launch
+
     run_dir = Path(run_dir)
     model_dir = find_model_dir(run_dir) if model is None else run_dir
     record_path, record = run_record(run_dir, model_dir)
+    rk = ranks() if model is None else Ranks()  # inside `accelerate launch`: this process's share of the prompts
     own = TASKS[record["task"]].hook("evaluate") if record.get("task") in TASKS else None
-    if own is not None and model is None:  # a task plugin that decodes and scores its runs itself (text-to-image)
-        return own(run_dir, settings)
+    if own is not None and model is None:  # a task plugin that decodes and scores its runs itself (text-to-image;
+        return own(run_dir, settings)  # inside a launch it shards its own decoding)
     cfg = normalize_settings(settings, record)
     decodings = {t: decode_config_for(t, cfg["decoding"]) for t in cfg["tasks"]}  # validate before loading
     key = decoding_key(next(iter(decodings.values())).to_dict())
-
+    if not rk.is_main:
+        cfg["write"] = False  # rank 0 writes the record and the samples
     if model is None:
-        model, tokenizer, model_dir = load_model(run_dir, cfg["device"], cfg["dtype"])
+        model, tokenizer, model_dir = load_model(run_dir, rk.device or cfg["device"], cfg["dtype"])
     elif tokenizer is None:
         raise ValueError("pass the tokenizer with the model")
     from mdm.data import mask_token_id_of  # deferred: mdm.data's tokenizer imports transformers
@@ -337,7 +344,7 @@ def evaluate_run(run_dir: str | Path, settings: dict | None = None, *, model=Non
     results = {}
     for task in cfg["tasks"]:
         results[task] = _evaluate_task(task, cfg, decodings[task], model, tokenizer, causal, mask_id,
-                                       record_path.parent if cfg["write"] else None, key)  # fmt: skip
+                                       record_path.parent if cfg["write"] else None, rk, key)  # fmt: skip
         results[task]["model_dir"] = str(model_dir)
     if key != DEFAULT_KEY:  # another decoding: its own entries, the paper-decoding score untouched
         results = {f"{task}@{key}": r for task, r in results.items()}
@@ -356,22 +363,21 @@ def evaluate_run(run_dir: str | Path, settings: dict | None = None, *, model=Non
             metrics |= {"score": score, "accuracy": score}
         if r.get("likelihood"):
             metrics["heldout_nll_per_token"] = r["likelihood"]["nll_per_token"]
+        if "paper_n" in r:  # the leaderboard shows the items scored beside the paper's count
+            metrics |= {"eval_n": r["n"], "paper_eval_n": r["paper_n"]}
     if cfg["write"]:
         update_record(record_path, results, metrics)
     return {"run_dir": str(run_dir), "model_dir": str(model_dir), "record": str(record_path), "tasks": results,
             "metrics": metrics or {}}  # fmt: skip
 
 
-def _evaluate_task(task, cfg, decoding, model, tokenizer, causal, mask_id, out_dir, key=DEFAULT_KEY) -> dict:
-    # deferred: collation, likelihood and the sampler import torch
-    from mdm.data.collate import tokenize_examples
-    from mdm.eval.likelihood import heldout_nll
-    from mdm.sampler import autoregressive_generate, chat_prompt_ids, decode_text, generate
-
+def eval_examples(task: str, cfg: dict, tokenizer) -> list[dict]:
+    """The examples `mdm eval` scores (`cfg`: normalised settings); a task that selects rows by token count
+    (OpenScience) counts them with the model's tokenizer, as its training selection does (`mdm.train.data`)."""
     opts = dict(cfg["task_options"])
     spec = get_task(task, opts)
     n = cfg["n"] if cfg["n"] is not None else (GENERATED_DEFAULT_N if spec.generated else None)
-    if task == "openscience":
+    if spec.counts_tokens:
         opts.setdefault("tokenizer", tokenizer)
     try:
         examples = make_task(task, cfg["split"], n, seed=cfg["data_seed"], **opts)
@@ -381,6 +387,18 @@ def _evaluate_task(task, cfg, decoding, model, tokenizer, causal, mask_id, out_d
         raise ConfigError(f"eval.{task}", f"cannot load the {cfg['split']} data: {type(e).__name__}: {e}") from None
     if not examples:
         raise ConfigError(f"eval.{task}", f"no {cfg['split']} examples")
+    return examples
+
+
+def _evaluate_task(task, cfg, decoding, model, tokenizer, causal, mask_id, out_dir, rk, key=DEFAULT_KEY) -> dict:
+    # deferred: collation, likelihood and the sampler import torch
+    from mdm.data.collate import tokenize_examples
+    from mdm.eval.distributed import merge_generation
+    from mdm.eval.likelihood import heldout_nll
+    from mdm.sampler import autoregressive_generate, chat_prompt_ids, decode_text, generate
+
+    spec = get_task(task, dict(cfg["task_options"]))
+    examples = eval_examples(task, cfg, tokenizer)
     prompts = [chat_prompt_ids(tokenizer, ex["prompt"], ex.get("messages")) for ex in examples]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     t0 = time.perf_counter()
@@ -390,10 +408,12 @@ def _evaluate_task(task, cfg, decoding, model, tokenizer, causal, mask_id, out_d
         out = GenerationOutput([[] for _ in examples], [0] * len(examples), config={"sampler": "none"})
     elif causal:
         out = autoregressive_generate(model, prompts, decoding, eos_token_id=tokenizer.eos_token_id,
-                                      pad_token_id=pad, batch_size=cfg["batch_size"])  # fmt: skip
+                                      pad_token_id=pad, batch_size=cfg["batch_size"], shard=rk.shard)  # fmt: skip
     else:
         out = generate(model, prompts, decoding, mask_token_id=mask_id, eos_token_id=tokenizer.eos_token_id,
-                       pad_token_id=pad, batch_size=cfg["batch_size"], vocab_size=len(tokenizer))  # fmt: skip
+                       pad_token_id=pad, batch_size=cfg["batch_size"], vocab_size=len(tokenizer),
+                       shard=rk.shard)  # fmt: skip
+    out = merge_generation(out, rk)  # every prompt's tokens on every rank
     gen_s = time.perf_counter() - t0
     predictions = []
     for toks in out.tokens:
@@ -412,7 +432,8 @@ def _evaluate_task(task, cfg, decoding, model, tokenizer, causal, mask_id, out_d
         items = [it for it in items if len(it["input_ids"]) > it["prompt_length"]]
         likelihood = heldout_nll(model, tokenizer, items, spec, 1 << 30, family="arm" if causal else "mdm",
                                  mask_token_id=mask_id, t_grid=cfg["t_grid"], batch_size=cfg["batch_size"],
-                                 seed=cfg["likelihood_seed"], device=next(model.parameters()).device)
+                                 seed=cfg["likelihood_seed"], device=next(model.parameters()).device,
+                                 accelerator=rk if rk.world > 1 else None, gather_rows=True)
         per_seq = {it["id"]: v for it, v in zip(items, likelihood.pop("per_sequence_nll"))}
         likelihood["data"] = f"{task} {cfg['split']} references (prompt + response), first {len(items)}"
         likelihood["time_s"] = time.perf_counter() - t1
@@ -444,4 +465,4 @@ def _evaluate_task(task, cfg, decoding, model, tokenizer, causal, mask_id, out_d
                        "mean_generated_tokens": sum(map(len, out.tokens)) / len(out.tokens)},  # fmt: skip
         "samples_file": samples_file.name if samples_file else None,
         "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    } | ({"processes": rk.world} if rk.world > 1 else {}) | scorers.paper_count(spec, len(examples))

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 
 def cmd_eval(args) -> None:
     from mdm.eval.api import evaluate_run  # deferred: the CLI's subcommands import only what they run
 
     settings = {"tasks": args.task, "n": args.n, "split": args.split, "data_seed": args.data_seed,
-                "batch_size": args.batch_size, "likelihood": not args.no_likelihood, "likelihood_n": args.likelihood_n,
-                "t_grid": args.t_grid, "device": args.device, "dtype": args.dtype, "write": not args.no_write}  # fmt: skip
+                "batch_size": args.batch_size, "likelihood": False if args.no_likelihood else None, "likelihood_n": args.likelihood_n,
+                "t_grid": args.t_grid, "device": args.device, "dtype": args.dtype, "write": False if args.no_write else None}  # fmt: skip
     decoding = {"gen_length": args.gen_length, "steps": args.steps, "block_length": args.block_length,
                 "temperature": args.temperature, "remasking": args.remasking, "seed": args.seed}  # fmt: skip
     if args.no_early_stop:
@@ -23,7 +25,13 @@ def cmd_eval(args) -> None:
     if args.hitab_root:
         settings["task_options"] = {"root": args.hitab_root}
     settings = {k: v for k, v in settings.items() if v is not None}
+    if args.settings:  # a settings file (mdm bench's launched evaluation): the flags given override it
+        base = _read_settings(args.settings)
+        decoding = dict(base.get("decoding") or {}) | settings.pop("decoding", {})
+        settings = base | settings | ({"decoding": decoding} if decoding else {})
     result = evaluate_run(args.run_dir, settings)
+    if int(os.environ.get("RANK", "0")) != 0:  # inside a launch: rank 0 reports
+        return
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return
@@ -42,6 +50,18 @@ def cmd_eval(args) -> None:
         if r.get("samples_file"):
             print(f"  samples: {r['samples_file']}")
     print(f"record: {result['record']}")
+
+
+def _read_settings(path: str) -> dict:
+    from mdm.errors import ConfigError  # deferred: the CLI's subcommands import only what they run
+
+    try:
+        settings = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(path, f"cannot read the evaluation settings: {e}") from None
+    if not isinstance(settings, dict):
+        raise ConfigError(path, "the evaluation settings must be a JSON object (mdm.eval.api's settings)")
+    return settings
 
 
 def register(sub) -> None:
@@ -71,4 +91,6 @@ def register(sub) -> None:
     p.add_argument("--dtype", help="float32 | bfloat16 | float16 (default: bfloat16 on cuda, float32 on cpu)")
     p.add_argument("--no-write", action="store_true", help="do not touch the record or write sample files")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.add_argument("--settings", help="JSON file of evaluation settings (mdm.eval.api); flags override it. Under "
+                   "`accelerate launch` the prompts are sharded over the processes (mdm.eval.distributed)")
     p.set_defaults(func=cmd_eval)

@@ -17,7 +17,8 @@ same way for every model). ARM (family "arm"): the exact next-token NLL of the s
     nll_per_token        = sum_x bound(x) / sum_x |E_x|   (micro)
 
 Inside a launch (`accelerator` given) every rank takes every world-th batch of the wrapped model and runs under
-the accelerator's autocast; the sums are reduced over ranks (the per-sequence values stay per rank). Every rank
+the accelerator's autocast; the sums are reduced over ranks (the per-sequence values stay per rank unless
+`gather_rows`: then every rank gets all of them, as `mdm eval` inside a launch needs). Every rank
 runs the same number of forwards (a short rank repeats a batch with weight 0): FSDP and ZeRO-3 gather parameters in
 each forward, on all ranks together.
 """
@@ -51,7 +52,7 @@ def _content_key(ids: Sequence[int]) -> str:
 @torch.no_grad()
 def heldout_nll(model, tokenizer, items: list[dict], task, max_length: int, *, family: str,
                 mask_token_id: int | None, t_grid: int = 8, batch_size: int = 32, seed: int = 0,
-                device="cpu", accelerator=None) -> dict:
+                device="cpu", accelerator=None, gather_rows: bool = False) -> dict:
     """The held-out loss of tokenized `items` (module docstring): averages, per-sequence bounds (nats) and the
     estimator's settings."""
     was_training = model.training
@@ -75,6 +76,13 @@ def heldout_nll(model, tokenizer, items: list[dict], task, max_length: int, *, f
         sums = accelerator.reduce(torch.tensor([total, count], dtype=torch.float64, device=accelerator.device),
                                   reduction="sum")
         total, count = float(sums[0]), float(sums[1])
+        if gather_rows:
+            # deferred: accelerate (slow import), only inside a launch
+            from accelerate.utils import gather_object
+
+            for b, n in gather_object([(bound, n_tokens)]):
+                bound.update(b)
+                n_tokens.update(n)
     rows = sorted(bound)
     out = _summary("arm_nll" if family == "arm" else "mdm_elbo", [bound[r] for r in rows], [n_tokens[r] for r in rows],
                    macro=total / count if count else float("nan"))  # summed in the trainer's order (its heldout_loss)
@@ -175,6 +183,7 @@ def mc_loglikelihood(
         batch = seq[None].repeat(b, 1)
         noisy = torch.where(is_mask, torch.full_like(batch, int(mask_token_id)), batch)
         attn = torch.ones_like(noisy)
+        checked(model).check_first_position(is_mask)  # a shifted model needs a non-empty prefix
         logits = _logits(model, noisy.to(device), attn.to(device))
         frac = (counts.double() / n_t)[:, None].expand(b, p + n_t)
         ce = F.cross_entropy(logits[is_mask.to(logits.device)].float(), batch[is_mask].to(logits.device),
@@ -190,6 +199,7 @@ def suffix_greedy(model, prefix: Sequence[int], target: Sequence[int], mask_toke
     device = device or next(model.parameters()).device
     p, n = len(prefix), len(target)
     seq = torch.tensor([list(prefix) + [int(mask_token_id)] * n], device=device)
+    checked(model).check_first_position(seq == mask_token_id)  # a shifted model needs a non-empty prefix
     for _ in range(n):
         masked = seq == mask_token_id
         logits = _logits(model, seq, torch.ones_like(seq))[masked]

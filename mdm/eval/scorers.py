@@ -197,3 +197,13 @@ def boxed_match(pred: str, gold: str) -> bool:
 def exact_match(pred: str, gold) -> bool:
     """The whole decoded response equals the gold text, after trimming and collapsing whitespace."""
     return " ".join(str(pred).split()) == " ".join(str(gold).split())
+
+
+def paper_count(spec, n: int) -> dict:
+    """Where the paper scored another number of test items than we do (HiTab: 1,412 of the 1,584, by a rule it
+    does not state), both counts and a note go into the record, for the report to show beside the paper's number."""
+    if spec.paper_eval_n is None or spec.paper_eval_n == n:
+        return {}
+    return {"paper_n": spec.paper_eval_n,
+            "paper_n_note": f"the paper scored {spec.paper_eval_n:,} {spec.name} test items (selection rule not "
+                            f"stated, PAPER.md); these scores are over {n:,}, so the two are not on the same items"}

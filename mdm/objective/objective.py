@@ -38,6 +38,7 @@ def model_token_ce(model) -> TokenCE:
     """CE of a bidirectional model at the masked positions (float32 softmax)."""
 
     def token_ce(noised, attention_mask, targets, masked):
+        checked(model).check_first_position(masked)  # a shifted model (Dream) never predicts position 0
         logits = logits_of(model, noised, attention_mask)
         ce = torch.zeros(masked.shape, dtype=torch.float32, device=logits.device)
         ce[masked] = F.cross_entropy(logits[masked].float(), targets[masked], reduction="none")

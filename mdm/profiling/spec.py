@@ -34,7 +34,7 @@ from mdm.eval.api import resolve_device
 from mdm.schema import Strict, read_yaml, validate_model
 from mdm.train.config import DataConfig, ModelConfig, RunConfig, check_run
 from mdm.train.data import build_data, load_examples
-from mdm.train.model import base_dir, build_model
+from mdm.train.model import base_dir, build_model, counting_tokenizer
 
 
 class PilotConfig(Strict):
@@ -150,7 +150,8 @@ def load(spec: Spec, *, arm: bool = False, progress: bool = True, lora: bool = F
     cfg, dtype, device = spec.run_config(progress), getattr(torch, spec.dtype), resolve_device(spec.device)
     if lora and (spec.model.base in (None, "auto")):
         raise ConfigError("gradient.params", "'lora' profiles a LoRA run: set model.base to its model/ folder")
-    examples = load_examples(cfg.data)  # a data problem is named before any model is built (a base may pretrain)
+    # a data problem is named before any model is built (a base may pretrain); OpenScience counts the run's tokens
+    examples = load_examples(cfg.data, counting_tokenizer(cfg))
     model, tokenizer = build_model(cfg, dtype=dtype)
     m = spec.model
     base = base_dir(cfg) if m.base == "auto" else None

@@ -4,4 +4,4 @@ from __future__ import annotations
 
 from mdm.lazy import lazy_exports
 
-__getattr__, __all__ = lazy_exports(__name__, {"leaderboard": "tables", "load_scores": "tables", "synergy": "tables"})
+__getattr__, __all__ = lazy_exports(__name__, {"leaderboard": "tables", "load_scores": "records", "synergy": "tables"})

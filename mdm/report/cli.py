@@ -8,8 +8,8 @@ from pathlib import Path
 
 def cmd_report(args) -> None:
     # deferred: the CLI's subcommands import only what they run
+    from mdm.report.records import load_scores
     from mdm.report.render import write_report
-    from mdm.report.tables import load_scores
 
     df = load_scores(args.inputs, warn=lambda line: print(f"mdm report: {line}", file=sys.stderr))
     benchmarks = sorted(df.benchmark.dropna().unique()) if "benchmark" in df else [args.name]
@@ -21,6 +21,12 @@ def cmd_report(args) -> None:
         links = task_reports(rows, args.inputs, out)
         write_report(rows, out, bench, extras=extras, metric_label=args.metric_label, links=links)
         print(f"wrote {out}/README.md")
+    if args.readme:
+        from mdm.report.status import readme_block, update_readme  # deferred: only with --readme
+
+        reports = sorted(Path(args.out).resolve().parent.glob("*/status.md"))
+        done = update_readme(Path(args.readme), readme_block(reports))
+        print(f"{'updated' if done else 'left alone (no generated:status markers)'}: {args.readme}")
 
 
 def task_reports(rows, inputs, out: Path) -> list[str]:
@@ -43,4 +49,6 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--name", default="report", help="benchmark name when the inputs do not say")
     p.add_argument("--metric-label", default="score (accuracy %, or CLIP score)")
+    p.add_argument("--readme", help="a README whose generated:status block is rewritten from the status.md of "
+                                    "every report folder beside --out (README left alone without the markers)")
     p.set_defaults(func=cmd_report)

@@ -1,4 +1,4 @@
-"""Built artifacts of the tiny t2i pipeline (image codebook, tiny CLIP, base model), cached by a config hash.
+"""Built artifacts of the tiny t2i pipeline (image codebook, tiny CLIP), cached by a hash of their config and code.
 
     path = cached_dir("clip", config_dict, build)   # build(tmp_dir) fills a fresh folder once
 
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mdm.cache import cache_root as root
-from mdm.cache import config_hash
+from mdm.cache import config_hash, derivation
 from mdm.io import file_lock
 
 DONE = ".complete"
@@ -30,7 +30,9 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
 
 
 def cached_dir(kind: str, config: dict, build: Callable[[Path], None], cache_dir: str | Path | None = None) -> Path:
-    """The folder of artifact `kind` for `config`, built by `build(folder)` if it is not cached yet."""
+    """The folder of artifact `kind` for `config`, built by `build(folder)` if it is not cached yet. The key covers
+    `config` and the code that derives `kind` (`mdm.cache.DERIVED`, `derivation`)."""
+    config = {**config, "code": derivation(kind)}
     final = cache_root(cache_dir) / f"{kind}-{config_hash(config)}"
     if (final / DONE).is_file():
         return final

@@ -226,6 +226,12 @@ class MagvitV2Tokenizer(ImageTokenizer):
         side = self.image_size // self.downsampling
         self.grid = (side, side)
 
+    def to(self, device) -> MagvitV2Tokenizer:
+        """Move the MAGVIT-v2 (e.g. back to the CPU once a run's codes are cached, so training has the GPU)."""
+        self.model.to(device)
+        self.device = next(self.model.parameters()).device
+        return self
+
     @torch.no_grad()
     def encode(self, images) -> torch.Tensor:
         from PIL import Image  # deferred: PIL, only to resize images

@@ -25,6 +25,7 @@ import torch
 from mdm.adapters.mmada_prompting import RESERVED, T2IIds, t2i_sequences
 from mdm.errors import ConfigError
 from mdm.maskgit import maskgit_generate
+from mdm.objective.rng import derive_seed
 
 
 def sequence_format(tokenizer, model_config, image_tokenizer, max_text_len: int = 128):
@@ -61,7 +62,8 @@ class ChatFormat:
         return [self.codec.item(e["prompt"], e["codes"]) for e in examples]
 
     def generate(self, model, captions, *, steps: int, schedule: str = "cosine", temperature: float = 0.0,
-                 seed: int = 0, batch_size: int = 64, guidance_scale: float = 0.0) -> torch.Tensor:
+                 seed: int = 0, batch_size: int = 64, guidance_scale: float = 0.0, first: int = 0) -> torch.Tensor:
+        """`first`: the index of captions[0] in the whole list (a launch's share): a row's draws are keyed by it."""
         # deferred: mdm.t2i.generate (with the objective's pydantic schema), only to decode
         from mdm.t2i.generate import ImageDecodeConfig, generate_codes
 
@@ -69,7 +71,8 @@ class ChatFormat:
             raise ConfigError("eval.accuracy.guidance_scale", "classifier-free guidance needs MMaDA's format (a "
                               "caption-dropped prompt); the tiny preset's models decode without it (0)")
         return generate_codes(model, self.codec, captions, ImageDecodeConfig(steps, schedule, temperature, seed,
-                                                                             batch_size))
+                                                                             batch_size),
+                              row_keys=range(first, first + len(captions)))
 
 
 @dataclass
@@ -131,13 +134,15 @@ class MMaDAFormat:
         return out
 
     def generate(self, model, captions, *, steps: int, schedule: str = "cosine", temperature: float = 0.0,
-                 seed: int = 0, batch_size: int = 64, guidance_scale: float = 0.0) -> torch.Tensor:
+                 seed: int = 0, batch_size: int = 64, guidance_scale: float = 0.0, first: int = 0) -> torch.Tensor:
+        """MaskGIT over each batch of `batch_size` captions; a batch's draws come from a generator keyed by (seed, its
+        first caption's index in the whole list, `first` + offset), so a launch's share decodes as one process."""
         if schedule != "cosine":
             raise ConfigError("eval.accuracy.schedule", "MMaDA decodes with MaskGIT's cosine schedule")
         device = next(model.parameters()).device
         m, out = self.image_tokenizer.num_tokens, []
-        generator = torch.Generator(device=device).manual_seed(seed)
         for start in range(0, len(captions), batch_size):
+            generator = torch.Generator(device=device).manual_seed(derive_seed("t2i-mmada", seed, first + start))
             chunk = list(captions[start : start + batch_size])
             masked = torch.full((len(chunk), m), self.mask_id, dtype=torch.long)
             ids, mask = self._rows(chunk, masked)

@@ -171,7 +171,8 @@ def render_readme(summary: dict, grid) -> str:
         g = {m: rows[m]["attribute_accuracy"]["mean"] - rows["standard"]["attribute_accuracy"]["mean"] for m in rows}
         lines.append(f"Attribute accuracy over Standard: P-POTS+MIRROR {g['ppots+mirror']:+.2f}, P-POTS {g['ppots']:+.2f}, "
                      f"MIRROR {g['mirror']:+.2f}: synergy {g['ppots+mirror'] - g['ppots'] - g['mirror']:+.2f} (seed means). "
-                     "CLIP-score gains and synergy with paired 95% intervals: [synergy.md](synergy.md).")
+                     "Gains paired on captions and seeds with 95% intervals and Holm-adjusted verdicts (CLIP score and "
+                     "attribute accuracy): [claims.md](claims.md); synergy: [synergy.md](synergy.md).")
     r = summary.get("clip_retrieval")
     if r:
         lines += ["", f"Tiny CLIP on {r['pairs']} held-out pairs ({r['captions']} test captions, new renders): "

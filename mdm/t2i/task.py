@@ -49,6 +49,10 @@ class TaskOptions(Strict):
     images: Literal["scenes", "text-to-image-2m"] = "scenes"  # the tiny generated scenes, or the paper's data
     root: str | None = Field(None, description="text-to-image-2m: a local folder of its data_*.tar shards")
     max_text_len: int = Field(128, ge=4, description="MMaDA layout: caption positions (left-padded, cut beyond)")
+    encode_batch_size: int = Field(32, ge=1, description="text-to-image-2m: images per image-tokenizer call "
+                                   "(encoded once, cached: mdm.t2i.codes)")
+    encode_device: str | None = Field(None, description="device of the MAGVIT-v2 (default: this process's GPU if "
+                                      "any, else cpu)")
 
 
 def task_options(options: dict | None) -> TaskOptions:
@@ -62,17 +66,29 @@ def image_tokenizer_of(options: TaskOptions, cache_dir=None):
     """The run's image tokenizer (cached in memory per process: the loader, tokenize and evaluate share it)."""
     kind = options.image_tokenizer.partition(":")[0]
     # only the tiny codebook lives in the cache: a MAGVIT-v2 is the same whichever cache a hook names
-    key = (options.image_tokenizer, options.image_size, options.code_dir, str(cache_dir) if kind == "tiny" else None)
+    device = (options.encode_device or _default_device()) if kind == "magvitv2" else None
+    key = (options.image_tokenizer, options.image_size, options.code_dir, str(cache_dir) if kind == "tiny" else None,
+           device)
     if key not in _IMAGE_TOKENIZERS:
         # deferred: torch; the task plugin loads torch-free for config checks
         from mdm.t2i.image_tokenizer import load_image_tokenizer
 
-        extra = {"code_dir": options.code_dir, "image_size": options.image_size} if kind == "magvitv2" else {}
+        extra = {"code_dir": options.code_dir, "image_size": options.image_size, "device": device} \
+            if kind == "magvitv2" else {}
         _IMAGE_TOKENIZERS[key] = load_image_tokenizer(options.image_tokenizer, cache_dir=cache_dir, **extra)
     return _IMAGE_TOKENIZERS[key]
 
 
 _IMAGE_TOKENIZERS: dict = {}
+
+
+def _default_device() -> str:
+    """This process's GPU (its LOCAL_RANK's inside a launch), else the CPU."""
+    import os  # deferred: with torch below
+
+    import torch  # deferred: torch; the task plugin loads torch-free for config checks
+
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
 
 
 class EvalSettings(Strict):
@@ -120,6 +136,14 @@ def loader(split: str = "train", n: int = 1000, seed: int = 0, **options) -> lis
     from mdm.t2i.data import image_text
 
     o = task_options(options)
+    if o.images != "scenes":  # streamed, encoded in batches once, cached (mdm.t2i.codes)
+        from mdm.t2i.codes import cached_codes  # deferred: numpy and the t2i stack
+
+        image_tokenizer = image_tokenizer_of(o)
+        rows = cached_codes(split, n, o, image_tokenizer, o.encode_batch_size)
+        _to_cpu(image_tokenizer)  # the codes are cached: training needs the GPU, not the MAGVIT-v2
+        return [{"prompt": r["caption"], "codes": r["codes"], "response": image_text(r["codes"]), "answer": None,
+                 "task": TASK, "id": r["id"]} for r in rows]
     examples = _pairs(split, n, seed, o)
     if not examples:
         return []
@@ -140,6 +164,23 @@ def _pairs(split: str, n: int, seed: int, o: TaskOptions) -> list[dict]:
     from mdm.t2i.data import text_to_image_2m
 
     return list(text_to_image_2m(n, root=o.root, split=split))
+
+
+def _to_cpu(image_tokenizer) -> None:
+    """A MAGVIT-v2 on a GPU goes back to the CPU, and the memory it held to torch's cache is given back."""
+    if getattr(image_tokenizer, "device", None) is not None and image_tokenizer.device.type == "cuda":
+        import torch  # deferred: torch; the task plugin loads torch-free for config checks
+
+        image_tokenizer.to("cpu")
+        torch.cuda.empty_cache()
+
+
+def _captions(split: str, n: int, o: TaskOptions) -> list[str]:
+    """The captions of text-to-image-2m's first `n` rows of `split`, streamed (no image is kept)."""
+    # deferred: torch; the task plugin loads torch-free for config checks
+    from mdm.t2i.data import text_to_image_2m
+
+    return [e["caption"] for e in text_to_image_2m(n, root=o.root, split=split)]
 
 
 def tokenize(tokenizer, examples: list[dict], max_length: int, model_config=None, **options) -> tuple[list, int]:
@@ -182,17 +223,21 @@ def evaluate(run_dir: str | Path, settings: dict | None = None, *, scorer=None, 
     # deferred: torch and the t2i stack, only to evaluate; the task plugin loads torch-free
     import torch
 
+    from mdm.eval.distributed import ranks  # deferred: accelerate, only inside a launch
     from mdm.t2i.clip import ClipScorer
     from mdm.t2i.sequences import sequence_format
 
     s = eval_settings(settings)
     run_dir = Path(run_dir)
-    model, tok, model_dir = load_model(run_dir)
+    rk = ranks()  # inside `accelerate launch`: this process's share of the captions
+    model, tok, model_dir = load_model(run_dir, rk.device)
     record_path, record = run_record(run_dir, model_dir)
     config = record.get("config") or {}
     o = task_options((config.get("data") or {}).get("options"))
     cache = t2i_cache((config.get("model") or {}).get("cache_dir"))
     image_tokenizer = image_tokenizer_of(o, cache)
+    if hasattr(image_tokenizer, "to"):  # a MAGVIT-v2 decodes on this process's GPU (the loader left it on the CPU)
+        image_tokenizer.to(o.encode_device or _default_device())
     fmt = sequence_format(tok, model.config, image_tokenizer, o.max_text_len)
     if o.images == "scenes":
         from mdm.t2i.scenes import captions_of  # deferred: numpy, only for generated scenes
@@ -200,11 +245,15 @@ def evaluate(run_dir: str | Path, settings: dict | None = None, *, scorer=None, 
         pairs = captions_of(s.split)[: s.limit]
         captions, scenes = [c for c, _ in pairs], [sc for _, sc in pairs]
     else:
-        captions, scenes = [e["caption"] for e in _pairs(s.split, s.limit or 1000, 0, o)], None  # no encoding
+        captions, scenes = _captions(s.split, s.limit or 1000, o), None  # no encoding
     with torch.no_grad():
-        codes = fmt.generate(model, captions, **s.model_dump(include={"steps", "schedule", "temperature", "seed",
-                                                                       "batch_size", "guidance_scale"}))
-    images = image_tokenizer.decode(codes)
+        codes = _generate(fmt, model, captions, s, rk)
+    if codes is None:  # another rank's share: rank 0 decodes, scores and writes
+        return {"run_dir": str(run_dir), "model_dir": str(model_dir), "record": str(record_path), "tasks": {},
+                "metrics": {}}
+    from mdm.t2i.codes import decode_batches  # deferred: numpy and the t2i stack
+
+    images = decode_batches(image_tokenizer, codes, s.batch_size)  # batch_size codes per decode call
     scorer = scorer or ClipScorer.from_spec(s.clip_model, cache_dir=cache)
     clip = scorer.score(images, captions)
     metrics = {"eval_task": TASK, "score": clip["clip_score"], "clip_score": clip["clip_score"]}
@@ -228,7 +277,8 @@ def evaluate(run_dir: str | Path, settings: dict | None = None, *, scorer=None, 
         grid = str(save_grid(images[pick], out / "samples.png", [captions[i] for i in pick],
                              [checks[i].get("all", True) for i in pick],
                              title=f"{title}CLIP {clip['clip_score']:.1f}{attrs}"))
-    result = {"n_eval": len(captions), "decoding": s.decoding(), "format": fmt.name,
+    result = {"n_eval": len(captions), "samples_file": "samples.jsonl",
+              "decoding": s.decoding() | ({"processes": rk.world} if rk.world > 1 else {}), "format": fmt.name,
               "image_tokenizer": image_tokenizer.describe(), "settings": s.model_dump(),
               "clip": {"model": clip["clip_model"], "definition": clip["clip_definition"],
                        "negative_cosines": clip["negative_cosines"]},
@@ -237,6 +287,25 @@ def evaluate(run_dir: str | Path, settings: dict | None = None, *, scorer=None, 
         update_record(record_path, {TASK: result}, metrics)
     return {"run_dir": str(run_dir), "model_dir": str(model_dir), "record": str(record_path), "tasks": {TASK: result},
             "metrics": metrics}
+
+
+def _generate(fmt, model, captions: list[str], s: EvalSettings, rk):
+    """The image codes of every caption (None on ranks other than 0). Inside a launch each rank decodes every
+    world-th batch of `batch_size` captions, the very batches one process decodes, with the draws keyed by the
+    captions' places in the whole list (`first`), so the codes are one process's, sampled or greedy."""
+    import torch  # deferred: torch; the task plugin loads torch-free for config checks
+
+    knobs = s.model_dump(include={"steps", "schedule", "temperature", "seed", "batch_size", "guidance_scale"})
+    if rk.world == 1:
+        return fmt.generate(model, captions, **knobs)
+    chunks = [captions[i : i + s.batch_size] for i in range(0, len(captions), s.batch_size)]
+    mine = {k: fmt.generate(model, chunks[k], first=k * s.batch_size, **knobs)
+            for k in range(rk.rank, len(chunks), rk.world)}
+    shares = rk.gather(mine)
+    if not rk.is_main:
+        return None
+    done = {k: v for share in shares for k, v in share.items()}
+    return torch.cat([done[k] for k in range(len(chunks))])
 
 
 def report(rows, roots, out) -> list[str]:

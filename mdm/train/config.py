@@ -103,6 +103,10 @@ class DataConfig(Strict):
     # longer than its answer with EOS. N: every MDM response (+ its EOS) is padded to N tokens (use the
     # decoding canvas, gen_length); longer responses stay as they are. Not applied to ARM runs.
     eos_pad: int | None = Field(None, ge=1)
+    # a fixed canvas: every MDM row EOS-padded (padding carrying loss, as eos_pad's) to exactly N tokens in all, rows
+    # longer dropped as over max_length. A model that ignores attention masks (the hub's LLaDA code) otherwise sees
+    # its micro-batch's padding, and a row's loss changes with the rows it is batched with (mdm.train.data.pad_to_canvas)
+    pad_to: int | None = Field(None, ge=8)
     options: dict[str, Any] = {}  # loader options (hitab: root; openscience: n_eval, ...; dataset: path, ...)
 
     @model_validator(mode="after")
@@ -232,9 +236,14 @@ def check_method(cfg: RunConfig, where: str) -> None:
 def check_eos_pad(cfg: RunConfig, where: str) -> None:
     """An MDM's EOS padding (the decoding canvas) must leave room for a prompt within max_length."""
     d = cfg.data
-    if d.eos_pad and cfg.model.family == "mdm" and d.eos_pad >= d.max_length:
-        raise ConfigError(f"{where}: data.eos_pad", f"{d.eos_pad} leaves no room for a prompt within max_length "
-                          f"{d.max_length}; use an eos_pad below max_length (the decoding canvas, gen_length)")
+    if d.eos_pad and cfg.model.family == "mdm" and d.eos_pad >= min(d.max_length, d.pad_to or d.max_length):
+        limit = "pad_to" if d.pad_to and d.pad_to < d.max_length else "max_length"
+        raise ConfigError(f"{where}: data.eos_pad", f"{d.eos_pad} leaves no room for a prompt within {limit} "
+                          f"{min(d.max_length, d.pad_to or d.max_length)}; use an eos_pad below it (the decoding "
+                          "canvas, gen_length)")
+    if d.pad_to and d.pad_to > d.max_length:
+        raise ConfigError(f"{where}: data.pad_to", f"{d.pad_to} is longer than max_length {d.max_length}; use a "
+                          "pad_to at most max_length (every row is padded to it)")
 
 
 def check_run(cfg: RunConfig, where: str) -> None:

@@ -22,15 +22,19 @@ def _data_where(where: str) -> str:
     return "data." + where.removeprefix("task.") if where.startswith("task.") else where
 
 
-def load_examples(cfg: DataConfig) -> list[dict]:
+def load_examples(cfg: DataConfig, tokenizer=None) -> list[dict]:
     """The task's training examples; a problem with the data (a missing file, a bad row, an unknown option, no
-    rows) is one ConfigError naming the key or file."""
+    rows) is one ConfigError naming the key or file. `tokenizer`: the run's (`mdm.train.model.counting_tokenizer`),
+    which a task selecting rows by token count (OpenScience) needs: its test rows are counted with it too."""
     spec = get_task(cfg.task)
+    options = dict(cfg.options)
+    if spec.counts_tokens and tokenizer is not None:
+        options.setdefault("tokenizer", tokenizer)
     try:
         if spec.generated:
-            examples = make_task(cfg.task, "train", n=cfg.n_train or 1000, seed=cfg.data_seed, **cfg.options)
+            examples = make_task(cfg.task, "train", n=cfg.n_train or 1000, seed=cfg.data_seed, **options)
         else:
-            examples = make_task(cfg.task, "train", n=cfg.n_train, **cfg.options)
+            examples = make_task(cfg.task, "train", n=cfg.n_train, **options)
     except ConfigError as e:
         raise ConfigError(_data_where(e.where), e.problem) from None
     except (OSError, ValueError, TypeError) as e:  # e.g. `path:line: not valid JSON`, a hub id offline
@@ -68,14 +72,20 @@ def pad_with_eos(item: dict, eos_id: int, response_tokens: int) -> dict:
             "syntax_mask": list(item["syntax_mask"]) + [False] * n}
 
 
+def pad_to_canvas(items: list[dict], eos_id: int, length: int) -> list[dict]:
+    """`data.pad_to`: every item EOS-padded (response tokens carrying loss) to exactly `length` tokens."""
+    return [pad_with_eos(it, eos_id, length - it["prompt_length"]) for it in items]
+
+
 def build_data(cfg: DataConfig, tokenizer, eos_pad: bool = True, examples: list[dict] | None = None,
                echo=None, model_config=None) -> TrainData:
     """`eos_pad`: apply `cfg.eos_pad` (MDM runs; ARM runs pass False). `examples`: already loaded. Dropped
     rows are reported through `echo`; more than half of them dropped is a ConfigError. A task plugin with a
     `tokenize` hook lays its items out for the model itself (`model_config`: the model's config)."""
-    examples = load_examples(cfg) if examples is None else examples
+    examples = load_examples(cfg, tokenizer) if examples is None else examples
     train_ex, held_ex = split_heldout(examples, cfg.heldout_fraction, cfg.split_seed)
     spec = cfg.spec()
+    limit = min(cfg.max_length, cfg.pad_to or cfg.max_length) if eos_pad else cfg.max_length
     own = spec.hook("tokenize")
     if own is not None:
         try:
@@ -84,11 +94,12 @@ def build_data(cfg: DataConfig, tokenizer, eos_pad: bool = True, examples: list[
         except ConfigError as e:
             raise ConfigError(_data_where(e.where), e.problem) from None
     else:
-        train, d1 = tokenize_examples(tokenizer, train_ex, spec, cfg.max_length)
-        held, d2 = tokenize_examples(tokenizer, held_ex, spec, cfg.max_length)
-    dropped = f"{d1 + d2} of {len(examples)} examples are longer than max_length={cfg.max_length} tokens"
+        train, d1 = tokenize_examples(tokenizer, train_ex, spec, limit)
+        held, d2 = tokenize_examples(tokenizer, held_ex, spec, limit)
+    key = "pad_to" if limit < cfg.max_length else "max_length"
+    dropped = f"{d1 + d2} of {len(examples)} examples are longer than {key}={limit} tokens"
     if 2 * (d1 + d2) > len(examples):
-        raise ConfigError("data.max_length", f"{dropped} and would be dropped; raise max_length")
+        raise ConfigError(f"data.{key}", f"{dropped} and would be dropped; raise {key}")
     if d1 + d2 and echo:
         echo(f"data: {dropped}: dropped ({d1} train, {d2} held-out; the paper drops, never truncates)")
     if cfg.eos_pad and eos_pad:
@@ -98,6 +109,12 @@ def build_data(cfg: DataConfig, tokenizer, eos_pad: bool = True, examples: list[
         if too_long:
             raise ConfigError("data.eos_pad", f"{cfg.eos_pad}: {len(too_long)} padded sequence(s) longer than "
                               f"max_length={cfg.max_length}; raise max_length or lower eos_pad")
+    if cfg.pad_to and eos_pad:  # one canvas for every row: its loss is the same in any micro-batch
+        train = pad_to_canvas(train, tokenizer.eos_token_id, cfg.pad_to)
+        held = pad_to_canvas(held, tokenizer.eos_token_id, cfg.pad_to)
+        if any(len(it["input_ids"]) != cfg.pad_to for it in train + held):
+            raise ConfigError("data.pad_to", f"{cfg.pad_to}: some rows are longer once eos_pad is applied; raise "
+                              "pad_to or lower eos_pad")
     if cfg.full_sequence:  # pretraining: every token is eligible
         for item in train + held:
             item["prompt_length"] = 0

@@ -2,7 +2,8 @@
 
 Tiny base models: the paper fine-tunes a pretrained model, so the tiny preset first pretrains ONE base per
 (task, family, settings) with the plain MDM loss (ARM: next-token loss) on the task's text, every token
-carrying loss, and caches it under `<cache>/bases/<task>-<family>-<hash>/`. Every method and seed then
+carrying loss, and caches it under `<cache>/bases/<task>-<family>-<hash>/` (the hash covers the settings and the
+code that trains it, `mdm.cache.derivation`). Every method and seed then
 fine-tunes from the same base. Building is deterministic and guarded by a file lock, so concurrent runs
 build it once.
 """
@@ -16,13 +17,13 @@ import sys
 from pathlib import Path
 
 from mdm.cache import cache_root as root
-from mdm.cache import config_hash
+from mdm.cache import config_hash, derivation
 from mdm.data import get_task
 from mdm.data.dataset import fingerprint
 from mdm.io import file_lock
 from mdm.train.config import ModelConfig, RunConfig
 
-BASE_FORMAT = "tiny-base-v1"  # bump when the recipe changes, so stale caches are not reused
+BASE_FORMAT = "tiny-base-v1"  # the folder's layout; the code that trains a base is in its key (mdm.cache.derivation)
 
 
 def cache_root(cfg: ModelConfig) -> Path:
@@ -47,11 +48,32 @@ def tiny_tokenizer(cfg: ModelConfig, task: str, options: dict | None = None):
     own = get_task(task).hook("tokenizer")
     if own is not None:  # a task plugin with its own vocabulary (its `tokenizer` hook)
         return own(cache_root(cfg), **options)
+    if get_task(task).counts_tokens and "tokenizer" not in options:  # the vocabulary's text only: no run's rows
+        # deferred: mdm.data imports transformers
+        from mdm.data.tasks import approx_tokens
+
+        options = {**options, "count_tokens": approx_tokens}
     examples = make_task(task, "train", n=cfg.tokenizer_examples, seed=0, **options) if _generated(task) else \
         make_task(task, "train", n=cfg.tokenizer_examples, **options)
     texts = [e["prompt"] + "\n" + e["response"] for e in examples]
     return build_tokenizer(texts, vocab_size=cfg.vocab_size, cache_dir=cache_root(cfg) / "tokenizers",
                            digit_space=cfg.digit_space)
+
+
+def counting_tokenizer(cfg: RunConfig):
+    """The run's tokenizer, before its model is built, for a task that selects its rows by token count
+    (OpenScience: `mdm.data.tasks.token_counter`, the count its evaluation uses too); None for other tasks."""
+    from mdm.data import get_task  # deferred: mdm.data's tokenizer imports transformers
+
+    if not get_task(cfg.data.task).counts_tokens:
+        return None
+    m = cfg.model
+    if m.source == "tiny" and m.base in (None, "auto"):
+        return tiny_tokenizer(m, cfg.data.task, cfg.data.options)  # the tiny base's tokenizer too
+    _quiet_transformers()
+    from transformers import AutoTokenizer  # deferred: transformers (slow import)
+
+    return AutoTokenizer.from_pretrained(str(m.base or m.source), trust_remote_code=True)
 
 
 def _generated(task: str) -> bool:
@@ -120,7 +142,7 @@ def base_run_config(cfg: RunConfig, output_dir: str) -> RunConfig:
 def base_key(cfg: RunConfig) -> str:
     probe = base_run_config(cfg, "-").trajectory_dict()
     probe["model"].pop("cache_dir", None)
-    what = [BASE_FORMAT, probe]
+    what = [BASE_FORMAT, derivation("base"), probe]
     if cfg.data.task == "dataset":  # the user's file may change under the same options: key on its content too
         what.append(fingerprint(cfg.data.options))
     return f"{cfg.data.task}-{cfg.model.family}-{config_hash(what)}"

@@ -6,7 +6,8 @@ EPR family. The artifact is saved as `<run>/ppots.json`, broadcast to every proc
 resumed run (never refitted).
 
 The pilot is a deterministic function of the starting weights, the pilot rows and the pilot settings, so it is
-also cached under `<cache>/ppots/<key>.json`, keyed by a fingerprint of all three: the runs of a benchmark that
+also cached under `<cache>/ppots/<key>.json`, keyed by a fingerprint of all three and of the code that computes it
+(the pilot, the EPR fit: `mdm.cache.derivation`): the runs of a benchmark that
 start from the same model on the same data (every seed of P-POTS and of P-POTS+MIRROR) share one pilot, and
 its cost is paid once per (model, task) instead of once per run.
 """
@@ -16,11 +17,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
+import inspect
 import json
 from pathlib import Path
 
 import torch
 
+from mdm.cache import derivation
 from mdm.io import atomic_write_json, file_lock, read_json
 from mdm.objective.rng import generator
 
@@ -35,7 +38,7 @@ def fitter():
     return importlib.import_module("mdm.variance.profile")
 
 
-PILOT_FORMAT = "ppots-pilot-v1"  # bump when the pilot or the fit changes numbers, so old cache entries are not reused
+PILOT_FORMAT = "ppots-pilot-v1"  # the artifact's layout; the pilot's and the fit's code are in the key (derivation)
 
 
 def fit_density(*, model, items, collate, mask_token_id, pilot, device, meta=None, cache_dir=None,
@@ -83,9 +86,14 @@ def fit_density(*, model, items, collate, mask_token_id, pilot, device, meta=Non
 
 def pilot_key(model, x0, mask_token_id: int, pilot, device) -> str:
     """Fingerprint of what determines a pilot: the weights (per tensor: float64 sum, absolute sum and the first
-    8 values, cheap even for 8B parameters), the pilot rows' tokens, the pilot settings and the device type."""
-    h = hashlib.sha256(json.dumps({"format": PILOT_FORMAT, "pilot": pilot.model_dump(mode="json"),
-                                   "mask": mask_token_id, "device": torch.device(device).type}, sort_keys=True).encode())
+    8 values, cheap even for 8B parameters), the pilot rows' tokens, the pilot settings, the device type, the code
+    of the pilot and the fit (`mdm.cache.derivation("pilot")`: an edit of the fit never returns an old density) and the
+    source file of the model's class (its forward: a hub model's remote code)."""
+    h = hashlib.sha256(json.dumps({"format": PILOT_FORMAT, "code": derivation("pilot"),
+                                   "pilot": pilot.model_dump(mode="json"), "mask": mask_token_id,
+                                   "device": torch.device(device).type}, sort_keys=True).encode())
+    with contextlib.suppress(OSError, TypeError):  # the forward's code: a hub model's (remote) modeling file
+        h.update(Path(inspect.getsourcefile(type(model))).read_bytes())
     with torch.no_grad():
         for name, p in model.state_dict().items():
             flat = p.detach().reshape(-1).double()

@@ -119,7 +119,7 @@ class Trainer:
         from accelerate.utils import broadcast_object_list
 
         # deferred: bound per run, so a test's stand-in for mdm.train.model.build_model is the one called
-        from mdm.train.model import build_model, cache_root, ensure_base
+        from mdm.train.model import build_model, cache_root, counting_tokenizer, ensure_base
 
         cfg, t = self.cfg, self.cfg.training
         if t.threads:
@@ -130,7 +130,8 @@ class Trainer:
             own_check(cfg)
         method = Method.build(cfg.method) if self.is_mdm else None
         fit_ppots = method is not None and ppots.needs_fit(method)
-        examples = load_examples(cfg.data)  # data problems too: before the model (a tiny base may pretrain)
+        # data problems too: before the model (a tiny base may pretrain); OpenScience counts rows in the run's tokens
+        examples = load_examples(cfg.data, counting_tokenizer(cfg))
         echo = (lambda line: print(f"{cfg.name or self.run_dir.name}: {line}", file=sys.stderr)) \
             if int(os.environ.get("RANK", "0")) == 0 else None
 
@@ -169,6 +170,10 @@ class Trainer:
                                model_config=model.config)
         self.collate = Collator(tokenizer, cfg.data.spec(), cfg.data.max_length,
                                 pad_carries_loss=not self.adapter.can_pad)
+        if self.is_mdm and not self.adapter.can_pad and not cfg.data.pad_to and t.micro_batch_size > 1 and echo:
+            echo("data: this model ignores attention masks, so each row sees (and is scored on) its micro-batch's "
+                 "EOS padding: its loss depends on the rows it is batched with; set data.pad_to (a fixed canvas) "
+                 "to make it independent (mdm.train.data.pad_to_canvas)")
         self.mask_token_id = mask_token_id_of(tokenizer, model.config) if self.is_mdm else None
         self.objective = MDMObjective(method, self.mask_token_id) if self.is_mdm else ARMObjective()
         self.total = total_steps(len(self.data.train), t.global_batch_size, t.epochs, t.max_steps)

@@ -74,9 +74,9 @@ def test_default_mask_token_id_is_refused(tmp_path):
         mask_token_id_of(tok, model.config)
 
 
-def test_dream_is_refused_with_one_line():
-    with pytest.raises(ConfigError, match="model_type 'dream' is not supported: Dream predicts token i from"):
-        adapter_class(SimpleNamespace(model_type="dream"))
+def test_dream_is_adapted_not_refused():
+    """Dream was refused (shifted logits); its adapter now declares the shift (tests/adapters/test_families.py)."""
+    assert adapter_class(SimpleNamespace(model_type="Dream")).shift == 1
 
 
 def padded_batch(tok, n=4):

@@ -420,7 +420,7 @@ def test_hub_fallbacks(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     monkeypatch.setenv("MDM_GSM8K_DIR", str(tmp_path / "absent"))
     assert make_task("gsm8k", "train")[0]["answer"] == "1"
-    assert make_task("openscience", "test", n=2, n_train=3)[0]["id"] == "openscience-3"  # rows 0-2 train
+    assert make_task("openscience", "test", n=2, n_train=3, count_tokens=len)[0]["id"] == "openscience-3"  # rows 0-2 train
     assert calls == [
         (("openai/gsm8k", "main"), {"split": "train"}),
         (("nvidia/OpenScienceReasoning-2",), {"split": "train", "streaming": True}),
@@ -449,7 +449,7 @@ def test_openscience_selection():
     assert all(e["answer"] == "B" and e["task"] == "openscience" for e in train + test)
     assert len(select_openscience(rows, "test", n=2, **opts)) == 2
     with pytest.raises(ValueError, match="allowed: train, test"):
-        select_openscience(rows, "dev")
+        select_openscience(rows, "dev", count_tokens=count)
 
 
 def test_openscience_loader_counts_with_the_tokenizer(tok):

@@ -30,7 +30,10 @@ def test_paper_averages(table1):
     # above 0), but its lead over the runner-up P-POTS is not, so no row is marked best there
     assert mdm.loc[("ppots+mirror", "gsm8k"), "gain_ci95"].startswith("[+")
     assert not mdm.loc[("ppots+mirror", "gsm8k"), "best"]
-    assert mdm.loc[("ppots+mirror", "gsm8k"), "p_seeds"] == pytest.approx(0.1)  # 3 vs 3 seeds: 2 of 20 splits
+    # the exact paired sign-flip test over 3 common seeds: all 3 gains positive is 2 of the 8 swaps (two-sided), and
+    # 0.25 is the smallest p 3 seeds allow (the unpaired 3-vs-3 permutation's 0.1 ignored the pairing by seed)
+    assert mdm.loc[("ppots+mirror", "gsm8k"), "p_seeds"] == "0.25 (min 0.25)"
+    assert mdm.loc[("ppots+mirror", "gsm8k"), "n_common"] == 3
     assert mdm.loc[("strats", "gsm8k"), "gain_ci95"] is None  # 1 seed: no interval
     gains = {t: mdm.loc[("ppots+mirror", t), "mean"] - mdm.loc[("standard", t), "mean"]
              for t in ("openscience", "gsm8k", "hitab")}
@@ -56,13 +59,25 @@ def test_table2_clip_gain():
 
 
 def test_cli_writes_the_report_folder(tmp_path):
-    subprocess.run([sys.executable, "-m", "mdm.cli", "report", str(TABLE1), "--out", str(tmp_path)], check=True,
-                   capture_output=True)
+    from mdm.report.status import BEGIN, END
+
+    readme = tmp_path.parent / f"{tmp_path.name}-README.md"
+    readme.write_text(f"# x\n\n## Status\n\n{BEGIN}\nstale\n{END}\n")
+    subprocess.run([sys.executable, "-m", "mdm.cli", "report", str(TABLE1), "--out", str(tmp_path), "--readme",
+                    str(readme)], check=True, capture_output=True)
+    block = readme.read_text()  # the status.md of every report folder beside --out, between the markers
+    assert "stale" not in block and (tmp_path / "status.md").read_text().rstrip("\n") in block
     for name in ("leaderboard.md", "leaderboard.csv", "synergy.md", "synergy.csv", "README.md", "scores_gsm8k.png"):
         assert (tmp_path / name).is_file(), name
     text = (tmp_path / "leaderboard.md").read_text()
-    # the same interval as the claims page (the same draws: mdm.report.claims, "[+2.44, +13.80]")
-    assert "gain_ci95" in text and "p_seeds" in text and "[+2.4, +13.8]" in text
+    # the paper's layout: methods as rows in its order, then the gains with the paired interval the claims page
+    # shows (mdm.report.claims: "[+0.41, +15.62]" for P-POTS+MIRROR on GSM8K, 3 common seeds)
+    rows = [line.split(" | ")[0].strip("| ") for line in text.splitlines() if line.startswith("| ")]
+    assert rows[1:10] == ["ppots+mirror", "ppots", "mirror", "isad", "syrm", "strats", "ema", "clipped", "standard"]
+    assert "| ppots+mirror | - | +8.02 [+0.4, +15.6] (3) |" in text
+    assert "[+0.41, +15.62]" in (tmp_path / "claims.md").read_text()
+    details = (tmp_path / "details.md").read_text()
+    assert "gain_ci95" in details and "p_seeds" in details and "n_common" in details
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path):
@@ -119,7 +134,7 @@ def test_leaderboard_from_records_is_paired_per_run_and_honest(tmp_path):
     assert board.loc["mirror", "passes/run"] == 200 and board.loc["standard", "passes/run"] == 100  # per run, not summed
     assert board.loc["mirror", "best"] and not board.loc["standard", "best"]  # interval of the lead excludes 0
     assert board.loc["mirror", "gain_ci95"].startswith("[+")
-    assert board.loc["ema", "note"].startswith("identical to standard on every seed; the EMA control variate")
+    assert board.loc["ema", "note"].startswith("identical to standard on every common seed; the EMA control variate")
     assert board.loc["ema", "gain"] == 0 and board.loc["mirror", "note"] == ""
     syn = synergy(load_scores([tmp_path]))
     assert syn.empty  # no combination was run
@@ -141,9 +156,14 @@ def test_claims_page_on_the_papers_own_numbers(table1, tmp_path):
 
     page = claims(table1, table1).set_index(["claim", "task"])
     syn = page.loc[("P-POTS+MIRROR gains more than P-POTS and MIRROR summed (synergy)", "gsm8k")]
-    assert syn.detail == "gain +8.02 vs +7.26 summed" and syn.ours == pytest.approx(0.76, abs=0.005)
-    assert syn.verdict == "inconclusive at 95%"  # 3 seeds per row cannot separate +0.76 points from 0
-    assert page.loc[("ppots+mirror improves on Standard", "gsm8k")].verdict == "reproduced"
+    assert syn.detail.startswith("gain +8.02 vs +7.26 summed;") and syn.ours == pytest.approx(0.76, abs=0.005)
+    assert syn.verdict == "inconclusive at 95% (Holm)"  # 3 seeds per row cannot separate +0.76 points from 0
+    assert syn["vs paper"] == "consistent with the paper's size"  # the paper's own number, in its own interval
+    # the paper's own GSM8K gain: its paired interval on 3 seeds excludes 0 (raw p ~0.04), but not after Holm over
+    # the page's seed-level tests; on OpenScience it survives
+    gsm = page.loc[("ppots+mirror improves on Standard", "gsm8k")]
+    assert gsm.ci95 == "[+0.41, +15.62]" and gsm.p < 0.05 < gsm.p_holm and gsm.verdict == "inconclusive at 95% (Holm)"
+    assert page.loc[("ppots+mirror improves on Standard", "openscience")].verdict == "reproduced"
     assert page.loc[("isad improves on Standard", "gsm8k")].verdict == "inconclusive (1 seed: no interval)"
     assert page.loc[("MDM Standard's seed spread exceeds the ARMs' (SD ratio; ARMs pooled)", "hitab")].verdict \
         == "reproduced"

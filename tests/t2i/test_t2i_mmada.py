@@ -130,6 +130,19 @@ def test_batched_greedy_decoding_equals_one_at_a_time(hub, loaded):
     assert images.shape == (3, 32, 32, 3) and images.dtype.name == "uint8"
 
 
+def test_sampled_decoding_of_a_launchs_share_is_one_process_decoding(hub, loaded):
+    """A batch's draws are keyed by its first caption's place in the whole list: the batches a rank of a launch
+    decodes (`first`) give the codes one process gives them, at temperature 1 with guidance (the paper's decoding)."""
+    model, _ = loaded
+    fmt = fmt_of(loaded, hub["vq"])
+    captions = [e["prompt"] for e in examples(hub["vq"], 5)]
+    knobs = dict(steps=4, batch_size=2, temperature=1.0, guidance_scale=1.5, seed=7)
+    whole = fmt.generate(model, captions, **knobs)
+    shares = [fmt.generate(model, captions[k : k + 2], first=k, **knobs) for k in (0, 2, 4)]
+    assert torch.equal(torch.cat(shares), whole)
+    assert not torch.equal(fmt.generate(model, captions, **{**knobs, "seed": 8}), whole)
+
+
 def test_a_codec_the_model_does_not_fit_is_refused(hub, loaded, tmp_path):
     from mdm.t2i.image_tokenizer import MagvitV2Tokenizer, tiny_image_tokenizer
     from mdm.t2i.magvit import tiny_magvit

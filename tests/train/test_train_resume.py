@@ -114,7 +114,7 @@ def test_a_spec_edited_after_runs_finished_is_one_clear_error_then_rerun_stale_m
     assert rerun.returncode == 0, rerun.stderr
     assert (run_dir.with_name("seed3.stale-1") / "record.json").read_bytes() == first  # kept, not deleted
     assert json.loads((run_dir / "record.json").read_text())["config"]["training"]["lr"] == 2e-3
-    from mdm.report.tables import read_records
+    from mdm.report.records import read_records
 
     assert len(read_records(results / "killtest")) == 1  # the set-aside run is not reported
 
