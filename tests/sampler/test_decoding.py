@@ -12,14 +12,20 @@ import torch
 from mdm.adapters import checked, load_model
 from mdm.adapters.kv import kv_forward
 from mdm.cli import main as mdm_main
-from mdm.data import make_task
+from mdm.data import make_task, mask_token_id_of
 from mdm.decoding import decoding_key, parse_decoding
 from mdm.decoding.rules import Factor, Threshold
 from mdm.errors import ConfigError
 from mdm.eval.api import evaluate_run
 from mdm.sampler import DecodeConfig, chat_prompt_ids, generate
 from tests.eval.test_eval_fixtures import EOSBias, save_run, sharp_model, tiny_tokenizer
-from tests.llada_fixture import llada_folder, requires_remote_code
+from tests.llada_fixture import (
+    MMADA_CODE,
+    llada_folder,
+    mmada_folder,
+    requires_mmada_code,
+    requires_remote_code,
+)
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.numerics]
 LLADA_KNOBS = {"sampler", "gen_length", "steps", "block_length", "temperature", "remasking", "early_stop", "seed"}
@@ -212,3 +218,18 @@ def test_measured_calls_ratio_reads_the_benchmark_rows(tmp_path):
     assert measured_calls_ratio(knobs, "arith", path=f) == 0.25 and measured_calls_ratio(knobs, path=f) == 0.375
     assert measured_calls_ratio({"strategy": "factor", "factor": 1.0}, path=f) is None
     assert measured_calls_ratio(knobs, path=tmp_path / "missing.json") is None
+
+
+@requires_mmada_code
+def test_mmada_llm_is_cached_with_padded_batches(tmp_path):
+    """MMaDA's LLM (LLaDA's blocks, `attention_bias` padding): the cached forward passes its check against the
+    model's own forward on a padded batch, and a cached decoding of prompts of different lengths forwards fewer
+    tokens."""
+    model, tok = load_model(mmada_folder(tmp_path / "MMaDA-tiny"), causal=False, dtype=torch.float32, code_dir=MMADA_CODE)
+    mask_id = mask_token_id_of(tok, model.config)
+    prompts = [chat_prompt_ids(tok, e["prompt"]) for e in make_task("arith", "test", n=4, seed=1)]
+    assert len({len(p) for p in prompts}) > 1 and checked(model).can_pad
+    knobs = {"gen_length": 16, "steps": 16, "block_length": 8}
+    base = run(model, tok, prompts, DecodeConfig(**knobs), mask_id, vocab_size=len(tok))
+    dual = run(model, tok, prompts, DecodeConfig(**knobs, cache="dual"), mask_id, vocab_size=len(tok))
+    assert dual.forward_passes == base.forward_passes and dual.token_forwards < base.token_forwards
