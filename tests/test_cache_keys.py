@@ -52,14 +52,14 @@ def folders(path: Path, pattern: str = "*") -> list[Path]:
 
 
 def test_every_cache_kind_names_its_deriving_modules_and_every_cached_dir_kind_is_one():
-    assert set(cache.DERIVED) == {"tokenizer", "base", "pilot", "codebook", "clip"}
+    assert set(cache.DERIVED) == {"tokenizer", "base", "pilot", "codebook", "clip", "codes"}
     for kind, modules in cache.DERIVED.items():
         assert set(modules) <= set(cache.code_modules(*modules)), kind
     # every kind given to the t2i cache (mdm.t2i.cache.cached_dir) is a kind of DERIVED, and every other cache's
     # key function includes derivation(<its kind>)
     sources = {p: p.read_text() for p in (ROOT / "mdm").rglob("*.py")}
     kinds = {k for text in sources.values() for k in re.findall(r'cached_dir\(\s*"(\w+)"', text)}
-    assert kinds == {"codebook", "clip"}
+    assert kinds == {"codebook", "clip", "codes"}
     used = {k for text in sources.values() for k in re.findall(r"derivation\(\s*[\"'](\w+)[\"']", text)}
     assert used | kinds == set(cache.DERIVED)
 
@@ -148,6 +148,24 @@ def test_a_changed_derivation_code_gives_a_new_clip(tmp_path, edit):
     edit("mdm.t2i.clip")
     assert cached_dir("clip", {"train": {"steps": 1}}, build, tmp_path) != first
     assert len(folders(tmp_path, "clip-*")) == 2
+
+
+def test_a_changed_derivation_code_gives_new_image_codes(tmp_path, edit):
+    from mdm.t2i.codes import cached_codes
+    from mdm.t2i.image_tokenizer import tiny_image_tokenizer
+    from mdm.t2i.scenes import make_examples
+    from mdm.t2i.task import task_options
+
+    tok = tiny_image_tokenizer(tmp_path, n_images=12, codebook_size=8)
+    pairs = [{"caption": e["caption"], "image": e["image"], "id": e["id"]} for e in make_examples("train", 4, seed=0)]
+
+    def codes():
+        return cached_codes("train", 4, task_options({}), tok, batch_size=2, cache_dir=tmp_path, pairs=pairs)
+
+    first = codes()
+    assert codes() == first and len(folders(tmp_path, "codes-*")) == 1
+    edit("mdm.t2i.codes")  # the encoding path
+    assert codes() == first and len(folders(tmp_path, "codes-*")) == 2  # encoded again under a new key
 
 
 def test_comments_docstrings_and_code_outside_a_derivation_leave_its_key(edit):
