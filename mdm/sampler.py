@@ -34,6 +34,12 @@ What this implementation adds, none of which changes the algorithm (outputs are 
   transformers then builds none), and steps that commit no token (steps_per_block > block_length) skip the model
   call. Float64 work is done a chunk of rows at a time (LLaDA's vocabulary has 126k entries).
 
+Faster decodings (`mdm.decoding`, not the paper's; each recorded under its own key): `strategy` threshold or
+factor commits, within the current block, every position the rule accepts (at least one a step) and ends the block
+when it has no mask; `cache` prefix / dual runs the block's first step as the full forward and keeps its keys and
+values (`mdm.adapters.kv`), later steps forward only the block and what follows it (prefix) or only the block
+(dual). The default (exact, no cache) is the algorithm above, unchanged.
+
 Output tokens are cut after the first EOS; `decode_text` drops special tokens. Autoregressive (ARM) runs use
 `autoregressive_generate` (transformers' `generate`, greedy or sampled) with the same interface.
 """
@@ -42,14 +48,21 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 
 from mdm.adapters import checked
 from mdm.adapters.core import batches
+from mdm.adapters.kv import kv_forward
+from mdm.decoding import CACHES, KNOBS, STRATEGIES
+from mdm.decoding.arm import autoregressive_generate, is_autoregressive
+from mdm.decoding.rules import GenerationOutput, build, propose, row_generator
+from mdm.decoding.text import chat_prompt_ids, decode_text
 from mdm.errors import ConfigError
-from mdm.objective.rng import derive_seed
+
+__all__ = ["DecodeConfig", "GenerationOutput", "TASK_DECODING", "autoregressive_generate", "chat_prompt_ids",
+           "decode_text", "generate", "is_autoregressive", "num_transfer_schedule"]
 
 REMASKING = ("low_confidence", "random")
 
@@ -65,6 +78,10 @@ class DecodeConfig:
     remasking: str = "low_confidence"
     early_stop: bool = True
     seed: int = 0
+    strategy: str = "exact"  # mdm.decoding: exact (LLaDA's schedule) | threshold | factor
+    threshold: float = 0.9  # threshold: commit every masked position of the block whose confidence exceeds it
+    factor: float = 1.0  # factor: Fast-dLLM's factor rule
+    cache: str = "none"  # none | prefix | dual (mdm.adapters.kv)
 
     def __post_init__(self):
         for name in ("gen_length", "steps", "block_length"):
@@ -88,6 +105,16 @@ class DecodeConfig:
             raise ConfigError(
                 "decoding.remasking", f"unknown remasking {self.remasking!r}; allowed: {', '.join(REMASKING)}"
             )
+        STRATEGIES.get(self.strategy, "decoding.strategy")
+        for name in ("threshold", "factor"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"decoding.{name}", f"must be a number >= 0, got {value!r}")
+        if self.cache not in CACHES:
+            raise ConfigError("decoding.cache", f"unknown cache {self.cache!r}; allowed: {', '.join(CACHES)}")
+        if self.strategy != "exact" and self.remasking != "low_confidence":
+            raise ConfigError("decoding.remasking", f"strategy {self.strategy!r} compares the model's confidence; "
+                              "it needs remasking: low_confidence")
 
     @property
     def num_blocks(self) -> int:
@@ -98,7 +125,11 @@ class DecodeConfig:
         return self.steps // self.num_blocks
 
     def to_dict(self) -> dict:
-        return {"sampler": "llada"} | asdict(self)
+        """The knobs as recorded; the paper's decoding (exact, no cache) records LLaDA's knobs only, as it always did."""
+        d = {"sampler": "llada"} | asdict(self)
+        used = {"strategy", "cache"} | ({self.strategy} & {"threshold", "factor"})
+        default = self.strategy == "exact" and self.cache == "none"
+        return {k: v for k, v in d.items() if k not in KNOBS or (not default and k in used)}
 
     @classmethod
     def from_dict(cls, d: dict | None, base: DecodeConfig | None = None) -> DecodeConfig:
@@ -126,15 +157,6 @@ def num_transfer_schedule(block_length: int, steps: int) -> list[int]:
     """Tokens committed at each step of a block (LLaDA's get_num_transfer_tokens for a fully masked block)."""
     base, remainder = divmod(block_length, steps)
     return [base + (1 if i < remainder else 0) for i in range(steps)]
-
-
-@dataclass
-class GenerationOutput:
-    tokens: list[list[int]]  # generated ids per prompt (input order), cut after the first EOS (kept)
-    steps_run: list[int]  # denoising steps each prompt went through (fewer than `steps` after an early stop)
-    forward_passes: int = 0  # model calls
-    rows_forwarded: int = 0  # sum over model calls of the rows in the call
-    config: dict = field(default_factory=dict)
 
 
 def _forward_options(model) -> set[str]:
@@ -166,6 +188,8 @@ class _Denoiser:
         self.prebuilt_mask = _prebuilt_mask_ok(model)
         self.calls = 0
         self.rows = 0
+        self.tokens = 0  # rows x forwarded columns
+        self.kv = None  # the adapter-side cached forward (mdm.adapters.kv) when a cache is asked for
         self._mask_of = self._mask = None
 
     def _attention_mask(self, attention_mask):
@@ -198,45 +222,31 @@ class _Denoiser:
         logits = out.logits if hasattr(out, "logits") else out
         self.calls += 1
         self.rows += x.shape[0]
+        self.tokens += x.numel()
         logits = logits if logits.shape[1] == end - start else logits[:, start:end]
         return logits if self.vocab_size is None else logits[..., : self.vocab_size]
 
-
-_CHUNK_ELEMENTS = 1 << 25  # float64 work per chunk of rows (256 MB): LLaDA's vocabulary is 126k
-
-
-def _propose(logits: torch.Tensor, config: DecodeConfig, gens: list[torch.Generator] | None):
-    """Candidate token and confidence for every position: [b, n, V] logits -> ([b, n] ids, [b, n] float64).
-    Computed in float64 as LLaDA does, a chunk of rows at a time to bound memory."""
-    b, n, v = logits.shape
-    x0 = torch.empty((b, n), dtype=torch.long, device=logits.device)
-    conf = torch.empty((b, n), dtype=torch.float64, device=logits.device)
-    rows = max(1, _CHUNK_ELEMENTS // max(n * v, 1))
-    for i in range(0, b, rows):
-        lg = logits[i : i + rows].to(torch.float64)
-        if config.temperature > 0:
-            u = torch.stack([torch.rand((n, v), generator=g, dtype=torch.float64, device=g.device)
-                             for g in gens[i : i + rows]]).to(lg.device)  # fmt: skip
-            # argmax of exp(l) / (-log u)^T (LLaDA's add_gumbel_noise) = argmax of l / T - log(-log u), no overflow
-            x0[i : i + rows] = (lg / config.temperature - torch.log(-torch.log(u))).argmax(-1)
+    def cached(self, x, attention_mask, position_ids, start: int, end: int, cache, mode: str):
+        """(logits of [start, end), cache): without a cache, the full forward that makes one (what the uncached call
+        computes); with one, only the columns [start, L) (prefix) or [start, end) (dual) are forwarded."""
+        if "position_ids" not in self.options:  # LLaDA: positions are column indices, as in its own forward
+            position_ids = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
+        if cache is None:
+            logits, cache = self.kv(x, position_ids, attention_mask, keep=(start, end))
+            self.tokens += x.numel()
         else:
-            x0[i : i + rows] = lg.argmax(-1)
-        if config.remasking == "low_confidence":  # softmax probability of the candidate, untempered
-            conf[i : i + rows] = torch.exp(lg.gather(-1, x0[i : i + rows, :, None])[..., 0] - torch.logsumexp(lg, -1))
-    if config.remasking == "random":
-        conf = torch.stack([torch.rand((n,), generator=g, dtype=torch.float64, device=g.device) for g in gens])
-        conf = conf.to(logits.device)
-    return x0, conf
-
-
-def _row_generator(seed: int, key, device) -> torch.Generator:
-    dev = torch.device(device)
-    g = torch.Generator(device=dev) if dev.type != "cpu" else torch.Generator()
-    return g.manual_seed(derive_seed("decode", seed, key))
+            lo, hi = (start, x.shape[1]) if mode == "prefix" else (start, end)
+            logits = self.kv(x[:, lo:hi], position_ids[:, lo:hi], attention_mask, keep=(start - lo, end - lo),
+                             cache=cache, span=(lo, hi))
+            self.tokens += x.shape[0] * (hi - lo)
+        self.calls += 1
+        self.rows += x.shape[0]
+        return (logits if self.vocab_size is None else logits[..., : self.vocab_size]), cache
 
 
 @torch.inference_mode()
-def _generate_batch(denoise: _Denoiser, prompts, keys, config: DecodeConfig, mask_id: int, eos_id, pad_id, device):
+def _generate_batch(denoise: _Denoiser, prompts, keys, config: DecodeConfig, mask_id: int, eos_id, pad_id, device,
+                    rule):
     b = len(prompts)
     width = max(len(p) for p in prompts)
     length = width + config.gen_length
@@ -251,7 +261,7 @@ def _generate_batch(denoise: _Denoiser, prompts, keys, config: DecodeConfig, mas
     x, attn, pos = x.to(device), attn.to(device), pos.to(device)
 
     needs_rng = config.temperature > 0 or config.remasking == "random"
-    gens = [_row_generator(config.seed, k, device) for k in keys] if needs_rng else None
+    gens = [row_generator(config.seed, k, device) for k in keys] if needs_rng else None
     active = torch.arange(b, device=device)
     xa, attna, posa = x, attn, pos
     steps_run = [0] * b
@@ -263,18 +273,28 @@ def _generate_batch(denoise: _Denoiser, prompts, keys, config: DecodeConfig, mas
     for blk in range(config.num_blocks):
         s = width + blk * config.block_length
         e = s + config.block_length
-        for k in schedule:
-            for r in active.tolist():
-                steps_run[r] += 1
-            if k == 0:  # LLaDA calls the model and commits nothing
-                continue
-            logits = denoise(xa, None if unpadded else attna, posa, s, e)
+        cache = None  # refreshed by the block's first model call
+        for k in schedule if rule.scheduled else [None] * config.block_length:
+            if rule.scheduled:
+                for r in active.tolist():
+                    steps_run[r] += 1
+                if k == 0:  # LLaDA calls the model and commits nothing
+                    continue
+            else:  # until the block has no mask left (a row whose block is done rides along, committing nothing)
+                left = (xa[:, s:e] == mask_id).any(1).tolist()
+                if not any(left):
+                    break
+                for r, m in zip(active.tolist(), left):
+                    steps_run[r] += m
+            if denoise.kv is None:
+                logits = denoise(xa, None if unpadded else attna, posa, s, e)
+            else:
+                logits, cache = denoise.cached(xa, None if unpadded else attna, posa, s, e, cache, config.cache)
             block = xa[:, s:e]
             masked = block == mask_id
-            x0, conf = _propose(logits, config, gens)
+            x0, conf = propose(logits, config, gens)
             conf = torch.where(masked, conf, torch.full_like(conf, float("-inf")))
-            chosen = conf.topk(k, dim=-1).indices
-            transfer = torch.zeros_like(masked).scatter_(1, chosen, True) & masked
+            transfer = rule.commit(conf, masked, k)
             xa[:, s:e] = torch.where(transfer, x0, block)
             if check_stop:
                 gen = xa[:, width:]
@@ -287,6 +307,8 @@ def _generate_batch(denoise: _Denoiser, prompts, keys, config: DecodeConfig, mas
                     keep = ~done
                     if gens is not None:
                         gens = [g for g, kp in zip(gens, keep.tolist()) if kp]
+                    if cache is not None:
+                        cache = [(kc[keep], vc[keep]) for kc, vc in cache]
                     active, xa, attna, posa = active[keep], xa[keep], attna[keep], posa[keep]
                     unpadded = bool(attna.all())
                     if active.numel() == 0:
@@ -342,6 +364,9 @@ def generate(
     if hasattr(model, "eval"):
         model.eval()
     denoise = _Denoiser(model, vocab_size)
+    rule = build(config)
+    if config.cache != "none":  # one line and no decoding for a model that cannot be cached
+        denoise.kv = kv_forward(model, denoise.adapter, config.cache)
     tokens: list = [None] * len(prompts)
     steps_run = [0] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
@@ -352,96 +377,11 @@ def generate(
             idx = [order[p] for p in pos]
             out, steps = _generate_batch(
                 denoise, [prompts[i] for i in idx], [keys[i] for i in idx], config, int(mask_token_id),
-                eos_token_id, pad, device,
+                eos_token_id, pad, device, rule,
             )  # fmt: skip
             for i, toks, st in zip(idx, out, steps):
                 tokens[i], steps_run[i] = toks, st
     finally:
         if was_training:
             model.train()
-    return GenerationOutput(tokens, steps_run, denoise.calls, denoise.rows, config.to_dict())
-
-
-# ---------------------------------------------------------------- prompts and text
-
-
-def chat_prompt_ids(tokenizer, prompt: str, messages: list[dict] | None = None) -> list[int]:
-    """The generation prompt in the training format (`mdm.data.format_chat`): the user turn (or the conversation
-    `messages`) plus the assistant header (chat template), or `<|bos|><|user|>prompt<|assistant|>` (tiny tokenizer)."""
-    # deferred: mdm.data.collate imports transformers; the sampler loads torch only
-    from mdm.data.collate import format_chat
-
-    ids, _ = format_chat(tokenizer, prompt, "", messages)
-    return ids[:-1]  # drop the EOS that closes the (empty) response
-
-
-def decode_text(tokenizer, ids: Sequence[int]) -> str:
-    """Text of generated ids: cut at the first EOS, special tokens dropped."""
-    ids = list(ids)
-    eos = tokenizer.eos_token_id
-    if eos is not None and eos in ids:
-        ids = ids[: ids.index(eos)]
-    return tokenizer.decode(ids, skip_special_tokens=True)
-
-
-@torch.no_grad()
-def autoregressive_generate(
-    model,
-    prompts: Sequence[Sequence[int]],
-    config: DecodeConfig | None = None,
-    *,
-    eos_token_id: int | None,
-    pad_token_id: int | None = None,
-    batch_size: int = 16,
-    device=None,
-    shard: tuple[int, int] | None = None,
-) -> GenerationOutput:
-    """ARM decoding with transformers' `generate` (left padding): up to `gen_length` new tokens, greedy at
-    temperature 0, else sampled (seeded by `config.seed`). `steps`/`block_length`/`remasking` do not apply.
-    `shard` (rank, world): only every world-th batch, as `generate`."""
-    config = config or DecodeConfig()
-    device = device or next(model.parameters()).device
-    pad = pad_token_id if pad_token_id is not None else eos_token_id
-    model.eval()
-    prompts = [list(p) for p in prompts]
-    tokens: list = [None] * len(prompts)
-    order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
-    calls = 0
-    for c in range(0, len(order), batch_size):
-        if shard is not None and (c // batch_size) % shard[1] != shard[0]:
-            continue
-        idx = order[c : c + batch_size]
-        width = max(len(prompts[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        attn = torch.zeros((len(idx), width), dtype=torch.long)
-        for r, i in enumerate(idx):
-            p = prompts[i]
-            ids[r, width - len(p) :] = torch.tensor(p)
-            attn[r, width - len(p) :] = 1
-        kwargs = {"do_sample": False}
-        if config.temperature > 0:
-            torch.manual_seed(derive_seed("decode-arm", config.seed, c))
-            kwargs = {"do_sample": True, "temperature": float(config.temperature), "top_k": 0, "top_p": 1.0}
-        out = model.generate(
-            input_ids=ids.to(device), attention_mask=attn.to(device), max_new_tokens=config.gen_length,
-            eos_token_id=eos_token_id, pad_token_id=pad, **kwargs,
-        )  # fmt: skip
-        calls += 1
-        for r, i in enumerate(idx):
-            row = out[r, width:].tolist()
-            if eos_token_id is not None and eos_token_id in row:
-                row = row[: row.index(eos_token_id) + 1]
-            tokens[i] = row
-    d = {"sampler": "autoregressive", "gen_length": config.gen_length, "temperature": config.temperature,
-         "seed": config.seed}  # fmt: skip
-    rows = sum(t is not None for t in tokens)
-    return GenerationOutput(tokens, [len(t) if t is not None else 0 for t in tokens], calls, rows, d)
-
-
-def is_autoregressive(model) -> bool:
-    """True for causal LMs: a Gemma3 config with bidirectional attention off, or any model that is not a known MDM."""
-    config = getattr(model, "config", None)
-    if hasattr(config, "use_bidirectional_attention"):
-        return not config.use_bidirectional_attention
-    model_type = str(getattr(config, "model_type", "")).lower()
-    return not any(name in model_type for name in ("llada", "dream", "mmada"))
+    return GenerationOutput(tokens, steps_run, denoise.calls, denoise.rows, config.to_dict(), denoise.tokens)

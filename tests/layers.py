@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("adapters",),  # model families: loading, probes
     ("objective", "models", "maskgit"),  # the MDM objective and its components; tiny backbones; MaskGIT loop
     ("data",),  # tasks, tokenizers, collation into MDMBatch
+    ("decoding",),  # decoding strategies (commit rules), ARM decoding, prompt text
     ("sampler",),  # LLaDA decoding
     ("variance", "eval"),  # the profiler and P-POTS fit; decoding + scoring of a trained run
     ("train",),  # the trainer (uses the P-POTS fit of mdm.variance)

@@ -155,6 +155,9 @@ TASKS: dict[str, TaskSpec] = {
                               stands_for="text-to-image-2m", hooks={
                                   h: f"mdm.t2i.task:{h}" for h in ("loader", "tokenizer", "tokenize", "check", "evaluate",
                                                                    "report")}),
+    # level-1 arith with a long worked answer (>= 64 tokens): the decoding benchmark's long-answer task
+    "arithlong": TaskSpec("arithlong", ("train", "test"), GSM8K_DELIMITERS, (), "gsm8k", generated=True,
+                          hooks={"loader": "mdm.data.long_arith:loader"}),
     # the user's own data: a file, a save_to_disk folder or a hub id; scorer and delimiters are options
     "dataset": TaskSpec("dataset", ("train", "test"), (), (), "exact", from_options=_dataset_spec),
 }

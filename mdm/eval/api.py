@@ -30,6 +30,9 @@ unfinished `mdm train` run is evaluated from its last checkpoint, said so in `ev
 Results go to record.json under `eval.<task>` (scores, decoding knobs, likelihood, timing) and, for the record's
 own task, `metrics.score` / `metrics.accuracy` (percent, what `mdm report` ranks); other keys are preserved and
 the file is replaced atomically. Per-sample outputs go to `eval_<task>.jsonl` next to the record.
+A decoding other than the paper's (`mdm.decoding`: strategy threshold / factor, a KV cache) is kept apart: under
+`eval.<task>@<key>` and `eval_<task>@<key>.jsonl` (key: `decoding_key`, e.g. threshold0.9+dual), never touching
+`eval.<task>` or `metrics`, so it can neither overwrite nor mix with the paper-decoding score.
 
 Inside `accelerate launch` (`mdm.eval.distributed`) each process decodes its share of the prompt batches on its own
 device and rank 0 writes: the per-prompt outputs are one process's (`mdm bench` evaluates a launched run this way).
@@ -44,6 +47,7 @@ from pathlib import Path
 
 from mdm.data import make_task
 from mdm.data.tasks import TASKS, get_task
+from mdm.decoding import DEFAULT_KEY, decoding_key
 from mdm.errors import ConfigError
 from mdm.eval import scorers
 from mdm.eval.loading import checkpoint_of, find_model_dir, load_model, resolve_device, resolve_dtype  # noqa: F401
@@ -53,7 +57,8 @@ SETTINGS = {
     "tasks", "n", "split", "data_seed", "task_options", "decoding", "batch_size", "likelihood", "likelihood_n",
     "t_grid", "likelihood_seed", "device", "dtype", "causal", "write",
 }  # fmt: skip
-DECODING_KEYS = {"gen_length", "steps", "block_length", "temperature", "remasking", "early_stop", "seed"}
+DECODING_KEYS = {"gen_length", "steps", "block_length", "temperature", "remasking", "early_stop", "seed", "strategy",
+                 "threshold", "factor", "cache"}
 GENERATED_DEFAULT_N = 200
 PRIMARY = {"gsm8k": "exact_match_strict", "hitab": "accuracy", "boxed": "accuracy", "exact": "exact_match"}
 
@@ -262,6 +267,7 @@ def evaluate_run(run_dir: str | Path, settings: dict | None = None, *, model=Non
         return own(run_dir, settings)  # inside a launch it shards its own decoding)
     cfg = normalize_settings(settings, record)
     decodings = {t: decode_config_for(t, cfg["decoding"]) for t in cfg["tasks"]}  # validate before loading
+    key = decoding_key(next(iter(decodings.values())).to_dict())
     if not rk.is_main:
         cfg["write"] = False  # rank 0 writes the record and the samples
     if model is None:
@@ -278,20 +284,28 @@ def evaluate_run(run_dir: str | Path, settings: dict | None = None, *, model=Non
         causal = family != "mdm"  # mdm report's convention: "mdm" rows are MDMs, anything else an ARM
     else:
         causal = is_autoregressive(model)
+    if causal and key != DEFAULT_KEY:
+        raise ConfigError("decoding.strategy", f"{key!r} is an MDM decoding; this run is an ARM (autoregressive)")
     mask_id = None if causal else mask_token_id_of(tokenizer, getattr(model, "config", None))
     results = {}
     for task in cfg["tasks"]:
         results[task] = _evaluate_task(task, cfg, decodings[task], model, tokenizer, causal, mask_id,
-                                       record_path.parent if cfg["write"] else None, rk)  # fmt: skip
+                                       record_path.parent if cfg["write"] else None, rk, key)  # fmt: skip
         results[task]["model_dir"] = str(model_dir)
         if checkpoint_of(model_dir):
             results[task]["from_checkpoint"] = checkpoint_of(model_dir)
+    if key != DEFAULT_KEY:  # another decoding: its own entries, the paper-decoding score untouched
+        results = {f"{task}@{key}": r for task, r in results.items()}
+        if cfg["write"]:
+            update_record(record_path, results)
+        return {"run_dir": str(run_dir), "model_dir": str(model_dir), "record": str(record_path), "tasks": results,
+                "metrics": {}, "decoding_key": key}  # fmt: skip
     metrics = None
     own = record.get("task")
     main_task = own if own in results else (cfg["tasks"][0] if not own and len(cfg["tasks"]) == 1 else None)
     if main_task:
         r = results[main_task]
-        metrics = {"eval_task": main_task}
+        metrics = {"eval_task": main_task, "decoding": key}
         if r["scores"].get("primary"):  # scorer none: held-out likelihood only
             score = 100.0 * r["scores"][r["scores"]["primary"]]
             metrics |= {"score": score, "accuracy": score}
@@ -328,7 +342,7 @@ def eval_examples(task: str, cfg: dict, tokenizer) -> list[dict]:
     return examples
 
 
-def _evaluate_task(task, cfg, decoding, model, tokenizer, causal, mask_id, out_dir, rk) -> dict:
+def _evaluate_task(task, cfg, decoding, model, tokenizer, causal, mask_id, out_dir, rk, key=DEFAULT_KEY) -> dict:
     # deferred: collation, likelihood and the sampler import torch
     from mdm.data.collate import tokenize_examples
     from mdm.eval.distributed import merge_generation
@@ -378,7 +392,7 @@ def _evaluate_task(task, cfg, decoding, model, tokenizer, causal, mask_id, out_d
 
     samples_file = None
     if out_dir is not None:
-        samples_file = out_dir / f"eval_{task}.jsonl"
+        samples_file = out_dir / (f"eval_{task}.jsonl" if key == DEFAULT_KEY else f"eval_{task}@{key}.jsonl")
         rows = []
         for i, (ex, pred, sc) in enumerate(zip(examples, predictions, per)):
             row = {"i": i, "id": ex.get("id"), "prompt": ex["prompt"], "prediction": pred,
@@ -394,10 +408,12 @@ def _evaluate_task(task, cfg, decoding, model, tokenizer, causal, mask_id, out_d
         "n": len(examples),
         "model_kind": "arm" if causal else "mdm",
         "scores": scores,
+        "decoding_key": key,
         "decoding": out.config | {"batch_size": cfg["batch_size"], "prompt_format": "chat (mdm.data.format_chat)"},
         "likelihood": likelihood,
         "generation": {"time_s": gen_s, "examples_per_s": len(examples) / gen_s if gen_s > 0 else None,
-                       "forward_passes": out.forward_passes,
+                       "forward_passes": out.forward_passes, "token_forwards": out.token_forwards,
+                       "calls_per_item": sum(out.steps_run) / max(len(out.steps_run), 1),
                        "mean_generated_tokens": sum(map(len, out.tokens)) / len(out.tokens)},  # fmt: skip
         "samples_file": samples_file.name if samples_file else None,
         "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -17,6 +17,10 @@ def cmd_eval(args) -> None:
                 "temperature": args.temperature, "remasking": args.remasking, "seed": args.seed}  # fmt: skip
     if args.no_early_stop:
         decoding["early_stop"] = False
+    if args.decoding:
+        from mdm.decoding import parse_decoding  # deferred: the CLI's subcommands import only what they run
+
+        decoding |= parse_decoding(args.decoding)
     settings["decoding"] = {k: v for k, v in decoding.items() if v is not None}
     if args.hitab_root:
         settings["task_options"] = {"root": args.hitab_root}
@@ -35,12 +39,13 @@ def cmd_eval(args) -> None:
         s = r["scores"]
         shown = ", ".join(f"{k}={v:.4f}" for k, v in s.items() if isinstance(v, float))
         d = r["decoding"]
-        knobs = " ".join(f"{k}={d[k]}" for k in ("gen_length", "steps", "block_length", "temperature", "remasking")
+        knobs = " ".join(f"{k}={d[k]}" for k in ("gen_length", "steps", "block_length", "temperature", "remasking",
+                                                 "strategy", "threshold", "factor", "cache")
                          if k in d)  # fmt: skip
         print(f"{task} ({r['model_kind']}, n={r['n']}): {shown}")
         if r.get("from_checkpoint"):
             print(f"  note: {r['from_checkpoint']['note']}")
-        print(f"  decoding: {knobs}")
+        print(f"  decoding: {r.get('decoding_key', 'exact')}: {knobs}")
         if r.get("likelihood"):
             lk = r["likelihood"]
             print(f"  held-out {lk['metric']}: {lk['nll_per_token']:.4f} nats/token over {lk['n_tokens']} tokens")
@@ -80,6 +85,9 @@ def register(sub) -> None:
     g.add_argument("--remasking", help="low_confidence | random")
     g.add_argument("--seed", type=int, help="decoding seed (temperature > 0 or random remasking)")
     g.add_argument("--no-early-stop", action="store_true", help="decode every block even after EOS")
+    g.add_argument("--decoding", metavar="NAME,KNOB=V,...",
+                   help="another decoding than the paper's, scored apart (eval.<task>@<key>): a strategy (exact | "
+                        "threshold | factor), threshold=TAU, factor=F, cache=none|prefix|dual; e.g. threshold=0.9,dual")
     p.add_argument("--batch-size", type=int, help="prompts decoded together (default 16)")
     p.add_argument("--no-likelihood", action="store_true", help="skip the held-out ELBO / NLL")
     p.add_argument("--likelihood-n", type=int, help="sequences for the held-out metric (default min(n, 256))")

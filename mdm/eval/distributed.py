@@ -92,9 +92,9 @@ def merge_generation(out, rk: Ranks):
         return out
     from mdm.sampler import GenerationOutput  # deferred: mdm.sampler imports torch
 
-    parts = rk.gather((out.tokens, out.steps_run, out.forward_passes, out.rows_forwarded))
+    parts = rk.gather((out.tokens, out.steps_run, out.forward_passes, out.rows_forwarded, out.token_forwards))
     tokens, steps = [None] * len(out.tokens), [0] * len(out.tokens)
-    for toks, st, _, _ in parts:
+    for toks, st, *_ in parts:
         for i, t in enumerate(toks):
             if t is not None:
                 tokens[i], steps[i] = t, st[i]
@@ -102,4 +102,4 @@ def merge_generation(out, rk: Ranks):
     if missing:
         raise RuntimeError(f"{len(missing)} prompt(s) decoded by no rank (first: {missing[0]})")
     return GenerationOutput(tokens, steps, sum(p[2] for p in parts), sum(p[3] for p in parts),
-                            {**out.config, "processes": rk.world})
+                            {**out.config, "processes": rk.world}, sum(p[4] for p in parts))

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mdm.decoding import DEFAULT_KEY
 from mdm.errors import ConfigError
 from mdm.eval.api import read_record, train_folder_record
 
@@ -49,6 +50,11 @@ def read_records(root: Path, warn=None) -> pd.DataFrame:
         if train and "benchmark" not in record:  # an `mdm train` folder
             train["benchmark"] = root.resolve().name
         rows.append(record_row({**train, **record}, path))
+    other = [r for r in rows if r["decoding_key"] != DEFAULT_KEY]
+    if other and warn:  # scores decoded otherwise are never compared with the paper-decoding ones
+        warn(f"left out {len(other)} record(s) whose score used another decoding than {DEFAULT_KEY!r} "
+             f"({', '.join(sorted({r['decoding_key'] for r in other}))})")
+    rows = [r for r in rows if r["decoding_key"] == DEFAULT_KEY]
     if not rows:
         raise ConfigError(str(root), "no runs here (record.json of mdm bench, or result.json of mdm train)")
     return pd.DataFrame(rows)
@@ -73,6 +79,8 @@ def record_row(record: dict, path: Path) -> dict:
         "hardware": _hardware_text(record.get("hardware")),
         "kernels": _kernels(record.get("hardware")),
         "decoding": _decoding_text(record.get("eval"), record.get("task")),
+        # the decoding the score used (mdm.decoding.decoding_key); `mdm eval --decoding` never writes metrics.score
+        "decoding_key": metrics.get("decoding", DEFAULT_KEY),
         "source": str(path),
         **prompt_outcomes(record, path),
     }

@@ -48,6 +48,10 @@ def context_of(df: pd.DataFrame) -> dict:
     decoding = {task: sorted({str(v) for v in g.decoding.dropna()}) for task, g in df.groupby("task")} \
         if "decoding" in df else {}
     context["decoding"] = "; ".join(f"{task}: `{' | '.join(v)}`" for task, v in decoding.items() if v) or "-"
+    keys = distinct("decoding_key")
+    if keys:  # read_records keeps one decoding: every score on the page was decoded alike
+        context["decoding"] = f"{' | '.join(keys)} (mdm.decoding key; exact = the paper's LLaDA decoding): " + \
+            context["decoding"]
     return context
 
 

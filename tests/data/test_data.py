@@ -461,6 +461,6 @@ def test_openscience_loader_counts_with_the_tokenizer(tok):
 
 
 def test_real_task_names_are_registered():
-    assert set(TASKS) == {"arith", "tables", "gsm8k", "hitab", "openscience", "text-to-image", "dataset"}
+    assert set(TASKS) == {"arith", "tables", "gsm8k", "hitab", "openscience", "text-to-image", "dataset", "arithlong"}
     with pytest.raises(ConfigError):
         get_task("GSM8K")
