@@ -52,14 +52,14 @@ def folders(path: Path, pattern: str = "*") -> list[Path]:
 
 
 def test_every_cache_kind_names_its_deriving_modules_and_every_cached_dir_kind_is_one():
-    assert set(cache.DERIVED) == {"tokenizer", "base", "pilot", "codebook", "clip"}
+    assert set(cache.DERIVED) == {"tokenizer", "base", "pilot", "codebook", "clip", "codes"}
     for kind, modules in cache.DERIVED.items():
         assert set(modules) <= set(cache.code_modules(*modules)), kind
     # every kind given to the t2i cache (mdm.t2i.cache.cached_dir) is a kind of DERIVED, and every other cache's
     # key function includes derivation(<its kind>)
     sources = {p: p.read_text() for p in (ROOT / "mdm").rglob("*.py")}
     kinds = {k for text in sources.values() for k in re.findall(r'cached_dir\(\s*"(\w+)"', text)}
-    assert kinds == {"codebook", "clip"}
+    assert kinds == {"codebook", "clip", "codes"}
     used = {k for text in sources.values() for k in re.findall(r"derivation\(\s*[\"'](\w+)[\"']", text)}
     assert used | kinds == set(cache.DERIVED)
 
@@ -169,3 +169,20 @@ def test_deferred_and_string_named_modules_are_reached():
     pilot = cache.code_modules(*cache.DERIVED["pilot"])
     assert {"mdm.variance.profile", "mdm.variance.epr", "mdm.variance.fit"} <= set(pilot)  # import_module("...")
     assert not {m for m in base + pilot if m.startswith(("mdm.report", "mdm.bench"))}
+
+
+def test_a_changed_derivation_code_gives_new_image_codes(tmp_path, edit):
+    from mdm.t2i.codes import cached_codes
+    from mdm.t2i.image_tokenizer import tiny_image_tokenizer
+    from mdm.t2i.scenes import make_examples
+    from mdm.t2i.task import task_options
+
+    tok = tiny_image_tokenizer(tmp_path / "book", n_images=12, codebook_size=8)
+    pairs = [{"caption": e["caption"], "image": e["image"], "id": e["id"]} for e in make_examples("train", 3, seed=0)]
+    o = task_options({"images": "scenes"})
+    cached_codes("train", 3, o, tok, pairs=pairs, cache_dir=tmp_path)
+    cached_codes("train", 3, o, tok, pairs=pairs, cache_dir=tmp_path)
+    assert len(folders(tmp_path, "codes-*")) == 1
+    edit("mdm.t2i.codes")
+    cached_codes("train", 3, o, tok, pairs=pairs, cache_dir=tmp_path)
+    assert len(folders(tmp_path, "codes-*")) == 2

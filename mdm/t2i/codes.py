@@ -10,8 +10,9 @@ the codes are kept (int16/int32, 2-4 KB an image at 512 px instead of 768 KB of 
 `$MDM_CACHE/t2i/codes-<key>/` (`codes.npy` + `rows.jsonl`) through `mdm.t2i.cache.cached_dir`: atomic, built once
 under a file lock (the other ranks of a launch wait for it, then read it). The key covers everything that changes
 the codes: the source (hub shards, or the local shards' names, sizes and times), the split, the row count, the
-resolution, the image tokenizer (its description and a hash of its weights) and `CODE_VERSION` (this module's
-encoding path and file layout).
+resolution, the image tokenizer (its description and a hash of its weights), `CODE_VERSION` (the file layout) and,
+through `cached_dir`, the code that derives the codes (`mdm.cache.DERIVED["codes"]`: this module and every mdm
+module it reaches, the image tokenizers' included).
 
 `decode_batches` is the way back for evaluation: CLIP scores decoded images, `batch_size` codes per decode call.
 """
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-CODE_VERSION = 1  # bump when the encoding path (resize, crop, scaling) or the cached layout changes
+CODE_VERSION = 1  # the cached layout (codes.npy + rows.jsonl); code edits change the key by themselves (mdm.cache)
 
 
 def weights_hash(image_tokenizer) -> str:
