@@ -37,9 +37,7 @@ DERIVED = {
     "pilot": ("mdm.train.ppots", "mdm.models"),  # fit_density: <cache>/ppots/<key>.json (+ the model class's file)
     "codebook": ("mdm.t2i.image_tokenizer",),  # tiny_image_tokenizer: <cache>/t2i/codebook-<key>/
     "clip": ("mdm.t2i.clip",),  # tiny_clip: <cache>/t2i/clip-<key>/
-    # text-to-image-2M's image codes (resize, batching, layout; the image tokenizer's code is reached from it, its
-    # weights are hashed into the key): <cache>/t2i/codes-<key>/
-    "codes": ("mdm.t2i.codes",),
+    "codes": ("mdm.t2i.codes",),  # cached_codes: <cache>/t2i/codes-<key>/ (+ the image tokenizer's model source)
 }
 
 

@@ -150,6 +150,24 @@ def test_a_changed_derivation_code_gives_a_new_clip(tmp_path, edit):
     assert len(folders(tmp_path, "clip-*")) == 2
 
 
+def test_a_changed_derivation_code_gives_new_image_codes(tmp_path, edit):
+    from mdm.t2i.codes import cached_codes
+    from mdm.t2i.image_tokenizer import tiny_image_tokenizer
+    from mdm.t2i.scenes import make_examples
+    from mdm.t2i.task import task_options
+
+    tok = tiny_image_tokenizer(tmp_path, n_images=12, codebook_size=8)
+    pairs = [{"caption": e["caption"], "image": e["image"], "id": e["id"]} for e in make_examples("train", 4, seed=0)]
+
+    def codes():
+        return cached_codes("train", 4, task_options({}), tok, batch_size=2, cache_dir=tmp_path, pairs=pairs)
+
+    first = codes()
+    assert codes() == first and len(folders(tmp_path, "codes-*")) == 1
+    edit("mdm.t2i.codes")  # the encoding path
+    assert codes() == first and len(folders(tmp_path, "codes-*")) == 2  # encoded again under a new key
+
+
 def test_comments_docstrings_and_code_outside_a_derivation_leave_its_key(edit):
     before = {kind: cache.derivation(kind) for kind in cache.DERIVED}
     edit("mdm.variance.epr", "\n# a comment\n")
@@ -169,20 +187,3 @@ def test_deferred_and_string_named_modules_are_reached():
     pilot = cache.code_modules(*cache.DERIVED["pilot"])
     assert {"mdm.variance.profile", "mdm.variance.epr", "mdm.variance.fit"} <= set(pilot)  # import_module("...")
     assert not {m for m in base + pilot if m.startswith(("mdm.report", "mdm.bench"))}
-
-
-def test_a_changed_derivation_code_gives_new_image_codes(tmp_path, edit):
-    from mdm.t2i.codes import cached_codes
-    from mdm.t2i.image_tokenizer import tiny_image_tokenizer
-    from mdm.t2i.scenes import make_examples
-    from mdm.t2i.task import task_options
-
-    tok = tiny_image_tokenizer(tmp_path / "book", n_images=12, codebook_size=8)
-    pairs = [{"caption": e["caption"], "image": e["image"], "id": e["id"]} for e in make_examples("train", 3, seed=0)]
-    o = task_options({"images": "scenes"})
-    cached_codes("train", 3, o, tok, pairs=pairs, cache_dir=tmp_path)
-    cached_codes("train", 3, o, tok, pairs=pairs, cache_dir=tmp_path)
-    assert len(folders(tmp_path, "codes-*")) == 1
-    edit("mdm.t2i.codes")
-    cached_codes("train", 3, o, tok, pairs=pairs, cache_dir=tmp_path)
-    assert len(folders(tmp_path, "codes-*")) == 2

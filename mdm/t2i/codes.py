@@ -10,16 +10,17 @@ the codes are kept (int16/int32, 2-4 KB an image at 512 px instead of 768 KB of 
 `$MDM_CACHE/t2i/codes-<key>/` (`codes.npy` + `rows.jsonl`) through `mdm.t2i.cache.cached_dir`: atomic, built once
 under a file lock (the other ranks of a launch wait for it, then read it). The key covers everything that changes
 the codes: the source (hub shards, or the local shards' names, sizes and times), the split, the row count, the
-resolution, the image tokenizer (its description and a hash of its weights), `CODE_VERSION` (the file layout) and,
-through `cached_dir`, the code that derives the codes (`mdm.cache.DERIVED["codes"]`: this module and every mdm
-module it reaches, the image tokenizers' included).
+resolution, the image tokenizer (its description, a hash of its weights and of its model class's source file),
+`CODE_VERSION` (the file layout) and the code of this module and all it reaches (`mdm.cache.derivation`).
 
 `decode_batches` is the way back for evaluation: CLIP scores decoded images, `batch_size` codes per decode call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import inspect
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-CODE_VERSION = 1  # the cached layout (codes.npy + rows.jsonl); code edits change the key by themselves (mdm.cache)
+CODE_VERSION = 1  # the cached layout; the encoding path's code is in the key too (mdm.cache.derivation("codes"))
 
 
 def weights_hash(image_tokenizer) -> str:
@@ -72,9 +73,16 @@ def source_key(options, split: str) -> dict:
 
 
 def code_key(options, split: str, n: int, image_tokenizer) -> dict:
+    """What the codes are a function of; `mdm.t2i.cache.cached_dir` adds the code of this module (and all it reaches,
+    `mdm.cache.derivation("codes")`), and the source file of the tokenizer's model class (MMaDA's MAGVIT-v2 code
+    from `code_dir`) is hashed here."""
+    model = getattr(image_tokenizer, "model", None)
+    model_code = None
+    with contextlib.suppress(OSError, TypeError):
+        model_code = hashlib.sha256(Path(inspect.getsourcefile(type(model))).read_bytes()).hexdigest()
     return {"version": CODE_VERSION, "source": source_key(options, split), "n": n,
             "image_size": image_tokenizer.image_size, "tokenizer": image_tokenizer.describe(),
-            "weights": weights_hash(image_tokenizer)}
+            "weights": weights_hash(image_tokenizer), "model_code": model_code if model is not None else None}
 
 
 def at_size(image, size: int) -> np.ndarray:

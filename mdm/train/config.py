@@ -210,6 +210,8 @@ class RunConfig(Strict):
             d["training"].pop(key)
         if d["training"]["peft"] is None:  # full fine-tune: as before the key existed (old run folders still match)
             d["training"].pop("peft")
+        if d["data"]["pad_to"] is None:  # no fixed canvas: as before the key existed (old run folders still match)
+            d["data"].pop("pad_to")
         if d["model"]["pretrain"]["full_sequence"]:  # the default: as before the key existed (the same base keys)
             d["model"]["pretrain"].pop("full_sequence")
         d.pop("eval")

@@ -14,7 +14,8 @@ on every real pilot we have (`fit_epr(..., cap=c)`; KL relative to the best over
     Table 1 arith runs' pilot (b = 20, midpoint; tests' SPIKE_W): cap 30 +4.3%, 40 +0.18% (q = 41 at the edge,
         the density up to 6% off on the grid's span), 60..349 +0.000% (q = 43.5 interior)
     Table 1 tables runs' pilot (b = 20), Table 2 text-to-image pilot (b = 20), the arith base's profile (a = 15,
-        b = 70, c = 15, midpoint), and its authors'-grid pilot (t = j/70): +0.000% at every cap from 40 (interior)
+        b = 70, c = 15, midpoint) and its authors'-grid pilots (t = j/b; a = 15, b = 70, c = 15 and a = 8, b = 20,
+        c = 4): +0.000% at every cap from 40 (30 for the last, whose kappa is 51 at caps >= 100, 34.5 at 40)
 The old cap of 40 bound on the arith pilot: a cap no fit reaches costs nothing, so the cap is the largest with
 headroom; the test holds the arith pilot's fit within 1% of the KL at OVERFLOW_CAP.
 
