@@ -7,13 +7,18 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 GPU ?=
 PRESET ?= tiny
-JOBS ?= 2
+# parallel runs: 2 single-thread CPU jobs for tiny; 1 launch for a GPU preset (--jobs N gives each launch its own GPUs)
+JOBS ?= $(if $(filter tiny,$(PRESET)),2,1)
 STAMP := $(VENV)/.mdm-setup-stamp
+# the tiny preset (and the tests) never touch the hub; the paper preset loads models and streams datasets from it
+# (`make prefetch PRESET=paper` fills the HF cache first; `mdm bench` checks everything before any compute)
+ifeq ($(PRESET),tiny)
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
+endif
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test test-numerics lint reproduce-table1 reproduce-table2 leaderboard perf regression-update
+.PHONY: setup test test-numerics lint prefetch reproduce-table1 reproduce-table2 leaderboard perf regression-update
 
 setup: $(STAMP)
 
@@ -44,6 +49,11 @@ test-numerics: setup
 lint: setup
 	$(VENV)/bin/ruff check mdm evals tests benchmarks
 	$(VENV)/bin/python -m tests.layers  # the one-way import rule of mdm/ (layers declared in tests/layers.py)
+
+# Download every model, tokenizer, dataset, image tokenizer and CLIP weight both tables load under PRESET into the HF
+# cache (run online, before the GPU job; the tiny preset loads nothing).
+prefetch: setup
+	$(VENV)/bin/mdm prefetch benchmarks/table1.yaml benchmarks/table2.yaml --preset $(PRESET)
 
 # Reproduce a table: train every run of the spec that is not done yet (resumable), then write the report.
 # Table 1 on the tiny preset also profiles the variance of its arith base (the claims page's variance rows; the

@@ -7,7 +7,7 @@ import importlib
 import json
 import sys
 
-from mdm.errors import ConfigError
+from mdm.errors import ConfigError, is_disk_full
 
 
 def cmd_methods(args) -> None:
@@ -75,6 +75,16 @@ def main(argv=None) -> int:
         args.func(args)
     except ConfigError as e:
         print(f"mdm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line (a run keeps its checkpoints; a rerun resumes)
+        print(f"mdm {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (OSError, RuntimeError) as e:  # a full disk under a write the command does not name itself
+        if not is_disk_full(e):
+            raise
+        where = getattr(e, "filename", None) or "a write"
+        print(f"mdm {args.command}: error: {where}: no space left on the device ({str(e).splitlines()[0]})",
+              file=sys.stderr)
         return 2
     return 0
 

@@ -4,7 +4,8 @@
     bar.update(8); bar.set_postfix(loss="2.31"); bar.close()
 
 Off a terminal a line `desc: 24/120 rows (20%), loss 2.31, elapsed 0:00:05, eta 0:00:20` is printed to stderr
-every `every` units (default: about `lines` per loop) and at the end.
+every `every` units (default: about `lines` per loop), at least every `seconds` (30 s) whatever the unit count,
+and at the end.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ def clock(seconds: float) -> str:
 
 class PlainProgress:
     def __init__(self, total: int, desc: str, unit: str = "step", initial: int = 0, every: int | None = None,
-                 lines: int = 10, file=None):
+                 lines: int = 10, file=None, seconds: float = 30.0):
         self.total, self.desc, self.unit, self.n, self.start_n = total, desc, unit, initial, initial
+        self.seconds, self.last = seconds, time.perf_counter()
         self.every = every or max(1, math.ceil(total / lines))
         self.next = (initial // self.every + 1) * self.every
         self.file, self.postfix, self.start = file or sys.stderr, {}, time.perf_counter()
@@ -32,12 +34,13 @@ class PlainProgress:
 
     def update(self, n: int = 1) -> None:
         self.n += n
-        if self.n >= self.next or self.n >= self.total:
+        if self.n >= self.next or self.n >= self.total or time.perf_counter() - self.last >= self.seconds:
             self.next = (self.n // self.every + 1) * self.every
             self.print()
 
     def print(self) -> None:
-        elapsed = time.perf_counter() - self.start
+        self.last = time.perf_counter()
+        elapsed = self.last - self.start
         done = self.n - self.start_n
         eta = elapsed / done * (self.total - self.n) if done else float("nan")
         extra = "".join(f", {k} {v}" for k, v in self.postfix.items())

@@ -1,4 +1,5 @@
-"""`mdm bench SPEC.yaml [--preset tiny|paper] [--set key=value ...] [--dry-run [--launch ACCELERATE.yaml]] [--only key=value,...] [--shard I/N] [--jobs N]`."""
+"""`mdm bench SPEC.yaml [--preset tiny|paper] [--set key=value ...] [--dry-run [--launch ACCELERATE.yaml]] [--only key=value,...] [--shard I/N] [--jobs N]`;
+`mdm prefetch SPEC.yaml ... [--preset paper]`."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ def cmd_bench(args) -> None:
     if args.dry_run:
         print_plan(spec, args.preset, plan, runs, launch_file=args.launch)
         return
+    if gpu_preset(spec.bench.presets[args.preset]):  # everything it needs, before compute
+        check_ready(spec, args.preset, runs, args.jobs, args.results)
     counts = run_plan(spec, runs, jobs=args.jobs, rerun_stale=args.rerun_stale)
     if counts.get("stopped_by"):
         print(f"mdm bench: interrupted by {counts['stopped_by']}: {counts['interrupted']} running run(s) recorded "
@@ -31,6 +34,60 @@ def cmd_bench(args) -> None:
         raise SystemExit(130)
     if counts["failed"] or counts["interrupted"]:
         raise SystemExit(1)
+
+
+def gpu_preset(preset) -> bool:
+    """A preset launched on GPUs: a launch config and a GPU as its hardware (the tiny preset's CPU launches, e.g.
+    benchmarks/accelerate/cpu_2proc.yaml, name a CPU or no hardware)."""
+    # deferred: the spec's imports stay light until a GPU preset is run
+    from mdm.bench.memory import device_gib
+
+    hw = preset.hardware
+    return preset.launch is not None and hw is not None and not hw.tokens_per_s and device_gib(hw) is not None
+
+
+def check_ready(spec, preset_name: str, runs, jobs: int, results: str) -> None:
+    """mdm.bench.preflight: one line per missing item with its fix on stderr, then exit 2."""
+    # deferred: plan_cost, preflight and runner import torch: only for a GPU preset's run
+    from mdm.bench.plan_cost import disk_needed
+    from mdm.bench.preflight import preflight
+    from mdm.bench.runner import estimate, record_status
+
+    preset = spec.bench.presets[preset_name]
+    todo = [r for r in runs if record_status(r) != "done"]
+    if not todo:
+        return
+    disk = disk_needed(preset, todo, {r.index: estimate(r, preset) for r in todo})
+    problems = preflight(spec, preset_name, todo, jobs, results, disk)
+    if not problems:
+        return
+    print(f"mdm bench: {spec.path} --preset {preset_name} cannot start ({len(todo)} runs to do); missing:",
+          file=sys.stderr)
+    for line in problems:
+        print(f"  {line}", file=sys.stderr)
+    print(f"fetch what the plan needs: make prefetch PRESET={preset_name} (= mdm prefetch {spec.path} --preset "
+          f"{preset_name}); check the plan: mdm bench {spec.path} --preset {preset_name} --dry-run", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def cmd_prefetch(args) -> None:
+    # deferred: mdm.bench.spec imports pydantic and the task registry: only when the command runs
+    from mdm.bench.spec import expand, load_spec
+
+    runs = []
+    for path in args.spec:
+        spec = load_spec(path, args.set, args.preset)
+        runs += expand(spec, args.preset, args.results)
+    from mdm.bench.preflight import prefetch  # deferred: huggingface_hub
+
+    failed = prefetch(runs)
+    if failed:
+        print(f"mdm prefetch: {len(failed)} item(s) not fetched:", file=sys.stderr)
+        for line in failed:
+            print(f"  {line}", file=sys.stderr)
+        raise SystemExit(1)
+    print(f"mdm prefetch: everything {', '.join(args.spec)} --preset {args.preset} loads is in the HF cache "
+          "(streamed datasets: the hub was reachable)")
 
 
 def register(sub) -> None:
@@ -52,5 +109,12 @@ def register(sub) -> None:
     p.add_argument("--rerun-stale", action="store_true",
                    help="runs whose folder holds another configuration's run: move it aside (.stale-N) and rerun")
     p.set_defaults(func=cmd_bench)
+    p = sub.add_parser("prefetch", help="download every model, tokenizer, dataset, image tokenizer and CLIP weight "
+                       "a benchmark preset loads into the HF cache (run online, before the GPUs)")
+    p.add_argument("spec", nargs="+", help="benchmark spec YAML(s), e.g. benchmarks/table1.yaml")
+    p.add_argument("--preset", default="paper", help="preset of the spec(s) (default: paper)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as in mdm bench --set")
+    p.add_argument("--results", default="results/runs", help="records root (as in mdm bench; names runs only)")
+    p.set_defaults(func=cmd_prefetch)
 
 

@@ -17,18 +17,32 @@ Transformer Models", eq. 2: 34sbh + 5as^2b for a GPT block), adapted to a LLaMA-
 MLP of width f, grouped-query attention with q width hq = heads x head_dim and k/v width hkv, no dropout) and
 SDPA/flash attention, which keeps no s x s tensor:
 
-  attention  norm input 2h + q/k/v projection input 2h + q 2hq + k 2hkv + v 2hkv + attention output 2hq
-  MLP        norm input 2h + gate/up input 2h + gate 2f + up 2f + silu(gate) 2f + down input 2f
-  per layer  A = 8h + 4hq + 4hkv + 8f bytes per token      (LLaDA-8B: 163,840 = 160 KiB)
+  attention  norm: its input upcast to fp32 4h + the normalised bf16 input 2h, q/k/v projection input 2h,
+             q 2hq + k 2hkv + v 2hkv, attention output 2hq
+  MLP        norm 6h (as above) + gate/up input 2h + gate 2f + up 2f + silu(gate) 2f + down input 2f
+  per layer  A = 16h + 4hq + 4hkv + 8f bytes per token      (LLaDA-8B: 196,608 = 192 KiB)
 
-With activation checkpointing (whole layer) each layer keeps only its input (2h) and one layer is rebuilt at a
-time in backward: layers x 2h + A. Without: layers x A. Both add the output layer: final norm and lm-head input
-(4h) and, at the end of the forward, the logits and the loss (mdm.objective.model_token_ce): bf16 logits 2V, the
-bf16 masked selection 2V, its fp32 copy 4V, the fp32 log-softmax cross-entropy keeps 4V: 12V per token with every
-token masked (the worst case, t near 1). Tokens per micro-batch = micro_batch_size x max_length (the worst case:
-a batch padded to the longest allowed row) x views (MIRROR: 2, every row goes through the model twice).
-Not counted: the DDP residual stream in fp32 (norm inputs at 4 bytes), the 4-D attention bias of models padded
-through one (MMaDA's copy of LLaDA's code: B x L x L), allocator fragmentation, CUDA context and NCCL buffers; a run fits when the total is at most FIT_FRACTION of the device's memory.
+The RMSNorm of LLaDA's code (and of transformers' LLaMA) computes in fp32 and autograd keeps that fp32 copy: the
+8h a layer holds beyond Korthikanti's count. With activation checkpointing (whole layer) each layer keeps only its
+input (2h); in backward one layer is rebuilt at a time (A), which is smaller than the output layer's peak for
+LLaMA-size vocabularies. The output layer (mdm.objective.model_token_ce: bf16 logits [T, V], the masked rows
+selected [M, V], their fp32 copy, fp32 cross-entropy) peaks in one of two places, T tokens, M of them masked:
+
+  cross-entropy  fp32 log-softmax kept + its gradient + the softmax temporary of its backward, the fp32 and bf16
+                 selections: 12V bytes per masked token (+ 12h per token of hidden-size tensors)
+  scatter back   the bf16 gradient of the logits 2V per token + the lm-head weight's bf16 gradient 2Vh
+                 (+ 14h per token)
+
+Both measured, not only derived: tests/bench/test_memory_measured.py runs the real LLaDA-8B / MMaDA-8B code
+through one training step under torch's FakeTensorMode with a memory tracker and requires this arithmetic within
+10% (GSM8K and OpenScience lengths, MIRROR on/off, checkpointing on/off, MMaDA t2i).
+
+Tokens per micro-batch T = micro_batch_size x length x views (MIRROR: 2, every row goes through the model twice),
+where length is the longest row the task's data holds (mdm.bench.lengths; the collator pads a micro-batch to its
+longest row), never more than max_length. M, the masked tokens, is at most T: a micro-batch whose rows all drew t
+near 1 (over thousands of micro-batches, one does) masks every eligible token, in every view.
+Not counted: the DDP residual stream in fp32 (norm inputs at 4 bytes), allocator fragmentation, CUDA context and
+NCCL/ZeRO communication buckets; a run fits when the total is at most FIT_FRACTION of the device's memory.
 """
 
 from __future__ import annotations
@@ -83,12 +97,12 @@ class Arch:
     @property
     def layer_activation_bytes(self) -> int:
         """A: bytes per token that one block keeps for backward (module docstring)."""
-        return 8 * self.hidden + 4 * self.q_dim + 4 * self.kv_dim + 8 * self.intermediate
+        return 16 * self.hidden + 4 * self.q_dim + 4 * self.kv_dim + 8 * self.intermediate
 
-    @property
-    def output_bytes(self) -> int:
-        """Output layer per token: norm + lm-head input (4h), logits and loss at the worst case (12V)."""
-        return 4 * self.hidden + 12 * self.vocab
+    def output_peak(self, tokens: float, masked: float) -> float:
+        """Bytes of the output layer's peak for `tokens` tokens, `masked` of them targets (module docstring)."""
+        h, v = self.hidden, self.vocab
+        return max(12 * v * masked + 12 * h * tokens, 2 * v * h + 2 * v * tokens + 14 * h * tokens)
 
 
 def _llama(layers, hidden, heads, kv_heads, intermediate, vocab, head_dim=128, tied=False) -> Arch:
@@ -185,10 +199,19 @@ def model_states(arch: Arch, launch: LaunchPlan) -> list[tuple[str, float]]:
 
 
 def activations(arch: Arch, tokens: int, checkpointing: bool) -> float:
-    """Bytes the blocks keep for backward for `tokens` tokens in one micro-batch."""
+    """Bytes the blocks keep for backward for `tokens` tokens in one micro-batch (checkpointing: layer inputs)."""
     if checkpointing:
-        return tokens * (arch.layers * 2 * arch.hidden + arch.layer_activation_bytes)
+        return tokens * arch.layers * 2 * arch.hidden
     return tokens * arch.layers * arch.layer_activation_bytes
+
+
+def step_peak(arch: Arch, tokens: float, masked: float, checkpointing: bool) -> float:
+    """Peak bytes of one micro-batch's forward + backward above the model states: what the blocks keep plus the
+    larger of the output layer's peak and (checkpointing) the one block rebuilt in backward."""
+    out = arch.output_peak(tokens, masked)
+    if checkpointing:
+        return activations(arch, tokens, True) + max(out, tokens * arch.layer_activation_bytes)
+    return activations(arch, tokens, False) + out
 
 
 def device_gib(hardware) -> float | None:
@@ -202,7 +225,8 @@ def device_gib(hardware) -> float | None:
 
 @dataclass
 class Column:
-    """One (task, views) case: the worst-case micro-batch."""
+    """One (task, views) case: the worst micro-batch, `micro_batch` rows padded to `max_length` (the task's longest
+    row), every token of every view masked."""
 
     task: str
     max_length: int
@@ -212,6 +236,10 @@ class Column:
     @property
     def tokens(self) -> int:
         return self.max_length * self.micro_batch * self.views
+
+    @property
+    def masked(self) -> int:
+        return self.tokens
 
     @property
     def label(self) -> str:
@@ -238,14 +266,14 @@ def memory_table(arch: Arch, launch: LaunchPlan, columns: list[Column], checkpoi
 
     for label, b in states:
         row(label, [b] * len(columns))
-    out = [c.tokens * arch.output_bytes for c in columns]
+    out = [arch.output_peak(c.tokens, c.masked) for c in columns]
     with_ckpt = [activations(arch, c.tokens, True) for c in columns]
     without = [activations(arch, c.tokens, False) for c in columns]
-    row("activations, checkpointing on (layer inputs + 1 layer)", with_ckpt)
+    row("activations, checkpointing on (layer inputs)", with_ckpt)
     row("activations, checkpointing off (every layer)", without)
-    row("output layer: logits + loss (every token a target)", out)
-    totals_on = [static + a + o for a, o in zip(with_ckpt, out)]
-    totals_off = [static + a + o for a, o in zip(without, out)]
+    row("output layer peak: logits + loss (every token a target)", out)
+    totals_on = [static + step_peak(arch, c.tokens, c.masked, True) for c in columns]
+    totals_off = [static + step_peak(arch, c.tokens, c.masked, False) for c in columns]
     row("total, checkpointing on" + (" (this run)" if checkpointing else ""), totals_on)
     row("total, checkpointing off" + ("" if checkpointing else " (this run)"), totals_off)
     warnings: list[str] = []

@@ -27,8 +27,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
-from mdm.bench import eval_cost, memory
+from mdm.bench import eval_cost, memory, plan_cost
 from mdm.bench.estimate import hours, human, model_params
+from mdm.bench.lengths import run_lengths
 from mdm.bench.memory import read_launch
 from mdm.bench.spec import PlannedRun, Spec
 from mdm.cache import writable_cache
@@ -97,6 +98,8 @@ def _launch_train(run: PlannedRun, launch) -> dict:
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", launch.config_file]
     if launch.num_processes:
         cmd += ["--num_processes", str(launch.num_processes)]
+    if os.environ.get("MDM_LAUNCH_PORT"):  # parallel launches (--jobs): each its own GPUs and rendezvous port
+        cmd += ["--main_process_port", os.environ["MDM_LAUNCH_PORT"]]
     cmd += ["-m", "mdm.cli", "train", str(cfg_path)]
     proc = subprocess.run(cmd)
     result = read_json(run.run_dir / RESULT)
@@ -191,10 +194,14 @@ def _worker(args):
         STOP["raise"] = False
 
 
-def _worker_init(event, ignored=()) -> None:
+def _worker_init(event, ignored=(), slots=None) -> None:
     """A worker catches what the main process catches: a signal the main process ignores (SIGINT of a background
-    job) is ignored by its workers too, so it never stops half of a benchmark."""
+    job) is ignored by its workers too, so it never stops half of a benchmark. `slots` (launched runs with --jobs):
+    a queue of (CUDA_VISIBLE_DEVICES, port); each worker takes one, so parallel launches never share a GPU."""
     STOP.update({"raise": False, "event": event})
+    if slots is not None:
+        devices, port = slots.get()
+        os.environ["CUDA_VISIBLE_DEVICES"], os.environ["MDM_LAUNCH_PORT"] = devices, str(port)
     _catch_signals(ignored=ignored)
 
 
@@ -236,6 +243,11 @@ def run_plan(spec: Spec, runs: list[PlannedRun], jobs: int = 1, echo=print, reru
         echo(f"[{i}/{len(todo)}] {run.key} ({run.family}): {tail}")
 
     STOP["signal"] = None
+    slots = None
+    if launch is not None and jobs > 1 and len(todo) > 1:  # before any compute: each launch its own GPUs
+        from mdm.bench.preflight import gpu_slots  # deferred: torch.cuda, only for launched runs
+
+        slots = gpu_slots(read_launch(launch.config_file, launch.num_processes).processes, jobs)
     previous = _catch_signals(keep_ignored=True)
     try:
         if jobs <= 1 or len(todo) <= 1:
@@ -244,7 +256,7 @@ def run_plan(spec: Spec, runs: list[PlannedRun], jobs: int = 1, echo=print, reru
                 if STOP["signal"]:
                     break
         else:
-            _run_parallel(schedule(todo, preset), jobs, version, launch, report)
+            _run_parallel(schedule(todo, preset), jobs, version, launch, report, slots)
     except KeyboardInterrupt:
         STOP["signal"] = STOP["signal"] or "SIGINT"
     finally:
@@ -273,7 +285,7 @@ def schedule(todo: list[PlannedRun], preset) -> list[PlannedRun]:
     return first + sorted((r for r in ordered if r.index not in chosen), key=lambda r: rank[r.task])
 
 
-def _run_parallel(todo: list[PlannedRun], jobs: int, version: dict, launch, report) -> None:
+def _run_parallel(todo: list[PlannedRun], jobs: int, version: dict, launch, report, slots=None) -> None:
     """`jobs` spawned workers; on a signal, queued runs are cancelled and running ones told to stop (SIGTERM),
     and their `interrupted` records are awaited (each worker writes its own)."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -284,8 +296,13 @@ def _run_parallel(todo: list[PlannedRun], jobs: int, version: dict, launch, repo
         if threading.current_thread() is threading.main_thread() else {}
     ignored = tuple(s for s, handler in caught.items() if handler == signal.SIG_IGN)
     try:  # the workers start with the signals ignored (inherited) until _worker_init: none dies starting up
+        queue = None
+        if slots:
+            queue = ctx.Queue()
+            for slot in slots:
+                queue.put(slot)
         pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
-                                   initargs=(stop, ignored))
+                                   initargs=(stop, ignored, queue))
         futures = [pool.submit(_worker, (r, version, launch, threads)) for r in todo]
     finally:
         for sig, handler in caught.items():
@@ -394,11 +411,19 @@ def print_plan(spec: Spec, preset_name: str, all_runs: list[PlannedRun], runs: l
     bases = sorted({(r.task, r.config.model.family) for r in runs if r.config.model.base == "auto"})
     if bases:
         echo(f"  + {len(bases)} tiny base model(s), built once and cached: " + ", ".join(f"{t}/{f}" for t, f in bases))
-    unknown = f" (+ {total['unknown']} runs of unknown cost)" if total["unknown"] else ""
+    if hw is None and total["runs"]:  # no time at all, rather than "0s (+ N runs of unknown cost)"
+        time_text = ("time unknown: the preset has no hardware section (give hardware: {name, tokens_per_s} "
+                     "measured, or {name, count, mfu}) to estimate it")
+    else:
+        unknown = f" (+ {total['unknown']} runs of unknown cost)" if total["unknown"] else ""
+        flops_only = " (6N FLOPs per token pass: training alone; the cost plan below splits a run's time)" \
+            if hw is not None and not hw.tokens_per_s and (launch_file or preset.launch) else ""
+        time_text = f"{duration(total['hours'])}{unknown} on {hw_text}{flops_only}"
     echo(f"to run: {total['runs']} runs, {human(total['token_passes'])} forward/backward token passes, "
-         f"{human(total['flops'])}FLOP, {duration(total['hours'])}{unknown} on {hw_text}")
+         f"{human(total['flops'])}FLOP, {time_text}")
     print_gpu_hours(preset, runs, total, echo)
     print_memory(preset, runs, launch_file, echo)
+    plan_cost.print_cost_plan(preset, runs, {r.index: estimate(r, preset) for r in runs}, launch_file, echo)
     return total
 
 
@@ -427,7 +452,8 @@ def print_memory(preset, runs: list[PlannedRun], launch_file: str | None, echo=p
         memory.LaunchPlan("single", 1)
     capacity = memory.device_gib(preset.hardware)
     gpu = f"{preset.hardware.name}, {capacity:.1f} GiB" if capacity else "GPU memory unknown (hardware.memory_gib)"
-    echo(f"per-GPU memory ({launch.title}; {gpu}; worst case: micro-batches padded to max_length):")
+    echo(f"per-GPU memory ({launch.title}; {gpu}; worst case: a micro-batch padded to the task's longest row, every "
+         "token masked):")
     groups: dict[str, list[PlannedRun]] = {}
     for r in runs:
         groups.setdefault(r.config.model.source, []).append(r)
@@ -439,18 +465,23 @@ def print_memory(preset, runs: list[PlannedRun], launch_file: str | None, echo=p
             continue
         columns: dict[tuple, memory.Column] = {}
         for r in group:
-            views = 1 if r.arm is not None else memory.views_of(Method.build(r.config.method).cost)
-            c = memory.Column(r.task, r.config.data.max_length, r.config.training.micro_batch_size, views)
+            views = 1 if r.arm is not None or r.config.training.separate_views else \
+                memory.views_of(Method.build(r.config.method).cost)
+            longest = run_lengths(r.config.data, r.config.model).longest
+            c = memory.Column(r.task, longest, r.config.training.micro_batch_size, views)
             columns.setdefault((c.task, c.views), c)
         t = group[0].config.training
         echo(f"  {source} ({arch.params / 1e9:.2f}B params, {arch.layers} layers, hidden {arch.hidden}, mlp "
-             f"{arch.intermediate}, vocab {arch.vocab}); micro-batch {t.micro_batch_size} x max_length x views "
-             f"(x2: MIRROR's second view)")
+             f"{arch.intermediate}, vocab {arch.vocab}); micro-batch x longest row x views (x2: MIRROR's second "
+             f"view); micro-batch: " + ", ".join(f"{c.label} {c.micro_batch}" for c in columns.values()))
         lines, warn = memory.memory_table(arch, launch, list(columns.values()), t.gradient_checkpointing, capacity,
                                           preset.hardware.fit_gib if preset.hardware else ())
         for line in lines:
             echo(line)
         warnings += [f"{w} with {source}" for w in warn]
+        if t.checkpoint_minutes and not t.checkpoint_every:
+            echo(f"    checkpoints (model + optimizer, {memory.checkpoint_bytes(arch.params, launch) / 1e9:.0f} GB each; "
+                 f"every {t.checkpoint_minutes:g} min of training, keep {t.keep_checkpoints}): per run in the cost plan")
         if isinstance(t.checkpoint_every, int):  # "auto": decided when the run starts
             disk = {r.task: memory.checkpoint_disk(arch.params, launch, estimate(r, preset)["steps"],
                                                    t.checkpoint_every, t.keep_checkpoints) for r in group}

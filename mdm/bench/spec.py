@@ -342,9 +342,15 @@ def build_run_config(spec: Spec, preset_name: str, task: str, arm: ArmRow | None
                                    ("pad_to", ts.pad_to), ("options", ts.options)) if v is not None}
     data_over = [(f"{p}.data", preset.data), (tp, task_data)]
     data = _validate_section(DataConfig, deep_merge(preset.data, task_data, {"task": task}), where, data_over)
-    training = _validate_section(TrainingConfig, deep_merge(preset.training, ts.training,
-                                                            arm.training if arm else {}, {"seed": seed}),
-                                 where, train_over)
+    method_spec = "standard" if arm is not None or method is None else (
+        method.method if method.method is not None else method.name)
+    merged = deep_merge(preset.training, ts.training, arm.training if arm else {}, {"seed": seed})
+    if merged.get("micro_batch_size") == "auto":  # the largest that fits the preset's GPUs (mdm.bench.plan_cost)
+        from mdm.bench.plan_cost import auto_micro_batch  # deferred: the method registry imports torch
+
+        merged["micro_batch_size"] = auto_micro_batch(preset, data, model, merged, method_spec, arm,
+                                                      f"{where}: {p}.training.micro_batch_size")
+    training = _validate_section(TrainingConfig, merged, where, train_over)
     eval_over = [(f"{p}.eval", preset.eval), (f"{tp}.eval", ts.eval)]
     evaluation = _validate_section(EvalConfig, deep_merge(preset.eval, ts.eval), where, eval_over)
     pilot = _validate_section(PilotConfig, preset.ppots_pilot, where, [(f"{p}.ppots_pilot", preset.ppots_pilot)])
@@ -357,8 +363,6 @@ def build_run_config(spec: Spec, preset_name: str, task: str, arm: ArmRow | None
             raise ConfigError(f"{where}: {p}.training.global_batch_size", f"{training.global_batch_size} is larger "
                               f"than the training split of {task} ({n_fit} of n_train={data.n_train})")
     name = f"{spec.name}/{task}/{'arm-' + arm.name if arm else (method.name if method else 'standard')}/seed{seed}"
-    method_spec = "standard" if arm is not None or method is None else (
-        method.method if method.method is not None else method.name)
     return RunConfig(name=name, model=model, data=data, method=method_spec, training=training, eval=evaluation,
                      ppots_pilot=pilot, output_dir=run_dir)
 

@@ -7,6 +7,7 @@ occurrence of a pattern, even when the pattern is split over several tokens.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 
 import torch
@@ -127,12 +128,43 @@ def tokenize_example(tokenizer, example: dict, task: str | TaskSpec) -> dict:
     }
 
 
+_TOKEN_CHARS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def max_token_chars(tokenizer) -> int:
+    """The most characters one token of `tokenizer` stands for (its longest vocabulary entry; byte-level entries
+    count bytes, which is at least the characters): a text of more than max_length times this many characters
+    cannot fit max_length tokens (unless the tokenizer's normalizer deletes characters)."""
+    try:
+        return _TOKEN_CHARS[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    n = max((len(t) for t in tokenizer.get_vocab()), default=1)
+    try:
+        _TOKEN_CHARS[tokenizer] = n
+    except TypeError:  # not weak-referenceable: computed again next time
+        pass
+    return n
+
+
+def example_chars(example: dict) -> int:
+    """Characters of an example's text (prompt or conversation, and response)."""
+    turns = example.get("messages")
+    prompt = sum(len(str(m.get("content", ""))) for m in turns) if turns is not None else len(example["prompt"])
+    return prompt + len(example["response"])
+
+
 def tokenize_examples(tokenizer, examples, task: str | TaskSpec, max_length: int) -> tuple[list[dict], int]:
     """Tokenized examples no longer than `max_length` tokens, and how many were dropped (the paper drops,
     never truncates, long sequences). `task`: a name, or the TaskSpec of a task declared by its options
-    (`get_task("dataset", options)`)."""
+    (`get_task("dataset", options)`). An example is measured before it is tokenized: one of more than
+    max_length * `max_token_chars` characters cannot fit and is dropped untokenized (a 10 MB row costs nothing)."""
     kept, dropped, spec = [], 0, get_task(task)
+    bound = max_length * max_token_chars(tokenizer)
     for ex in examples:
+        if example_chars(ex) > bound:
+            dropped += 1
+            continue
         item = tokenize_example(tokenizer, ex, spec)
         if len(item["input_ids"]) > max_length:
             dropped += 1

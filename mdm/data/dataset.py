@@ -4,33 +4,41 @@
       task: dataset
       options: {path: my_data.jsonl, test_path: my_test.jsonl, scorer: exact}
 
-Sources: `path` (a `.jsonl` / `.json` / `.parquet` file, or a folder written by `Dataset.save_to_disk` /
+Sources: `path` (a `.jsonl` / `.json` / `.parquet` / `.csv` file, or a folder written by `Dataset.save_to_disk` /
 `DatasetDict.save_to_disk`, whose `split` is read) or `hub_id` (`datasets.load_dataset(hub_id, config, split=,
 streaming=, revision=)`). The test split (what `mdm eval` scores) comes from `test_path` or `test_split`.
 
 Rows are prompt/response columns (`prompt_key`, `response_key`) or chat `messages` (`messages_key`: a list of
 {role, content}; the last assistant message is the response, the turns before it the prompt); `format: auto`
-picks whichever columns the data has. The scorer, the ISAD `delimiters` and the SyRM `syntax_patterns` are
-options too, so this task's TaskSpec is built from its options (`dataset_spec`).
+picks whichever columns the data has. `prompt_template` joins columns into the prompt (Alpaca:
+`"{instruction}\n{input}"`; surrounding whitespace removed, so an empty input leaves no trailing newline); a data
+set with an `instruction` column that the prompt would leave out is refused. The scorer, the ISAD `delimiters` and
+the SyRM `syntax_patterns` are options too, so this task's TaskSpec is built from its options (`dataset_spec`).
+
+Rows with a null (or NaN) or empty (whitespace only) response, or a null prompt, are dropped and counted (the
+counts are in the loaded list's `notes`, printed by `mdm train`); a source where they are more than half the rows,
+or all of them, is refused: most likely the wrong column.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
+import string
 from pathlib import Path
 
 from mdm.data.tasks import BOXED_DELIMITERS, GSM8K_DELIMITERS, TaskSpec, closing_brace, find_all
 from mdm.errors import ConfigError
 
 SOURCE_OPTIONS = ("path", "hub_id", "config", "split", "streaming", "revision", "test_path", "test_split")
-COLUMN_OPTIONS = ("format", "prompt_key", "response_key", "messages_key", "answer_key")
+COLUMN_OPTIONS = ("format", "prompt_key", "prompt_template", "response_key", "messages_key", "answer_key")
 SPEC_OPTIONS = ("scorer", "delimiters", "syntax_patterns")
 OPTIONS = SOURCE_OPTIONS + COLUMN_OPTIONS + SPEC_OPTIONS
 SCORERS = ("exact", "gsm8k", "boxed", "hitab", "none")
 FORMATS = ("auto", "prompt_response", "messages")
-FILE_TYPES = (".jsonl", ".json", ".parquet")
+FILE_TYPES = (".jsonl", ".json", ".parquet", ".csv")
 
 
 def _where(key: str) -> str:
@@ -53,12 +61,28 @@ def check_options(options: dict) -> dict:
         if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) and v for v in value)):
             raise ConfigError(_where(key), f"must be a list of non-empty strings, got {value!r}")
     for key in ("path", "hub_id", "config", "split", "revision", "test_path", "test_split", "prompt_key",
-                "response_key", "messages_key", "answer_key"):
+                "prompt_template", "response_key", "messages_key", "answer_key"):
         if o.get(key) is not None and not isinstance(o[key], str):
             raise ConfigError(_where(key), f"must be a string, got {o[key]!r}")
+    if o.get("prompt_template") is not None:
+        template_fields(o["prompt_template"])
     if not isinstance(o["streaming"], bool):
         raise ConfigError(_where("streaming"), f"must be true or false, got {o['streaming']!r}")
     return o
+
+
+def template_fields(template: str) -> list[str]:
+    """The column names of a prompt template (`"{instruction}\\n{input}"`); a malformed one is a ConfigError."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as e:
+        raise ConfigError(_where("prompt_template"), f"{template!r}: {e} (columns in braces, e.g. "
+                          '"{instruction}\\n{input}"; a literal brace is {{ or }})') from None
+    bad = [f for f in fields if not f or any(c in f for c in ".[]!:")]
+    if bad or not fields:
+        raise ConfigError(_where("prompt_template"), f"{template!r}: needs plain column names in braces, e.g. "
+                          '"{instruction}\\n{input}"')
+    return list(dict.fromkeys(fields))
 
 
 def dataset_spec(options: dict):
@@ -72,7 +96,23 @@ def dataset_spec(options: dict):
 # ---------------------------------------------------------------- reading a source
 
 
-def _read_file(path: Path) -> list[dict]:
+def _read_file(path: Path):
+    if path.suffix == ".csv":
+        import datasets  # deferred: datasets (slow import), only for a .csv file
+
+        datasets.disable_progress_bars()  # "Generating train split" on stderr
+        try:  # every column as text ("72" stays "72", not 72.0 beside an empty cell; "NA" stays "NA")
+            with open(path, newline="", encoding="utf-8") as f:
+                reader = csv.reader(f)
+                header, first = next(reader, []), next(reader, None)
+            if first is None:
+                return []  # a header at most: "no rows"
+            features = datasets.Features({name: datasets.Value("string") for name in header})
+            return datasets.load_dataset("csv", data_files=str(path), split="train", features=features,
+                                         keep_default_na=False)
+        except Exception as e:  # noqa: BLE001  (pandas / arrow raise several types for a bad file)
+            raise ConfigError(str(path), f"not a readable CSV file ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq  # deferred: pyarrow, only for a .parquet file
 
@@ -122,7 +162,7 @@ def _read_folder(path: Path, split: str, key: str):
 def _read_path(path_text: str, split: str | None, key: str, split_key: str):
     path = Path(path_text).expanduser()
     if not path.exists():
-        raise ConfigError(_where(key), f"{path}: no such file or folder (a .jsonl, .json or .parquet file, or a "
+        raise ConfigError(_where(key), f"{path}: no such file or folder (a .jsonl, .json, .parquet or .csv file, or a "
                           "save_to_disk folder)")
     if path.is_dir():
         return _read_folder(path, split or "train", split_key)
@@ -176,7 +216,7 @@ def read_rows(o: dict, split: str):
             return _read_path(o["path"], o["split"], "path", "split"), o["path"]
         if o.get("hub_id"):
             return _read_hub(o, o["split"], "split"), o["hub_id"]
-        raise ConfigError("data.options", "task 'dataset' needs a source: path (a .jsonl/.json/.parquet file or a "
+        raise ConfigError("data.options", "task 'dataset' needs a source: path (a .jsonl/.json/.parquet/.csv file or a "
                           "save_to_disk folder) or hub_id (a Hugging Face datasets id)")
     if o.get("test_path"):
         return _read_path(o["test_path"], o.get("test_split"), "test_path", "test_split"), o["test_path"]
@@ -199,7 +239,7 @@ def check_source(options: dict, accuracy: bool = False) -> None:
         read_rows(o, "train")  # the "needs a source" error
     for key in ("path", "test_path"):
         if o.get(key) and not Path(o[key]).expanduser().exists():
-            raise ConfigError(_where(key), f"{o[key]}: no such file or folder (a .jsonl, .json or .parquet file, "
+            raise ConfigError(_where(key), f"{o[key]}: no such file or folder (a .jsonl, .json, .parquet or .csv file, "
                               "or a save_to_disk folder)")
     if accuracy and o["scorer"] != "none" and not o.get("test_path") and not o.get("test_split"):
         raise ConfigError(_where("test_path"), "eval.accuracy is set but there is no test source: give test_path (a "
@@ -219,8 +259,10 @@ def absolute_paths(options: dict) -> dict:
 def _format(o: dict, columns: list[str], source: str) -> str:
     if o["format"] != "auto":
         return o["format"]
-    if o["messages_key"] in columns:
+    if o["messages_key"] in columns and not o.get("prompt_template"):
         return "messages"
+    if o.get("prompt_template") and o["response_key"] in columns:
+        return "prompt_response"
     if o["prompt_key"] in columns and o["response_key"] in columns:
         return "prompt_response"
     raise ConfigError(_where("format"), f"{source}: neither a {o['messages_key']!r} column nor "
@@ -229,12 +271,23 @@ def _format(o: dict, columns: list[str], source: str) -> str:
 
 
 def _require(o: dict, fmt: str, columns: list[str], source: str) -> None:
-    keys = ["messages_key"] if fmt == "messages" else ["prompt_key", "response_key"]
+    template = o.get("prompt_template") if fmt == "prompt_response" else None
+    keys = ["messages_key"] if fmt == "messages" else ["response_key"] if template else ["prompt_key", "response_key"]
     if o.get("answer_key"):
         keys.append("answer_key")
     for key in keys:
         if o[key] not in columns:
             raise ConfigError(_where(key), f"{source}: no column {o[key]!r}; it has: {', '.join(columns)}")
+    for field in template_fields(template) if template else []:
+        if field not in columns:
+            raise ConfigError(_where("prompt_template"), f"{source}: no column {field!r}; it has: "
+                              f"{', '.join(columns)}")
+    if fmt == "prompt_response" and not template and "instruction" in columns and \
+            "instruction" not in (o["prompt_key"], o["response_key"], o.get("answer_key")):
+        raise ConfigError(_where("prompt_key"), f"{source}: the prompt ({o['prompt_key']!r}) would leave out the "
+                          "'instruction' column (Alpaca: the task is in instruction, its argument in input); join "
+                          'them with prompt_template: "{instruction}\\n{input}" (or prompt_template: '
+                          f'"{{{o["prompt_key"]}}}" to use {o["prompt_key"]!r} alone)')
 
 
 def split_messages(messages, where: str) -> tuple[list[dict], str]:
@@ -247,7 +300,8 @@ def split_messages(messages, where: str) -> tuple[list[dict], str]:
         raise ConfigError(where, "no assistant message (the last one is the response)")
     if last == 0:
         raise ConfigError(where, "no turn before the assistant message (the prompt)")
-    return [{"role": m["role"], "content": str(m["content"])} for m in messages[:last]], str(messages[last]["content"])
+    return [{"role": m["role"], "content": str(m["content"])} for m in messages[:last]], \
+        "" if is_null(messages[last]["content"]) else str(messages[last]["content"])
 
 
 def boxed_answers(text: str) -> list[str]:
@@ -259,16 +313,48 @@ def boxed_answers(text: str) -> list[str]:
     return out
 
 
-def to_example(row: dict, i: int, fmt: str, o: dict, split: str, source: str) -> dict:
-    keys = [o["messages_key"]] if fmt == "messages" else [o["prompt_key"], o["response_key"]]
+def is_null(value) -> bool:
+    return value is None or (isinstance(value, float) and value != value)  # JSON null, arrow null, pandas NaN
+
+
+class Examples(list):
+    """The loaded examples; `notes`: what was dropped and why (one line each), for the caller to print."""
+
+    notes: list[str] = []
+
+
+def to_example(row: dict, i: int, fmt: str, o: dict, split: str, source: str) -> dict | str:
+    """The example of a row, or why it is dropped ("null response", "empty response", "null prompt")."""
+    keys = [o["messages_key"]] if fmt == "messages" else [o["response_key"]] if o.get("prompt_template") else \
+        [o["prompt_key"], o["response_key"]]
+    if fmt != "messages" and o.get("prompt_template"):
+        keys += template_fields(o["prompt_template"])
     missing = [k for k in keys + ([o["answer_key"]] if o.get("answer_key") else []) if k not in row]
     if missing:
         raise ConfigError(f"{source}: row {i + 1}", f"no {missing[0]!r}; it has: {', '.join(row)}")
     if fmt == "messages":
-        turns, response = split_messages(row[o["messages_key"]], f"{source}: row {i + 1}")
+        raw = row[o["messages_key"]]
+        if isinstance(raw, list) and any(isinstance(m, dict) and m.get("role") != "assistant" and "content" in m
+                                         and is_null(m["content"]) for m in raw):
+            return "null prompt"  # a turn's null content would become the text "None"
+        turns, response = split_messages(raw, f"{source}: row {i + 1}")
         ex = {"prompt": "\n".join(m["content"] for m in turns), "messages": turns, "response": response}
     else:
-        ex = {"prompt": str(row[o["prompt_key"]]), "response": str(row[o["response_key"]])}
+        if o.get("prompt_template"):
+            fields = template_fields(o["prompt_template"])
+            if all(is_null(row[f]) for f in fields):
+                return "null prompt"
+            prompt = o["prompt_template"].format_map({f: "" if is_null(row[f]) else str(row[f]) for f in fields})
+            prompt = prompt.strip()
+        elif is_null(row[o["prompt_key"]]):
+            return "null prompt"
+        else:
+            prompt = str(row[o["prompt_key"]])
+        if is_null(row[o["response_key"]]):
+            return "null response"
+        ex = {"prompt": prompt, "response": str(row[o["response_key"]])}
+    if not ex["response"].strip():
+        return "empty response"
     if o.get("answer_key"):
         answer = row[o["answer_key"]]
     elif o["scorer"] == "hitab":  # HiTab's gold is the list of boxed answers
@@ -286,18 +372,34 @@ def load_dataset_task(split: str, n: int | None = None, /, **options) -> list[di
     fmt = _format(o, columns, source) if columns else o["format"]
     if columns:
         _require(o, fmt, columns, source)
-    out = []
+    out, dropped = Examples(), {}
     for i, row in enumerate(rows):
         if n is not None and len(out) >= n:
             break
         if fmt == "auto":  # a streamed dataset without column names: decide on the first row
             fmt = _format(o, list(row), source)
             _require(o, fmt, list(row), source)
-        out.append(to_example(row, i, fmt, o, split, source))
-    if not out:
-        key = ("test_path" if o.get("test_path") else "test_split") if split == "test" else \
-            ("path" if o.get("path") else "hub_id")
+        ex = to_example(row, i, fmt, o, split, source)
+        if isinstance(ex, str):
+            dropped[ex] = dropped.get(ex, 0) + 1
+        else:
+            out.append(ex)
+    n_dropped = sum(dropped.values())
+    seen, what = len(out) + n_dropped, ", ".join(f"{k} ({v})" for k, v in dropped.items())
+    column = o["messages_key"] if fmt == "messages" else o["response_key"]
+    key = ("test_path" if o.get("test_path") else "test_split") if split == "test" else \
+        ("path" if o.get("path") else "hub_id")
+    if not out and not dropped:
         raise ConfigError(_where(key), f"{source}: no rows")
+    if not out:
+        raise ConfigError(_where(key), f"{source}: all {seen} rows have a null or empty response or prompt "
+                          f"({what}; response column {column!r}): nothing to train or score on")
+    if 2 * n_dropped > seen:
+        raise ConfigError(_where(key), f"{source}: {n_dropped} of {seen} rows have a null or empty response or "
+                          f"prompt ({what}; response column {column!r}); check the column, or remove those rows")
+    if dropped:
+        out.notes = [f"{source}: dropped {n_dropped} of {seen} rows: {what} (the rule: a row with a null or empty "
+                     "response, or a null prompt, is dropped)"]
     return out
 
 

@@ -25,7 +25,8 @@ Settings (all optional; unknown keys are a ConfigError):
     write           update the record and write per-sample files (default True)
 
 The run directory: `final/`, `checkpoint/` (or its latest `checkpoint-N/`), `model/`, or the folder itself must
-hold a transformers `save_pretrained` model with its tokenizer; a model folder can also be passed directly.
+hold a transformers `save_pretrained` model with its tokenizer; a model folder can also be passed directly. An
+unfinished `mdm train` run is evaluated from its last checkpoint, said so in `eval.<task>.from_checkpoint`.
 Results go to record.json under `eval.<task>` (scores, decoding knobs, likelihood, timing) and, for the record's
 own task, `metrics.score` / `metrics.accuracy` (percent, what `mdm report` ranks); other keys are preserved and
 the file is replaced atomically. Per-sample outputs go to `eval_<task>.jsonl` next to the record.
@@ -37,7 +38,7 @@ device and rank 0 writes: the per-prompt outputs are one process's (`mdm bench` 
 from __future__ import annotations
 
 import json
-import re
+import sys
 import time
 from pathlib import Path
 
@@ -45,6 +46,7 @@ from mdm.data import make_task
 from mdm.data.tasks import TASKS, get_task
 from mdm.errors import ConfigError
 from mdm.eval import scorers
+from mdm.eval.loading import checkpoint_of, find_model_dir, load_model, resolve_device, resolve_dtype  # noqa: F401
 from mdm.io import atomic_write_json, finite, folder_lock, read_json, write_jsonl
 
 SETTINGS = {
@@ -57,28 +59,6 @@ PRIMARY = {"gsm8k": "exact_match_strict", "hitab": "accuracy", "boxed": "accurac
 
 
 # ---------------------------------------------------------------- locating and loading the model
-
-
-def find_model_dir(path: str | Path) -> Path:
-    """The model folder of a run: final/, checkpoint/ (latest checkpoint-N inside), model/, or the folder itself."""
-    root = Path(path)
-    if not root.exists():
-        raise ConfigError("run_dir", f"{root}: no such directory")
-    for cand in (root / "final", root / "checkpoint", root / "model", root):
-        if (cand / "config.json").is_file():
-            return cand
-        if cand.is_dir() and cand != root:
-            subs = [d for d in cand.iterdir() if d.is_dir() and (d / "config.json").is_file()]
-            if subs:
-                return max(subs, key=lambda d: (_trailing_int(d.name), d.name))
-    raise ConfigError(
-        "run_dir", f"{root}: no model found (looked for config.json in final/, checkpoint/, model/ and the folder)"
-    )
-
-
-def _trailing_int(name: str) -> int:
-    m = re.search(r"(\d+)$", name)
-    return int(m.group(1)) if m else -1
 
 
 def find_record(run_dir: Path, model_dir: Path) -> Path:
@@ -113,40 +93,6 @@ def train_folder_record(record_path: Path, model_dir: Path) -> dict:
                       "tokens": result.get("tokens_seen"), "wall_time_s": result.get("wall_time_s")}
             return {k: v for k, v in record.items() if v is not None}
     return {}
-
-
-def resolve_device(device=None):
-    import torch  # deferred: torch, heavy; mdm.eval.api is torch-free (mdm.bench.spec imports it)
-
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def resolve_dtype(dtype, device):
-    import torch  # deferred: torch, heavy; mdm.eval.api is torch-free (mdm.bench.spec imports it)
-
-    if dtype is None or dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16, "float64": torch.float64}  # fmt: skip
-    if dtype not in table:
-        raise ConfigError("dtype", f"unknown dtype {dtype!r}; allowed: {', '.join(table)}")
-    return table[dtype]
-
-
-def load_model(path: str | Path, device=None, dtype=None):
-    """(model, tokenizer, model_dir) from a run folder or a model folder (its family's adapter, `mdm.adapters`)."""
-    from mdm.adapters import load_model as load_folder  # deferred: mdm.adapters imports torch
-
-    model_dir = find_model_dir(path)
-    if not any((model_dir / name).is_file() for name in ("tokenizer_config.json", "tokenizer.json")):
-        raise ConfigError("run_dir", f"{model_dir}: no tokenizer saved with the model")
-    device = resolve_device(device)
-    model, tokenizer = load_folder(model_dir, causal=None, dtype=resolve_dtype(dtype, device))
-    return model.to(device).eval(), tokenizer, model_dir
 
 
 # ---------------------------------------------------------------- settings
@@ -338,6 +284,8 @@ def evaluate_run(run_dir: str | Path, settings: dict | None = None, *, model=Non
         results[task] = _evaluate_task(task, cfg, decodings[task], model, tokenizer, causal, mask_id,
                                        record_path.parent if cfg["write"] else None, rk)  # fmt: skip
         results[task]["model_dir"] = str(model_dir)
+        if checkpoint_of(model_dir):
+            results[task]["from_checkpoint"] = checkpoint_of(model_dir)
     metrics = None
     own = record.get("task")
     main_task = own if own in results else (cfg["tasks"][0] if not own and len(cfg["tasks"]) == 1 else None)
@@ -349,6 +297,8 @@ def evaluate_run(run_dir: str | Path, settings: dict | None = None, *, model=Non
             metrics |= {"score": score, "accuracy": score}
         if r.get("likelihood"):
             metrics["heldout_nll_per_token"] = r["likelihood"]["nll_per_token"]
+        if r.get("from_checkpoint"):  # the score is of an unfinished run's last checkpoint
+            metrics["from_checkpoint_step"] = r["from_checkpoint"]["step"]
         if "paper_n" in r:  # the leaderboard shows the items scored beside the paper's count
             metrics |= {"eval_n": r["n"], "paper_eval_n": r["paper_n"]}
     if cfg["write"]:
@@ -373,6 +323,8 @@ def eval_examples(task: str, cfg: dict, tokenizer) -> list[dict]:
         raise ConfigError(f"eval.{task}", f"cannot load the {cfg['split']} data: {type(e).__name__}: {e}") from None
     if not examples:
         raise ConfigError(f"eval.{task}", f"no {cfg['split']} examples")
+    for note in getattr(examples, "notes", ()):  # rows the loader dropped (a null or empty response): said, not silent
+        print(f"eval {task}: {note}", file=sys.stderr)
     return examples
 
 

@@ -38,13 +38,18 @@ def cmd_eval(args) -> None:
         knobs = " ".join(f"{k}={d[k]}" for k in ("gen_length", "steps", "block_length", "temperature", "remasking")
                          if k in d)  # fmt: skip
         print(f"{task} ({r['model_kind']}, n={r['n']}): {shown}")
+        if r.get("from_checkpoint"):
+            print(f"  note: {r['from_checkpoint']['note']}")
         print(f"  decoding: {knobs}")
         if r.get("likelihood"):
             lk = r["likelihood"]
             print(f"  held-out {lk['metric']}: {lk['nll_per_token']:.4f} nats/token over {lk['n_tokens']} tokens")
         if r.get("samples_file"):
             print(f"  samples: {r['samples_file']}")
-    print(f"record: {result['record']}")
+    if settings.get("write") is False:  # nothing was written: no path that does not exist
+        print("record: not written (--no-write)")
+    else:
+        print(f"record: {result['record']}")
 
 
 def _read_settings(path: str) -> dict:

@@ -123,6 +123,51 @@ class MDMObjective:
             masked_tokens=int(masked.sum()),
         )
 
+    def loss_by_view(self, token_ce: TokenCE, batch: MDMBatch, draws: Draws, backward) -> LossOutput:
+        """`loss`, one view at a time: each view's forward is followed at once by `backward(part)`, so one view's
+        activations are alive at a time (MIRROR's two views: half the activations). The parts' gradients sum to the
+        joint loss's: the loss is linear in the views' losses (each row's views are averaged with weights fixed by
+        the draws, the control variate's offsets are detached). A view no row uses still runs (one row, weight 0),
+        so every micro-batch makes the same number of backward calls (DDP / DeepSpeed counting). The returned loss
+        is the joint loss's value, detached. Refused where the views' mean is clamped (the released P-POTS's
+        loss_clamp): that loss is not linear in the views."""
+        if getattr(self.method.t_sampler, "loss_clamp", None) is not None:
+            from mdm.errors import ConfigError  # deferred: only for this refusal
+
+            raise ConfigError("training.separate_views", "this method clamps each row's mean over its views (the "
+                              "released P-POTS loss_clamp), so its views cannot be back-propagated one at a time; "
+                              "set separate_views false")
+        n_views, B, _ = draws.masked.shape
+        n_eligible = draws.eligible.sum(1).to(torch.float32).clamp(min=1)
+        n_active = draws.active.sum(0).clamp(min=1).to(torch.float32)
+        weight = draws.seq_weight.to(torch.float32) / n_active.to(draws.seq_weight.device)
+        view_clamp = getattr(self.method.mask, "view_clamp", None)
+        view_loss = torch.zeros(n_views, B, dtype=torch.float32, device=batch.input_ids.device)
+        passes = masked_tokens = 0
+        for v in range(n_views):
+            b_idx = draws.active[v].nonzero(as_tuple=True)[0]
+            used = len(b_idx) > 0
+            if not used:
+                b_idx = torch.zeros(1, dtype=torch.long, device=draws.active.device)
+            masked = draws.masked[v, b_idx]
+            clean = batch.input_ids[b_idx]
+            noised = torch.where(masked, torch.full_like(clean, self.mask_token_id), clean)
+            ce = token_ce(noised, batch.attention_mask[b_idx], clean, masked)
+            per_view = (ce * draws.token_weight[b_idx].to(ce.dtype)).sum(1) / n_eligible[b_idx]
+            if view_clamp is not None:
+                per_view = torch.clamp(per_view, max=view_clamp)
+            part = (weight[b_idx].to(per_view.dtype) * per_view).sum() / B * float(used)
+            backward(part)
+            if used:
+                view_loss[v, b_idx] = per_view.detach()
+                passes += len(b_idx)
+                masked_tokens += int(masked.sum())
+        seq = view_loss.sum(0) / n_active.to(view_loss.device)
+        rows = draws.seq_weight.to(seq.dtype) * seq
+        offsets = self.method.control_variate.offsets(draws.t, rows)
+        return LossOutput(loss=(rows - offsets).mean().detach(), row_losses=rows, t=draws.t,
+                          seq_weight=draws.seq_weight, passes=passes, masked_tokens=masked_tokens)
+
     def __call__(self, model_or_ce, batch: MDMBatch, *, seed: int, step: int,
                  global_batch_size: int | None = None) -> LossOutput:
         token_ce = model_or_ce if _is_token_ce(model_or_ce) else model_token_ce(model_or_ce)

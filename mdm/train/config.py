@@ -150,12 +150,18 @@ class TrainingConfig(Strict):
     grad_clip: float | None = Field(1.0, gt=0)
     bf16: Literal["auto"] | bool = "auto"  # auto: on CUDA devices that support it, never on CPU
     gradient_checkpointing: bool = False
+    # MIRROR / multisample: each view its own forward + backward (one view's activations alive at a time; the
+    # gradient equals the joint pass's, mdm.objective.MDMObjective.loss_by_view), not one forward over all views
+    separate_views: bool = False
     seed: int = 42
     # auto: 4 checkpoints per run (the last one kept); null: none, so a killed run restarts from step 0.
     # Checkpoints never change the trajectory (a resumed run is bit-identical to the unbroken one).
     checkpoint_every: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
         "auto", description="optimizer steps between checkpoints")
     keep_checkpoints: int = Field(1, ge=1)
+    # wall-clock policy: also a checkpoint whenever this many minutes of training passed since the last one (or the
+    # start); the main process decides, every process saves. With checkpoint_every null: by time alone.
+    checkpoint_minutes: float | None = Field(None, gt=0)
     # model-only snapshots (weights + tokenizer, no optimizer: an 8B model in bf16 is 16 GB, a full ZeRO-2 checkpoint
     # 112 GB) under <run>/models/step_N, for evaluating a run along the way; null: none. LoRA runs save the adapter.
     save_model_every: int | None = Field(None, ge=1, description="optimizer steps between model-only snapshots")
@@ -205,9 +211,12 @@ class RunConfig(Strict):
         d = self.model_dump(mode="json")
         for key in ("output_dir", "name"):
             d.pop(key)
+        d["training"].pop("checkpoint_minutes")  # when to save, not what is trained (old run folders still match)
         for key in ("checkpoint_every", "keep_checkpoints", "save_model_every", "keep_models", "threads", "progress",
                     "log_every", "report_to"):
             d["training"].pop(key)
+        if not d["training"]["separate_views"]:  # the default: as before the key existed (old run folders match)
+            d["training"].pop("separate_views")
         if d["training"]["peft"] is None:  # full fine-tune: as before the key existed (old run folders still match)
             d["training"].pop("peft")
         if d["data"]["pad_to"] is None:  # no fixed canvas: as before the key existed (old run folders still match)

@@ -22,10 +22,11 @@ def _data_where(where: str) -> str:
     return "data." + where.removeprefix("task.") if where.startswith("task.") else where
 
 
-def load_examples(cfg: DataConfig, tokenizer=None) -> list[dict]:
+def load_examples(cfg: DataConfig, tokenizer=None, echo=None) -> list[dict]:
     """The task's training examples; a problem with the data (a missing file, a bad row, an unknown option, no
     rows) is one ConfigError naming the key or file. `tokenizer`: the run's (`mdm.train.model.counting_tokenizer`),
-    which a task selecting rows by token count (OpenScience) needs: its test rows are counted with it too."""
+    which a task selecting rows by token count (OpenScience) needs: its test rows are counted with it too. What the
+    loader dropped (its `notes`) goes to `echo`."""
     spec = get_task(cfg.task)
     options = dict(cfg.options)
     if spec.counts_tokens and tokenizer is not None:
@@ -42,7 +43,31 @@ def load_examples(cfg: DataConfig, tokenizer=None) -> list[dict]:
     if not examples:
         where = f" ({cfg.options['root']})" if "root" in cfg.options else ""
         raise ConfigError("data", f"task {cfg.task!r} has no training examples{where}")
+    for note in getattr(examples, "notes", ()) if echo else ():
+        echo(f"data: {note}")
     return examples
+
+
+MAX_STEPS = 10_000_000  # more optimizer steps than any run of this toolkit: a typo (epochs: 1e9), refused
+
+
+def check_before_compute(cfg, n_examples: int) -> None:
+    """Checks of a run (`RunConfig`) that need its loaded training examples, before any model is built: the step
+    count is sane, and a `dataset` run's test source (what `mdm eval` scores) has the columns the run needs."""
+    t = cfg.training
+    steps = total_steps(n_examples, t.global_batch_size, t.epochs, t.max_steps)
+    if steps > MAX_STEPS:
+        key = "training.max_steps" if t.max_steps is not None else "training.epochs"
+        raise ConfigError(key, f"{steps:,} optimizer steps ({t.epochs:g} epochs of {n_examples} examples at "
+                          f"global_batch_size {t.global_batch_size}) is over {MAX_STEPS:,}; lower epochs or set "
+                          "max_steps")
+    d = cfg.data
+    if d.task == "dataset" and cfg.eval.accuracy is not None and d.spec().metric != "none":
+        try:
+            make_task("dataset", "test", n=1, **d.options)  # columns, format, a readable file: before training
+        except ConfigError as e:
+            raise ConfigError(_data_where(e.where), f"{e.problem} (the test source, scored after training)") \
+                from None
 
 
 def split_heldout(examples: list, fraction: float, seed: int) -> tuple[list, list]:

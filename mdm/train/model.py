@@ -23,6 +23,7 @@ from mdm.data.dataset import fingerprint
 from mdm.io import file_lock
 from mdm.train.config import ModelConfig, RunConfig
 
+LONG_TOKEN = 64  # characters per token above which a text is left out of a tiny BPE's training
 BASE_FORMAT = "tiny-base-v1"  # the folder's layout; the code that trains a base is in its key (mdm.cache.derivation)
 
 
@@ -38,9 +39,10 @@ def _quiet_transformers():
     hf_logging.set_verbosity_error()
 
 
-def tiny_tokenizer(cfg: ModelConfig, task: str, options: dict | None = None):
+def tiny_tokenizer(cfg: ModelConfig, task: str, options: dict | None = None, max_chars: int | None = None):
     """The tiny BPE of a task: trained on a fixed draw of the task's training text (cached by content), or the
-    task's own (its `tokenizer` hook). `options`: the task's loader options (generated tasks: level)."""
+    task's own (its `tokenizer` hook). `options`: the task's loader options (generated tasks: level). `max_chars`:
+    texts longer than this are left out of the BPE's training (a 10 MB row would take minutes)."""
     # deferred: mdm.data's tokenizer imports transformers
     from mdm.data import build_tokenizer, get_task, make_task
 
@@ -56,6 +58,8 @@ def tiny_tokenizer(cfg: ModelConfig, task: str, options: dict | None = None):
     examples = make_task(task, "train", n=cfg.tokenizer_examples, seed=0, **options) if _generated(task) else \
         make_task(task, "train", n=cfg.tokenizer_examples, **options)
     texts = [e["prompt"] + "\n" + e["response"] for e in examples]
+    if max_chars is not None:  # a row that cannot fit max_length (it is dropped from training) trains no BPE either
+        texts = [t for t in texts if len(t) <= max_chars] or texts[:1]
     return build_tokenizer(texts, vocab_size=cfg.vocab_size, cache_dir=cache_root(cfg) / "tokenizers",
                            digit_space=cfg.digit_space)
 
@@ -69,7 +73,8 @@ def counting_tokenizer(cfg: RunConfig):
         return None
     m = cfg.model
     if m.source == "tiny" and m.base in (None, "auto"):
-        return tiny_tokenizer(m, cfg.data.task, cfg.data.options)  # the tiny base's tokenizer too
+        # the run's own tokenizer: the same texts as build_model's (the tiny base's tokenizer too)
+        return tiny_tokenizer(m, cfg.data.task, cfg.data.options, max_chars=cfg.data.max_length * LONG_TOKEN)
     _quiet_transformers()
     from transformers import AutoTokenizer  # deferred: transformers (slow import)
 
@@ -108,7 +113,7 @@ def build_model(cfg: RunConfig, dtype=None):
         # deferred: mdm.models imports torch and transformers
         from mdm.models import TinySize, build_tiny_model
 
-        tokenizer = tiny_tokenizer(m, cfg.data.task, cfg.data.options)
+        tokenizer = tiny_tokenizer(m, cfg.data.task, cfg.data.options, max_chars=cfg.data.max_length * LONG_TOKEN)
         model = build_tiny_model(tokenizer, causal=causal, seed=m.init_seed, size=TinySize(**m.size.model_dump()))
         return model, tokenizer
     from mdm.models import load_hub_model  # deferred: mdm.models imports torch and transformers
@@ -123,7 +128,7 @@ def base_run_config(cfg: RunConfig, output_dir: str) -> RunConfig:
     """The pretraining run that makes the base model of `cfg` (depends only on task, family and settings)."""
     m, p = cfg.model, cfg.model.pretrain
     return RunConfig.model_validate({
-        "name": "base",
+        "name": f"base {cfg.data.task}-{m.family}",  # two bases (ARM, then MDM): two progress labels
         "model": {**m.model_dump(), "base": None},
         "data": {"task": cfg.data.task, "n_train": p.n_examples, "max_length": cfg.data.max_length,
                  "heldout_fraction": 0.0, "data_seed": p.data_seed, "full_sequence": p.full_sequence,

@@ -9,7 +9,8 @@ One optimizer step s:
      accelerate's 1/A and DDP's 1/processes the gradient is exactly that of the global-batch mean;
   4. the rows' (t, loss) are gathered in position order: the logged loss, and the EMA control variate's
      update, are those of the global batch (every micro-batch sees the control variate's pre-step state);
-  5. clip, AdamW step, scheduler step; one JSONL line; a checkpoint every `checkpoint_every` steps.
+  5. clip, AdamW step, scheduler step; one JSONL line; a checkpoint every `checkpoint_every` steps and/or
+     `checkpoint_minutes` of training.
 A run directory holds run_config.json, train_log.jsonl, checkpoints/, model/ (final) and result.json; with
 `training.peft` also adapter/ (model/ then holds the merged weights), with `training.report_to` trackers/.
 `Trainer(cfg).train()` on a directory with a checkpoint resumes and reproduces the uninterrupted run; without
@@ -34,24 +35,26 @@ from mdm.cache import writable_cache
 from mdm.data import Collator, get_task, mask_token_id_of
 from mdm.errors import ConfigError
 from mdm.eval.likelihood import heldout_nll
-from mdm.io import atomic_write_json, atomic_write_text, read_json
+from mdm.io import atomic_write_json, owned_folder, read_json, space_for
 from mdm.objective import ARMObjective, MDMObjective, Method
 from mdm.objective.objective import model_token_ce
 from mdm.progress import progress
 from mdm.train import ppots, trackers
+from mdm.train.checkpoints import LOG, Checkpoints
 from mdm.train.config import RunConfig
 from mdm.train.data import (
     accumulation_steps,
     build_data,
+    check_before_compute,
     global_batch,
     load_examples,
     micro_ranges,
     total_steps,
 )
 from mdm.train.lora import apply_lora, check_tiny
+from mdm.train.run_dir import saving, set_aside, stale_reason, state_bytes  # noqa: F401  (re-exported)
 from mdm.train.trackers import check_trackers, tracker_dir
 
-LOG = "train_log.jsonl"
 RESULT = "result.json"
 
 
@@ -81,31 +84,13 @@ def checkpoint_interval(setting, total: int) -> int | None:
     return max(1, math.ceil(total / 4)) if setting == "auto" else setting
 
 
-def stale_reason(run_dir: Path, cfg: RunConfig) -> str | None:
-    """The first difference when `run_dir` holds a run of another configuration, else None."""
-    saved = read_json(Path(run_dir) / "run_config.json")
-    mine = cfg.trajectory_dict()
-    if saved is None or saved.get("trajectory") == mine:
-        return None
-    return _first_difference(saved.get("trajectory"), mine)
-
-
-def set_aside(run_dir: Path) -> Path:
-    """Move a run folder to `<folder>.stale-N` (nothing is deleted); returns the new path."""
-    run_dir = Path(run_dir)
-    n = 1
-    while run_dir.with_name(f"{run_dir.name}.stale-{n}").exists():
-        n += 1
-    return run_dir.rename(run_dir.with_name(f"{run_dir.name}.stale-{n}"))
-
-
 def use_bf16(setting) -> bool:
     if setting == "auto":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return bool(setting)
 
 
-class Trainer:
+class Trainer(Checkpoints):
     def __init__(self, config: RunConfig):
         self.cfg = config
         self.run_dir = Path(config.output_dir)
@@ -130,10 +115,11 @@ class Trainer:
             own_check(cfg)
         method = Method.build(cfg.method) if self.is_mdm else None
         fit_ppots = method is not None and ppots.needs_fit(method)
-        # data problems too: before the model (a tiny base may pretrain); OpenScience counts rows in the run's tokens
-        examples = load_examples(cfg.data, counting_tokenizer(cfg))
         echo = (lambda line: print(f"{cfg.name or self.run_dir.name}: {line}", file=sys.stderr)) \
             if int(os.environ.get("RANK", "0")) == 0 else None
+        # data problems too: before the model (a tiny base may pretrain); OpenScience counts rows in the run's tokens
+        examples = load_examples(cfg.data, counting_tokenizer(cfg), echo)
+        check_before_compute(cfg, len(examples))  # the test source's columns, a sane step count
 
         if cfg.model.source == "tiny" or cfg.model.base == "auto" or fit_ppots:
             writable_cache(cfg.model.cache_dir)  # before any compute: tokenizers, bases and pilots are cached
@@ -153,10 +139,15 @@ class Trainer:
         if acc.num_processes != world:  # e.g. launched without torchrun
             self.accum = accumulation_steps(t.global_batch_size, t.micro_batch_size, acc.num_processes)
             acc.gradient_accumulation_steps = self.accum
+        # separate_views: a micro-batch makes one backward call per view; DeepSpeed counts backward calls as
+        # micro-batches (and divides each loss by their number), so it is told views x accum and the loss scaled back
+        views = math.ceil(method.mask.cost - 1e-9) if self.is_mdm and t.separate_views else 1
+        self.view_scale = 1.0
         if acc.state.deepspeed_plugin is not None:  # DeepSpeed counts micro-batches and clips by itself
             ds = acc.state.deepspeed_plugin.deepspeed_config
-            ds.update(train_micro_batch_size_per_gpu=t.micro_batch_size, gradient_accumulation_steps=self.accum,
+            ds.update(train_micro_batch_size_per_gpu=t.micro_batch_size, gradient_accumulation_steps=self.accum * views,
                       gradient_clipping=t.grad_clip or 0.0)
+            self.view_scale = float(views)
         self.adapter = checked_on_main(model, not self.is_mdm, acc)  # one probe forward: refuses wrong attention
         if t.gradient_checkpointing:
             self.adapter.enable_checkpointing(model)
@@ -238,59 +229,6 @@ class Trainer:
         if not os.access(self.run_dir, os.W_OK):
             raise ConfigError("output_dir", f"{self.run_dir}: the run folder is not writable")
 
-    # ------------------------------------------------------------ checkpoints
-
-    def latest_checkpoint(self) -> Path | None:
-        root = self.run_dir / "checkpoints"
-        done = sorted(p for p in root.glob("step_*") if (p / "trainer_state.json").is_file()) if root.is_dir() else []
-        return done[-1] if done else None
-
-    def save_checkpoint(self) -> None:
-        acc, root = self.acc, self.run_dir / "checkpoints"
-        name = f"step_{self.state['step']:08d}"
-        tmp = root / f".tmp-{name}"
-        if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp), safe_serialization=False)
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            state = {**self.state, "elapsed_s": self._elapsed()}
-            atomic_write_json(tmp / "trainer_state.json", state)
-            os.replace(tmp, root / name)  # a kill before this line leaves only a .tmp folder, ignored
-            old = sorted(p for p in root.glob("step_*"))[: -self.cfg.training.keep_checkpoints]
-            for p in old:
-                shutil.rmtree(p, ignore_errors=True)
-        acc.wait_for_everyone()
-
-    def save_model_snapshot(self) -> None:
-        """Weights and tokenizer only (a LoRA run: its adapter) under models/step_N: written to a temporary folder,
-        then renamed; the oldest beyond `keep_models` are removed. A resumed run rewrites a step it saved before."""
-        acc, root = self.acc, self.run_dir / "models"
-        name = f"step_{self.state['step']:08d}"
-        state_dict = acc.get_state_dict(self.model) if self.peft is None else None  # a collective under FSDP
-        if acc.is_main_process:
-            tmp = root / f".tmp-{name}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            if self.peft is not None:
-                self.peft.save_pretrained(tmp)
-            else:
-                acc.unwrap_model(self.model).save_pretrained(tmp, state_dict=state_dict)
-            self.tokenizer.save_pretrained(tmp)
-            shutil.rmtree(root / name, ignore_errors=True)
-            os.replace(tmp, root / name)
-            keep = self.cfg.training.keep_models
-            for old in sorted(root.glob("step_*"))[: -keep] if keep else []:
-                shutil.rmtree(old, ignore_errors=True)
-        acc.wait_for_everyone()
-
-    def _truncate_log(self, step: int) -> None:
-        """Keep the log's first `step` lines (a kill may have cut the last line short)."""
-        path = self.run_dir / LOG
-        if path.is_file():
-            keep = path.read_text().splitlines(keepends=True)[:step]
-            atomic_write_text(path, "".join(keep))
-
     def _elapsed(self) -> float:
         return self.state["elapsed_s"] + time.perf_counter() - self._segment_start
 
@@ -316,17 +254,22 @@ class Trainer:
             batch.positions = torch.arange(lo, hi) if not empty else torch.zeros(1, dtype=torch.long)
             batch = batch.to(acc.device)
             with acc.accumulate(self.model):
+                scale = (hi - lo) * acc.num_processes * self.accum / n
                 if self.is_mdm:
                     cv.load_state_dict(snapshot)  # offsets from the pre-step state, whatever the layout
                     draws = self.objective.draw(batch, seed=t.seed, step=step, global_batch_size=n)
-                    out = self.objective.loss(model_token_ce(self.model), batch, draws)
+                    if t.separate_views:  # each view's forward + backward in turn (setup: DeepSpeed counts them)
+                        out = self.objective.loss_by_view(model_token_ce(self.model), batch, draws,
+                                                          lambda part, s=scale: acc.backward(part * s * self.view_scale))
+                    else:
+                        out = self.objective.loss(model_token_ce(self.model), batch, draws)
                     lengths = batch.attention_mask.sum(1).to(draws.active.device)
                     token_passes = int((draws.active.long() * lengths[None]).sum())
                 else:
                     out = self.objective(self.model, batch)
                     token_passes = int(batch.attention_mask.sum())
-                scale = (hi - lo) * acc.num_processes * self.accum / n
-                acc.backward(out.loss * scale)
+                if not (self.is_mdm and t.separate_views):
+                    acc.backward(out.loss * scale)
             if empty:
                 continue
             if hasattr(self.t_sampler, "observe"):  # adaptive t-samplers learn from every row's loss
@@ -385,10 +328,23 @@ class Trainer:
     # ------------------------------------------------------------ the run
 
     def train(self) -> dict:
-        """Train (or resume, or return the finished result). Returns result.json's content."""
+        """Train (or resume, or return the finished result). Returns result.json's content. The run folder is held
+        by this process throughout (by rank 0 of a launch): a second one on it is refused, naming the holder."""
         created = not self.run_dir.exists()
         try:
             self._check_run_dir()
+        except BaseException:
+            if created:  # e.g. not writable: a refused run leaves no folder
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
+        if int(os.environ.get("RANK", "0")) != 0:
+            return self._train(created)
+        with owned_folder(self.run_dir, "mdm train"):
+            return self._train(created)
+
+    def _train(self, created: bool) -> dict:
+        try:
+            self._check_run_dir()  # again, as the owner: another process may have set the folder up meanwhile
             done = read_json(self.run_dir / RESULT)
             if done and done.get("status") == "done":
                 return done
@@ -412,14 +368,14 @@ class Trainer:
                 entry = self.train_step(self.state["step"])
                 entry["elapsed_s"] = round(self._elapsed(), 3)
                 if log:
-                    log.write(json.dumps(entry) + "\n")
-                    log.flush()
+                    with space_for(self.run_dir / LOG, 1 << 16, "the training log", "nothing else is written"):
+                        log.write(json.dumps(entry) + "\n")
+                        log.flush()
                 if t.report_to:
                     acc.log(trackers.step_values(entry), step=entry["step"])
                 bar.set_postfix(loss=f"{entry['loss']:.4f}", refresh=False)
                 bar.update(1)
-                if self.checkpoint_every and self.state["step"] % self.checkpoint_every == 0 and \
-                        self.state["step"] < self.total:
+                if self._checkpoint_due() and self.state["step"] < self.total:
                     self.save_checkpoint()
                 if t.save_model_every and self.state["step"] % t.save_model_every == 0 and \
                         self.state["step"] < self.total:  # the last step's model is <run>/model
@@ -445,10 +401,14 @@ class Trainer:
                     self.peft.save_pretrained(self.run_dir / "adapter")
                 self.peft.merge_and_unload()
             state_dict = acc.get_state_dict(self.model)
-            if acc.is_main_process:
-                model = acc.unwrap_model(self.model)
-                model.save_pretrained(self.run_dir / "model", state_dict=state_dict)
-                self.tokenizer.save_pretrained(self.run_dir / "model")
+            if acc.is_main_process:  # written whole, then renamed: a full disk leaves the checkpoints as they are
+                tmp, final = self.run_dir / ".tmp-model", self.run_dir / "model"
+                shutil.rmtree(tmp, ignore_errors=True)
+                with saving(tmp, state_bytes(self.model, 0), "the final model", self.latest_checkpoint()):
+                    acc.unwrap_model(self.model).save_pretrained(tmp, state_dict=state_dict)
+                    self.tokenizer.save_pretrained(tmp)
+                shutil.rmtree(final, ignore_errors=True)
+                os.replace(tmp, final)
             metrics = self._metrics()  # every rank: the held-out loss is sharded over them
         result = {
             "status": status, "reason": reason, "name": cfg.name, "family": cfg.model.family,
@@ -493,14 +453,6 @@ class Trainer:
             metrics["heldout_metric"] = "mdm_neg_elbo_per_token" if self.is_mdm else "arm_nll_per_token"
             metrics["heldout_examples"] = len(items)
         return metrics
-
-
-def _first_difference(a, b, path: str = "") -> str:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            if a.get(k) != b.get(k):
-                return _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else k)
-    return f"{path}: {a!r} then, {b!r} now"
 
 
 def train_run(config: RunConfig) -> dict:

@@ -25,11 +25,15 @@ def test_tiny_shape_by_hand():
     size = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
                 intermediate_size=192)
     assert tiny_params(size, 512) - TINY.params == 2 * (2 * 64 + 2 * 16) == 320
-    # A = 8h + 4hq + 4hkv + 8f
-    assert TINY.layer_activation_bytes == 512 + 256 + 128 + 1536 == 2432
-    assert TINY.output_bytes == 4 * 64 + 12 * 512 == 6400
-    assert memory.activations(TINY, 10, checkpointing=True) == 10 * (2 * 2 * 64 + 2432) == 26880
-    assert memory.activations(TINY, 10, checkpointing=False) == 10 * 2 * 2432 == 48640
+    # A = 16h + 4hq + 4hkv + 8f (the two RMSNorms keep their input in fp32 too: 8h beyond Korthikanti's count)
+    assert TINY.layer_activation_bytes == 1024 + 256 + 128 + 1536 == 2944
+    # output layer: max(12V per masked token + 12h per token, 2Vh + 2V per token + 14h per token)
+    assert TINY.output_peak(10, 10) == max(12 * 512 * 10 + 12 * 64 * 10, 2 * 512 * 64 + 2 * 512 * 10 + 14 * 64 * 10)
+    assert TINY.output_peak(10, 10) == 84736 and TINY.output_peak(100, 100) == 691200  # the masked tokens dominate
+    assert memory.activations(TINY, 10, checkpointing=True) == 10 * 2 * 2 * 64 == 2560  # layer inputs only
+    assert memory.activations(TINY, 10, checkpointing=False) == 10 * 2 * 2944 == 58880
+    assert memory.step_peak(TINY, 10, 10, True) == 2560 + max(84736, 10 * 2944) == 87296
+    assert memory.step_peak(TINY, 10, 10, False) == 58880 + 84736
 
 
 def test_model_states_by_backend():
@@ -49,20 +53,24 @@ def test_model_states_by_backend():
 
 def test_llada_8b_numbers():
     assert LLADA.params == 2 * 126464 * 4096 + 32 * (4 * 4096**2 + 3 * 4096 * 12288 + 2 * 4096) + 4096 == 8015581184
-    assert LLADA.layer_activation_bytes == 163840  # 160 KiB per token per layer
-    gsm8k = memory.Column("gsm8k", 4096, 4, 1)
-    mirror = memory.Column("gsm8k", 4096, 4, 2)
-    assert (gsm8k.tokens, mirror.tokens, mirror.label) == (16384, 32768, "gsm8k x2")
-    assert memory.activations(LLADA, gsm8k.tokens, True) == 16384 * (32 * 8192 + 163840) == 6979321856
-    lines, warnings = memory.memory_table(LLADA, memory.LaunchPlan("zero2", 8), [gsm8k, mirror], True, 79.6)
+    assert LLADA.layer_activation_bytes == 196608  # 192 KiB per token per layer (measured: test_memory_measured)
+    # GSM8K's rows are at most ~500 tokens: the old worst case (4 x max_length 4096, 87.8 GiB for MIRROR) is gone
+    gsm8k = memory.Column("gsm8k", 512, 4, 1)
+    mirror = memory.Column("gsm8k", 512, 4, 2)
+    hitab = memory.Column("hitab", 4096, 4, 2)
+    assert (gsm8k.tokens, mirror.tokens, mirror.label, mirror.masked) == (2048, 4096, "gsm8k x2", 4096)
+    assert memory.activations(LLADA, gsm8k.tokens, True) == 2048 * 32 * 8192 == 536870912
+    assert LLADA.output_peak(2048, 2048) == 12 * 126464 * 2048 + 12 * 4096 * 2048 == 3208642560
+    lines, warnings = memory.memory_table(LLADA, memory.LaunchPlan("zero2", 8), [gsm8k, mirror, hitab], True, 79.6)
     total = next(line for line in lines if line.strip().startswith("total, checkpointing on"))
-    # 2N + 2N/8 + 12N/8 + activations + 16384 x (4h + 12V), in GiB
+    # 2N + 2N/8 + 12N/8 + layer inputs + output layer, in GiB
     n = LLADA.params
-    expect = (2 * n + 14 * n / 8 + 6979321856 + 16384 * (4 * 4096 + 12 * 126464)) / 2**30
-    assert total.split()[-2] == f"{expect:.1f}" == "57.9"
-    assert lines[-1].split()[-2:] == ["yes", "NO"]
-    assert warnings == ["WARNING: DeepSpeed ZeRO-2, 8 processes does not fit 79.6 GiB per GPU for gsm8k x2 "
-                        "(worst case 87.8 GiB)"]
+    expect = (2 * n + 14 * n / 8 + 536870912 + 3208642560) / 2**30
+    assert total.split()[-3] == f"{expect:.1f}" == "31.5"
+    assert total.split()[-2:] == ["35.0", "83.8"]
+    assert lines[-1].split()[-3:] == ["yes", "yes", "NO"]
+    assert warnings == ["WARNING: DeepSpeed ZeRO-2, 8 processes does not fit 79.6 GiB per GPU for hitab x2 "
+                        "(worst case 83.8 GiB)"]
 
 
 def test_known_shapes_match_known_parameter_counts():
@@ -116,26 +124,32 @@ def test_paper_dry_run_prints_the_memory_table_offline(capsys, monkeypatch, tmp_
     lines = _dry_run(capsys, tmp_path)
     start = next(i for i, line in enumerate(lines) if line.startswith("per-GPU memory"))
     assert lines[start].startswith("per-GPU memory (DeepSpeed ZeRO-2 (") and "8 processes; H100, 79.6 GiB" in lines[start]
+    assert lines[start + 1].endswith("micro-batch: gsm8k x1 4, gsm8k x2 4")  # micro_batch_size auto: 4 fits
     table = {line[:60].strip(): line[60:].split() for line in lines[start + 3:start + 13]}
     assert lines[start + 2].split()[-4:] == ["gsm8k", "x1", "gsm8k", "x2"]
     assert table["weights: bf16, replicated (2 B/param)"] == ["14.9", "14.9"]
-    assert table["activations, checkpointing on (layer inputs + 1 layer)"] == ["6.5", "13.0"]  # MIRROR: 2 views
-    assert table["total, checkpointing on (this run)"] == ["57.9", "87.8"]
-    assert table["fits 79.6 GiB (<= 90%)?"] == ["yes", "NO"]
+    # every MDM row EOS-padded to the task's canvas, data.pad_to 1,024 (mdm.bench.lengths.run_lengths), not
+    # max_length 4,096
+    assert table["activations, checkpointing on (layer inputs)"] == ["1.0", "2.0"]  # MIRROR: 2 views
+    assert table["total, checkpointing on (this run)"] == ["35.0", "41.9"]
+    assert table["fits 79.6 GiB (<= 90%)?"] == ["yes", "yes"]
     ckpt = next(line for line in lines if line.strip().startswith("checkpoints (model + optimizer"))
-    assert ckpt.strip() == "checkpoints (model + optimizer, 112 GB each; every 500 steps, keep 1): gsm8k 2 written " \
-        "(224 GB), disk 224 GB"
-    assert lines[-1].startswith("WARNING: DeepSpeed ZeRO-2") and "gsm8k x2" in lines[-1]
+    assert ckpt.strip() == "checkpoints (model + optimizer, 112 GB each; every 30 min of training, keep 1): per run " \
+        "in the cost plan"  # the wall-clock policy (training.checkpoint_minutes)
+    policy = next(line for line in lines if line.startswith("  checkpoints gsm8k"))
+    assert "every 30 min of training" in policy and "0 per run of 14min training" in policy
+    assert not [line for line in lines if line.startswith("WARNING")]
 
 
 def test_dry_run_launch_option_ddp_does_not_fit(capsys, tmp_path):
     lines = _dry_run(capsys, tmp_path, "--launch", str(ROOT / "benchmarks" / "accelerate" / "ddp.yaml"))
     assert any(line.startswith("per-GPU memory (DDP (") for line in lines)
     total = next(line for line in lines if line.strip().startswith("total, checkpointing on"))
-    one_view = 22 * LLADA.params + 6979321856 + 16384 * 1533952  # 22N + activations + output layer
-    two_views = 22 * LLADA.params + 2 * (6979321856 + 16384 * 1533952)
-    assert total.split()[-2:] == [f"{one_view / 2**30:.1f}", f"{two_views / 2**30:.1f}"] == ["194.1", "224.0"]
-    assert lines[-1].startswith("WARNING: DDP (") and "gsm8k x1, gsm8k x2" in lines[-1]
+    tokens = 4 * 1024  # micro-batch 4 (chosen for the preset's ZeRO-2) x GSM8K's canvas (pad_to)
+    one_view = 22 * LLADA.params + memory.step_peak(LLADA, tokens, tokens, True)  # 22N + the step
+    two_views = 22 * LLADA.params + memory.step_peak(LLADA, 2 * tokens, 2 * tokens, True)
+    assert total.split()[-2:] == [f"{one_view / 2**30:.1f}", f"{two_views / 2**30:.1f}"] == ["171.2", "178.2"]
+    assert any(line.startswith("WARNING: DDP (") and "gsm8k x1, gsm8k x2" in line for line in lines)
 
 
 def test_checkpoint_disk_by_hand():

@@ -169,8 +169,22 @@ def test_paper_dry_run_prints_the_full_plan_offline(capsys, monkeypatch, tmp_pat
         assert sum(family in r for r in rows) == 9
     assert "?" not in "".join(rows)  # parameter counts of every hub model are known offline
     to_run = next(line for line in lines if line.startswith("to run:"))
-    assert to_run.startswith("to run: 129 runs") and to_run.endswith("on 8 x H100 at an assumed MFU of 35%")
+    assert to_run.startswith("to run: 129 runs") and to_run.endswith(
+        "on 8 x H100 at an assumed MFU of 35% (6N FLOPs per token pass: training alone; the cost plan below splits a "
+        "run's time)")
     assert any(line.startswith("per-GPU memory (DeepSpeed ZeRO-2") for line in lines)  # tests/bench/test_bench_memory.py
+    # the cost plan (mdm.bench.plan_cost): one row per task and method, every one fits; the total split by part
+    head = next(i for i, line in enumerate(lines) if line.startswith("  task ") and "peak GiB" in line)
+    rows = [line.split() for line in lines[head + 1:] if line.split()[:1] and line.split()[0] in
+            ("gsm8k", "hitab", "openscience")]
+    assert len(rows) == 9 * 3 + 1 + 2 * 3 + 3 * 3  # 9 methods on 3 tasks, SyRM on hitab, the released pair, 3 ARMs
+    assert sum(int(r[2]) for r in rows) == 129 and {r[7] for r in rows} == {"yes"}
+    chosen = {(r[0], r[1]): int(r[3]) for r in rows}  # micro_batch_size auto: the largest that fits
+    assert chosen[("gsm8k", "mirror")] == 4 and chosen[("hitab", "mirror")] == 2
+    assert chosen[("openscience", "standard")] == 2 and chosen[("openscience", "mirror")] == 1
+    total = next(line for line in lines if line.startswith("total: 129 runs"))
+    assert "node-hours" in total and "incl. recompute and padding" in total and "evaluation" in total
+    assert not [line for line in lines if line.startswith("WARNING")]
 
 
 @pytest.mark.parametrize("name", ["table1", "table2", "regression"])
@@ -181,6 +195,8 @@ def test_shipped_specs_validate_and_dry_run(name, preset, capsys, tmp_path, monk
                  str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "?" not in next(line for line in out.splitlines() if line.startswith("to run:"))
+    if name != "regression":  # its paper preset is a 1-GPU smoke test of an 8B model (full AdamW: 18 B/param)
+        assert "does not fit" not in out  # no configuration of a table's preset that its own plan says does not fit
 
 
 def test_set_overrides_the_preset_before_validation(tmp_path, capsys):

@@ -128,7 +128,9 @@ def test_every_source_kind_reads_the_same_rows(tmp_path):
      "no column 'messages'; it has: question, answer"),
     ({"path": "d.jsonl"}, "test", "data.options.test_path", "no test source for accuracy"),
     ({"path": "empty.jsonl"}, "train", "data.options.path", "empty.jsonl: no rows"),
-    ({"path": "d.csv"}, "train", "data.options.path", "unsupported file type '.csv'; allowed: .jsonl, .json"),
+    ({"path": "d.tsv"}, "train", "data.options.path", "unsupported file type '.tsv'; allowed: .jsonl, .json, "
+     ".parquet, .csv"),
+    ({"path": "d.csv"}, "train", "data.options.path", "d.csv: no rows"),
     ({"hub_id": "someone/no-such-data"}, "train", "data.options.hub_id", "cannot load hub dataset "
      "'someone/no-such-data' offline"),
     ({}, "train", "data.options", "needs a source: path"),
@@ -141,6 +143,7 @@ def test_data_problems_are_one_clear_error(tmp_path, monkeypatch, options, split
     write_jsonl(tmp_path / "d.jsonl", [{"question": "q", "answer": "a"}])
     (tmp_path / "empty.jsonl").write_text("\n")
     (tmp_path / "d.csv").write_text("question,answer\n")
+    (tmp_path / "d.tsv").write_text("question\tanswer\n")
     (tmp_path / "bad.jsonl").write_text('{"prompt": "p", "response": "r"}\n{"prompt": \n')
     write_jsonl(tmp_path / "turns.jsonl", [{"messages": [{"role": "user", "content": "hi"}]}])
     write_jsonl(tmp_path / "ragged.jsonl", [{"prompt": "p", "response": "r"}, {"prompt": "p"}])
