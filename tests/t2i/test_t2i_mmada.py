@@ -184,12 +184,12 @@ def test_table2_paper_preset_runs_on_tiny_mmada_and_magvit_to_records_and_report
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for method in ("ppots+mirror", "standard", "ppots", "mirror"):
-        record = json.loads((tmp_path / f"runs/table2/text-to-image/{method}/seed42/record.json").read_text())
+        record = json.loads((tmp_path / f"runs/table2@paper/text-to-image/{method}/seed42/record.json").read_text())
         ev = record["eval"]["text-to-image"]
         assert record["status"] == "done" and ev["format"] == "mmada" and ev["n_eval"] == 4, method
         assert ev["image_tokenizer"]["name"] == "magvitv2" and ev["decoding"]["guidance_scale"] == 1.5
         assert 0 <= record["metrics"]["clip_score"] <= 100 and record["metrics"]["heldout_loss"] > 0
-    report = subprocess.run([sys.executable, "-m", "mdm.cli", "report", str(tmp_path / "runs/table2"), "--out",
+    report = subprocess.run([sys.executable, "-m", "mdm.cli", "report", str(tmp_path / "runs/table2@paper"), "--out",
                              str(tmp_path / "report")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stderr[-3000:]
     assert "text-to-image" in (tmp_path / "report/leaderboard.md").read_text()
