@@ -13,7 +13,7 @@ def cmd_bench(args) -> None:
     from mdm.bench.spec import expand, load_spec, parse_only, parse_shard, select
 
     spec = load_spec(args.spec, args.set, args.preset)  # every problem is one ConfigError line, before any compute
-    from mdm.bench.runner import print_plan  # deferred: imports torch: after the spec's errors
+    from mdm.bench.dry_run import print_plan  # deferred: imports torch: after the spec's errors
     shard = parse_shard(args.shard)
     if args.jobs < 1:
         raise ConfigError("--jobs", f"must be >= 1; got {args.jobs}")
@@ -64,10 +64,10 @@ def gpu_preset(preset) -> bool:
 
 def check_ready(spec, preset_name: str, runs, jobs: int, results: str) -> None:
     """mdm.bench.preflight: one line per missing item with its fix on stderr, then exit 2."""
-    # deferred: plan_cost, preflight and runner import torch: only for a GPU preset's run
+    # deferred: plan_cost, preflight and dry_run import torch: only for a GPU preset's run
+    from mdm.bench.dry_run import estimate, record_status
     from mdm.bench.plan_cost import disk_needed
     from mdm.bench.preflight import preflight
-    from mdm.bench.runner import estimate, record_status
 
     preset = spec.bench.presets[preset_name]
     todo = [r for r in runs if record_status(r) != "done"]

@@ -14,8 +14,9 @@ Time, on `hardware.count` GPUs at `hardware.mfu` of their bf16 peak (an assumpti
               reused by every seed and method of the task).
   evaluation  the task's decoding settings: every prompt runs `steps` full forwards of prompt + gen_length tokens
               (no KV cache for a bidirectional model), early stop after the block holding the answer's end where
-              the answer length is known (else every block: an upper bound); ARM rows decode with a KV cache. On
-              EVAL_GPUS GPUs: the bench process's own device today (issue 28 item 3 shards it over the launch).
+              the answer length is known (else every block: an upper bound); ARM rows decode with a KV cache.
+              Evaluation is its own job under the run's launch (mdm.eval.launch): batches of `batch_size` prompts
+              dealt round-robin to the launch's processes, so it takes ceil(batches / processes) batch times.
   checkpoints each checkpoint written at CHECKPOINT_GBPS, the final model written and read back for evaluation
               at the same speed, the model read at the start.
 """
@@ -31,7 +32,6 @@ from mdm.bench.lengths import Lengths, run_lengths, task_lengths
 from mdm.errors import ConfigError
 
 CHECKPOINT_GBPS = 1.0  # GB/s to and from the run folder's disk (a node's NVMe does 2-6, a shared filesystem 0.5-2)
-EVAL_GPUS = 1  # evaluation runs in the bench process on its one device (issue 28 item 3: all of the launch's)
 TEST_ITEMS = {"gsm8k": 1319, "hitab": 1584, "openscience": 1000, "text-to-image": 1000}  # scored items per run
 # mean answer tokens where known (early stop); the rest decode every block
 ANSWER_TOKENS = {"gsm8k": None, "hitab": None, "openscience": None}
@@ -136,13 +136,14 @@ def run_time(run, preset, arch, lengths: Lengths, mb: int, views_cost: float, st
     acc = cfg.eval.accuracy or {}
     eval_h, eval_note = 0.0, "no accuracy evaluation"
     items = acc.get("limit") or acc.get("n") or TEST_ITEMS.get(run.task, 0)
+    gpus = eval_gpus(items, int(acc.get("batch_size", 16)), launch.processes if launch else 1)
     if run.task == "text-to-image":
         steps_dec = int(acc.get("steps", 12))
         tokens = text.mean
         cfg_passes = 2 if float(acc.get("guidance_scale", 0) or 0) > 0 else 1  # classifier-free guidance
         eval_flops = items * steps_dec * cfg_passes * tokens * _flops_per_token(arch, n, tokens, False, False)
         eval_note = f"{items} images x {steps_dec} steps x {cfg_passes} passes"
-        eval_h = _hours(eval_flops, EVAL_GPUS, hw)
+        eval_h = _hours(eval_flops, gpus, hw)
     elif items:
         gen = int(acc.get("gen_length", 128))
         dec_steps = int(acc.get("steps", gen))
@@ -161,7 +162,10 @@ def run_time(run, preset, arch, lengths: Lengths, mb: int, views_cost: float, st
             eval_note = f"{items} prompts x {calls:g} forwards of {prompt + gen:.0f} tokens" + (
                 "" if answer else " (no early stop counted)") + (
                 "" if text.prompt_mean is not None else "; prompt length unknown: the whole row's, an upper bound")
-        eval_h = _hours(eval_flops, EVAL_GPUS, hw)
+        eval_h = _hours(eval_flops, gpus, hw)
+    if eval_h:
+        bs = int(acc.get("batch_size", 16))
+        eval_note += f"; batches of {bs} over {launch.processes if launch else 1} processes ({gpus:.3g} GPUs' worth)"
     every = cfg.training.checkpoint_every
     every = max(1, math.ceil(steps / 4)) if every == "auto" else every
     ckpt = memory.checkpoint_disk(n, launch, steps, every, cfg.training.keep_checkpoints)
@@ -177,9 +181,17 @@ def run_time(run, preset, arch, lengths: Lengths, mb: int, views_cost: float, st
     step_h = train_h / max(1, steps)
     interval = min(x for x in (step_h * every if every else None, minutes / 60 if minutes else None, math.inf)
                    if x is not None)
-    return {"train_h": train_h, "eval_h": eval_h, "io_h": io_h, "eval_note": eval_note, "ckpt": ckpt,
+    return {"train_h": train_h, "eval_h": eval_h, "io_h": io_h, "eval_note": eval_note, "ckpt": ckpt, "eval_gpus": gpus,
             "every": every, "minutes": minutes, "interval_h": None if interval == math.inf else interval,
             "model_bytes": model_bytes, "disk_peak": ckpt["peak"] + model_bytes}
+
+
+def eval_gpus(items: int, batch_size: int, processes: int) -> float:
+    """GPUs' worth of a sharded evaluation: `items` prompts in batches of `batch_size`, the batches dealt round-robin
+    to `processes` (mdm.sampler.generate's shard), so it takes ceil(batches / processes) batch times, not
+    batches / processes (8 batches on 8 GPUs: 8; 9 batches: 4.5)."""
+    batches = max(1, math.ceil(items / max(1, batch_size)))
+    return batches / math.ceil(batches / max(1, processes))
 
 
 def pilot_time(run, preset, arch, lengths: Lengths) -> float:
@@ -201,7 +213,7 @@ def _h(x: float) -> str:
 
 def print_cost_plan(preset, runs, estimates: dict, launch_file: str | None, echo=print) -> dict | None:
     """Per (task, method) row: micro-batch, peak GiB, fits, hours per run by part; then the table's node-hours and
-    disk. `estimates`: run.index -> mdm.bench.runner.estimate(run) (steps, sequences, cost). None when the preset
+    disk. `estimates`: run.index -> mdm.bench.dry_run.estimate(run) (steps, sequences, cost). None when the preset
     has no launch config or no GPU hardware (the tiny preset: its measured rate is the plan)."""
     # deferred: the method registry imports torch
     from mdm.objective import Method
@@ -213,8 +225,8 @@ def print_cost_plan(preset, runs, estimates: dict, launch_file: str | None, echo
         return None
     peak = hw.peak_tflops or PEAK_TFLOPS.get(hw.name)
     echo(f"cost plan ({hw.count} x {hw.name}, {capacity:.1f} GiB each, bf16 peak {peak:g} TFLOP/s at an assumed MFU "
-         f"of {hw.mfu:.0%}; {launch.title}; checkpoints at {CHECKPOINT_GBPS:g} GB/s; evaluation on {EVAL_GPUS} "
-         f"GPU{'s' * (EVAL_GPUS > 1)}):")
+         f"of {hw.mfu:.0%}; {launch.title}; checkpoints at {CHECKPOINT_GBPS:g} GB/s; evaluation sharded over the "
+         f"launch's {launch.processes} process{'es' * (launch.processes > 1)}):")
     groups: dict[tuple, list] = {}
     for r in runs:
         groups.setdefault((r.task, r.method_dir, r.config.model.source), []).append(r)
@@ -288,7 +300,7 @@ def print_cost_plan(preset, runs, estimates: dict, launch_file: str | None, echo
     total["node_h"] = total["train_h"] + total["eval_h"] + total["io_h"] + total["pilot_h"]
     echo(f"total: {total['runs']} runs, {total['node_h']:.1f} node-hours on {hw.count} x {hw.name} "
          f"(training {total['train_h']:.1f} h incl. recompute and padding, pilots {total['pilot_h']:.1f} h, "
-         f"evaluation {total['eval_h']:.1f} h on {EVAL_GPUS} GPU, checkpoint I/O {total['io_h']:.1f} h); disk "
+         f"evaluation {total['eval_h']:.1f} h over the launch's {launch.processes} GPUs, checkpoint I/O {total['io_h']:.1f} h); disk "
          f"{(total['models'] + total['ckpt_peak']) / 1e12:.2f} TB (each run's model/ "
          f"{total['models'] / 1e12:.2f} TB in all + one run's checkpoints {total['ckpt_peak'] / 1e9:.0f} GB)")
     if total["no_fit"]:

@@ -11,7 +11,7 @@ an optional accelerate `launch`. The plan is the deterministic cross product, in
 
 Two presets of one spec never share a run folder: the default preset's (`tiny`) records live under
 `<results>/<bench>/`, any other preset P's under `<results>/<bench>@P/` (`records_root`); and a record that another
-preset or configuration wrote is never taken as done (`mdm.bench.runner.stale_of`).
+preset or configuration wrote is never taken as done (`mdm.bench.records.stale_of`).
 """
 
 from __future__ import annotations

@@ -185,6 +185,36 @@ def test_paper_dry_run_prints_the_full_plan_offline(capsys, monkeypatch, tmp_pat
     total = next(line for line in lines if line.startswith("total: 129 runs"))
     assert "node-hours" in total and "incl. recompute and padding" in total and "evaluation" in total
     assert not [line for line in lines if line.startswith("WARNING")]
+    # evaluation is a job of the run's own launch (mdm.eval.launch), sharded over its 8 processes, and the cost is
+    # said once: no second GPU-hours line (mdm.bench.eval_cost) beside the cost plan
+    assert "evaluation sharded over the launch's 8 processes" in next(x for x in lines if x.startswith("cost plan"))
+    assert "over the launch's 8 GPUs" in total and not [x for x in lines if x.startswith("GPU-hours")]
+
+
+@pytest.mark.parametrize("items,batch,processes,gpus", [(128, 16, 8, 8), (144, 16, 8, 4.5), (1319, 16, 8, 83 / 11),
+                                                          (10, 16, 8, 1), (1319, 16, 1, 1)])
+def test_sharded_evaluation_counts_whole_rounds_of_batches(items, batch, processes, gpus):
+    from mdm.bench.plan_cost import eval_gpus
+
+    assert eval_gpus(items, batch, processes) == pytest.approx(gpus)
+
+
+def test_evaluation_hours_divide_by_the_launch_processes(monkeypatch, tmp_path):
+    """One paper run's evaluation time under an 8-process launch is its 1-process time / eval_gpus, training unchanged."""
+    from mdm.bench import memory, plan_cost
+    from mdm.bench.dry_run import estimate
+    from mdm.bench.lengths import run_lengths, task_lengths
+
+    monkeypatch.chdir(ROOT)
+    spec = load_spec(SPECS / "table1.yaml", preset="paper")
+    run = next(r for r in expand(spec, "paper", tmp_path) if r.task == "gsm8k" and r.family == "mdm")
+    preset = spec.bench.presets["paper"]
+    arch, e = memory.arch_of(run.config.model), estimate(run, preset)
+    rows, text = run_lengths(run.config.data, run.config.model), task_lengths(run.config.data, run.config.model)
+    times = {n: plan_cost.run_time(run, preset, arch, rows, 4, 1.0, e["steps"], e["sequences"],
+                                   memory.LaunchPlan("zero2", n), text) for n in (1, 8)}
+    assert times[8]["train_h"] == times[1]["train_h"] and times[1]["eval_h"] > 0
+    assert times[8]["eval_h"] == pytest.approx(times[1]["eval_h"] / plan_cost.eval_gpus(1319, 16, 8))
 
 
 @pytest.mark.parametrize("name", ["table1", "table2", "regression"])
@@ -232,7 +262,8 @@ def test_task_seeds_replace_the_specs_seeds_for_that_task_only(tmp_path):
 
 
 def test_parallel_schedule_starts_each_task_then_the_cheaper_task_longest_first(tmp_path):
-    from mdm.bench.runner import estimate, schedule
+    from mdm.bench.dry_run import estimate
+    from mdm.bench.runner import schedule
 
     path = tmp_path / "t.yaml"
     path.write_text(yaml.safe_dump(GOOD))

@@ -84,7 +84,7 @@ def time_limit(settings: SlurmSettings, runs: list[PlannedRun], preset) -> str |
     """The section's time, else twice the longest run's estimate plus 30 minutes (24 h when it has no estimate)."""
     if settings.time is not None:
         return settings.time
-    from mdm.bench.runner import estimate  # deferred: imports torch; only where no time limit is given
+    from mdm.bench.dry_run import estimate  # deferred: imports torch; only where no time limit is given
 
     hours = [estimate(r, preset)["hours"] for r in runs]
     if not hours or any(h is None for h in hours):

@@ -10,7 +10,7 @@ nothing ran. squeue is asked only when some run has a job.
 from __future__ import annotations
 
 from mdm.bench.executors.slurm import live_state, slurm_dir, squeue
-from mdm.bench.runner import stale_of
+from mdm.bench.records import stale_of
 from mdm.bench.spec import PlannedRun, Spec
 from mdm.errors import ConfigError
 from mdm.io import read_json
