@@ -232,10 +232,14 @@ def test_a_10mb_row_is_dropped_in_seconds_and_ctrl_c_works(tmp_path, cache):
     data = write_jsonl(tmp_path / "big.jsonl", items)
     run = tmp_path / "run"
     cfg = config(tmp_path, cache, data, run, max_steps=100_000, checkpoint_every=None)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONFAULTHANDLER": "1"}
     start = time.time()
+    # SIGINT as in a terminal's foreground job: a test runner started in the background (`.ci/run &`) ignores it, and
+    # an ignored signal stays ignored in every child (Python then installs no KeyboardInterrupt handler)
     proc = subprocess.Popen([sys.executable, "-m", "mdm.cli", "train", str(cfg)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         seen = []
         for line in proc.stderr:  # the drop is reported at setup, before the first step
@@ -248,7 +252,11 @@ def test_a_10mb_row_is_dropped_in_seconds_and_ctrl_c_works(tmp_path, cache):
         time.sleep(1.0)  # training now
         proc.send_signal(signal.SIGINT)
         t0 = time.time()
-        out, err = proc.communicate(timeout=60)
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # where it hangs: faulthandler (PYTHONFAULTHANDLER) dumps every stack
+            proc.send_signal(signal.SIGABRT)
+            pytest.fail(f"no exit 60 s after SIGINT; stacks: {proc.communicate(timeout=60)[1][-6000:]}")
         assert time.time() - t0 < 30  # ~5 s (SIGINT did not stop it before)
     finally:
         if proc.poll() is None:
