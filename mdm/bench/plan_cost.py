@@ -158,10 +158,13 @@ def run_time(run, preset, arch, lengths: Lengths, mb: int, views_cost: float, st
             blocks = max(1, gen // block)
             done = min(blocks, math.ceil(answer / block)) if answer else blocks
             calls = dec_steps * done / blocks
+            ratio, faster = fast_decoding(acc)
+            calls *= ratio or 1.0
             eval_flops = items * calls * (prompt + gen) * _flops_per_token(arch, n, prompt + gen, False, False)
             eval_note = f"{items} prompts x {calls:g} forwards of {prompt + gen:.0f} tokens" + (
                 "" if answer else " (no early stop counted)") + (
-                "" if text.prompt_mean is not None else "; prompt length unknown: the whole row's, an upper bound")
+                "" if text.prompt_mean is not None else "; prompt length unknown: the whole row's, an upper bound") + (
+                faster or "")
         eval_h = _hours(eval_flops, gpus, hw)
     if eval_h:
         bs = int(acc.get("batch_size", 16))
@@ -184,6 +187,25 @@ def run_time(run, preset, arch, lengths: Lengths, mb: int, views_cost: float, st
     return {"train_h": train_h, "eval_h": eval_h, "io_h": io_h, "eval_note": eval_note, "ckpt": ckpt, "eval_gpus": gpus,
             "every": every, "minutes": minutes, "interval_h": None if interval == math.inf else interval,
             "model_bytes": model_bytes, "disk_peak": ckpt["peak"] + model_bytes}
+
+
+def fast_decoding(acc: dict) -> tuple[float | None, str | None]:
+    """A faster decoding than the paper's (`eval.accuracy.decoding`: strategy threshold / factor, mdm.decoding):
+    its model calls per item as a fraction of exact decoding's, measured by benchmarks/perf/decoding.py on the tiny
+    tasks (mdm.decoding.measured_calls_ratio, mean over them), and the note saying so; (None, None) for the paper's
+    decoding; (None, note) when that decoding was never measured (exact decoding's calls are counted: an upper
+    bound). A KV cache cuts the tokens of each call, not the calls: not counted."""
+    # deferred: the decoding registry, only for a plan whose evaluation sets a decoding
+    from mdm.decoding import DEFAULT_KEY, KNOBS, decoding_key, measured_calls_ratio
+
+    knobs = dict(acc.get("decoding") or {}) | {k: acc[k] for k in KNOBS if k in acc}
+    key = decoding_key(knobs)
+    if key.split("+")[0] == DEFAULT_KEY:
+        return None, None
+    ratio = measured_calls_ratio(knobs)
+    if ratio is None:
+        return None, f"; decoding {key}: calls never measured (benchmarks/perf/decoding.py), exact's counted"
+    return ratio, f"; decoding {key}: x{ratio:.3g} of exact's calls (measured on the tiny tasks)"
 
 
 def eval_gpus(items: int, batch_size: int, processes: int) -> float:

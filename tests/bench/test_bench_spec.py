@@ -283,3 +283,36 @@ def test_parallel_schedule_starts_each_task_then_the_cheaper_task_longest_first(
         c = [cost[r.index] for r in order[2:] if r.task == task]
         assert c == sorted(c, reverse=True)
     assert schedule(plan, None) == plan
+
+
+def test_a_faster_decoding_scales_the_evaluation_by_its_measured_calls(monkeypatch, tmp_path):
+    """eval.accuracy.decoding threshold0.95: the plan's evaluation is exact's times the calls ratio that
+    benchmarks/perf/decoding.py measured (mean over tasks); a decoding never measured counts exact's calls, and says so."""
+    import json
+
+    from mdm.bench import memory, plan_cost
+    from mdm.bench.dry_run import estimate
+    from mdm.bench.lengths import run_lengths, task_lengths
+
+    measured = tmp_path / "decoding.json"
+    measured.write_text(json.dumps({"rows": [{"task": "arith", "decoding": "threshold0.95", "calls_ratio": 0.2},
+                                             {"task": "arithlong", "decoding": "threshold0.95", "calls_ratio": 0.3}]}))
+    monkeypatch.setenv("MDM_DECODING_MEASURED", str(measured))
+    monkeypatch.chdir(ROOT)
+    spec = load_spec(SPECS / "table1.yaml", preset="paper")
+    run = next(r for r in expand(spec, "paper", tmp_path / "runs") if r.task == "gsm8k" and r.family == "mdm")
+    preset = spec.bench.presets["paper"]
+    arch, e = memory.arch_of(run.config.model), estimate(run, preset)
+    rows, text = run_lengths(run.config.data, run.config.model), task_lengths(run.config.data, run.config.model)
+
+    def plan(decoding):
+        run.config.eval.accuracy = {**run.config.eval.accuracy, "decoding": decoding}
+        return plan_cost.run_time(run, preset, arch, rows, 4, 1.0, e["steps"], e["sequences"],
+                                  memory.LaunchPlan("zero2", 8), text)
+
+    exact = plan({})
+    fast = plan({"strategy": "threshold", "threshold": 0.95})
+    assert fast["eval_h"] == pytest.approx(exact["eval_h"] * 0.25) and fast["train_h"] == exact["train_h"]
+    assert "decoding threshold0.95: x0.25 of exact's calls" in fast["eval_note"]
+    never = plan({"strategy": "threshold", "threshold": 0.42})
+    assert never["eval_h"] == pytest.approx(exact["eval_h"]) and "calls never measured" in never["eval_note"]
