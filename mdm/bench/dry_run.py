@@ -58,9 +58,10 @@ def print_plan(spec: Spec, preset_name: str, all_runs: list[PlannedRun], runs: l
     echo(f"  {'#':>3}  {'task':<12} {'method':<24} {'family':<26} {'seed':>6}  {'status':<8} {'steps':>6} "
          f"{'passes/seq':>10} {'token passes':>13} {'FLOP':>9} {'time':>8}")
     total = {"runs": 0, "token_passes": 0.0, "flops": 0.0, "hours": 0.0, "unknown": 0}
+    estimates = {r.index: estimate(r, preset) for r in runs}
     stale = []
     for r in runs:
-        e = estimate(r, preset)
+        e = estimates[r.index]
         status = record_status(r)
         if status == "stale":
             stale.append(r)
@@ -92,8 +93,8 @@ def print_plan(spec: Spec, preset_name: str, all_runs: list[PlannedRun], runs: l
          f"{human(total['flops'])}FLOP, {time_text}")
     if plan_cost.launch_of(preset, launch_file) is None:  # else the cost plan below splits the hours itself
         print_gpu_hours(preset, runs, total, echo)
-    print_memory(preset, runs, launch_file, echo)
-    plan_cost.print_cost_plan(preset, runs, {r.index: estimate(r, preset) for r in runs}, launch_file, echo)
+    print_memory(preset, runs, estimates, launch_file, echo)
+    plan_cost.print_cost_plan(preset, runs, estimates, launch_file, echo)
     return total
 
 
@@ -110,9 +111,10 @@ def print_gpu_hours(preset, runs: list[PlannedRun], total: dict, echo=print) -> 
          f"likelihood; {ev['flops'] / 1e18:.1f} EFLOP); total {train_h + ev['hours']:.1f}")
 
 
-def print_memory(preset, runs: list[PlannedRun], launch_file: str | None, echo=print) -> None:
+def print_memory(preset, runs: list[PlannedRun], estimates: dict, launch_file: str | None, echo=print) -> None:
     """Per-GPU memory by component of each model of the plan under the launch config (mdm.bench.memory), the
-    fit on the preset's GPU, and the checkpoint disk per run. Nothing without a launch config (`--launch`)."""
+    fit on the preset's GPU, and the checkpoint disk per run (`estimates`: run.index -> `estimate`). Nothing without
+    a launch config (`--launch`)."""
     path = launch_file or (preset.launch.config_file if preset.launch else None)
     one_gpu = preset.hardware is not None and preset.hardware.count == 1 and not preset.hardware.tokens_per_s
     if (path is None and not one_gpu) or not runs:
@@ -153,7 +155,7 @@ def print_memory(preset, runs: list[PlannedRun], launch_file: str | None, echo=p
             echo(f"    checkpoints (model + optimizer, {memory.checkpoint_bytes(arch.params, launch) / 1e9:.0f} GB each; "
                  f"every {t.checkpoint_minutes:g} min of training, keep {t.keep_checkpoints}): per run in the cost plan")
         if isinstance(t.checkpoint_every, int):  # "auto": decided when the run starts
-            disk = {r.task: memory.checkpoint_disk(arch.params, launch, estimate(r, preset)["steps"],
+            disk = {r.task: memory.checkpoint_disk(arch.params, launch, estimates[r.index]["steps"],
                                                    t.checkpoint_every, t.keep_checkpoints) for r in group}
             size = next(iter(disk.values()))["size"]
             echo(f"    checkpoints (model + optimizer, {size / 1e9:.0f} GB each; every {t.checkpoint_every} steps, "
@@ -161,7 +163,7 @@ def print_memory(preset, runs: list[PlannedRun], launch_file: str | None, echo=p
                      f"{task} {d['count']} written ({d['written'] / 1e9:.0f} GB), disk {d['peak'] / 1e9:.0f} GB"
                      for task, d in disk.items()))
             if t.save_model_every:
-                snaps = {r.task: memory.snapshot_disk(arch.params, launch, estimate(r, preset)["steps"],
+                snaps = {r.task: memory.snapshot_disk(arch.params, launch, estimates[r.index]["steps"],
                                                       t.save_model_every, t.keep_models) for r in group}
                 echo(f"    model snapshots (weights only, {next(iter(snaps.values()))['size'] / 1e9:.0f} GB each; every "
                      f"{t.save_model_every} steps, keep {t.keep_models or 'all'}): " + ", ".join(

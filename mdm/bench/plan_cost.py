@@ -136,7 +136,8 @@ def run_time(run, preset, arch, lengths: Lengths, mb: int, views_cost: float, st
     acc = cfg.eval.accuracy or {}
     eval_h, eval_note = 0.0, "no accuracy evaluation"
     items = acc.get("limit") or acc.get("n") or TEST_ITEMS.get(run.task, 0)
-    gpus = eval_gpus(items, int(acc.get("batch_size", 16)), launch.processes if launch else 1)
+    batch, processes = int(acc.get("batch_size", 16)), launch.processes if launch else 1
+    gpus = eval_gpus(items, batch, processes)
     if run.task == "text-to-image":
         steps_dec = int(acc.get("steps", 12))
         tokens = text.mean
@@ -167,8 +168,7 @@ def run_time(run, preset, arch, lengths: Lengths, mb: int, views_cost: float, st
                 faster or "")
         eval_h = _hours(eval_flops, gpus, hw)
     if eval_h:
-        bs = int(acc.get("batch_size", 16))
-        eval_note += f"; batches of {bs} over {launch.processes if launch else 1} processes ({gpus:.3g} GPUs' worth)"
+        eval_note += f"; batches of {batch} over {processes} processes ({gpus:.3g} GPUs' worth)"
     every = cfg.training.checkpoint_every
     every = max(1, math.ceil(steps / 4)) if every == "auto" else every
     ckpt = memory.checkpoint_disk(n, launch, steps, every, cfg.training.keep_checkpoints)
@@ -184,7 +184,7 @@ def run_time(run, preset, arch, lengths: Lengths, mb: int, views_cost: float, st
     step_h = train_h / max(1, steps)
     interval = min(x for x in (step_h * every if every else None, minutes / 60 if minutes else None, math.inf)
                    if x is not None)
-    return {"train_h": train_h, "eval_h": eval_h, "io_h": io_h, "eval_note": eval_note, "ckpt": ckpt, "eval_gpus": gpus,
+    return {"train_h": train_h, "eval_h": eval_h, "io_h": io_h, "eval_note": eval_note, "ckpt": ckpt,
             "every": every, "minutes": minutes, "interval_h": None if interval == math.inf else interval,
             "model_bytes": model_bytes, "disk_peak": ckpt["peak"] + model_bytes}
 

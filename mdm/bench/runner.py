@@ -27,7 +27,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
-from mdm.bench.dry_run import estimate, print_plan
+from mdm.bench.dry_run import estimate
 from mdm.bench.memory import read_launch
 from mdm.bench.records import record_status, stale_of
 from mdm.bench.spec import PlannedRun, Spec
@@ -38,8 +38,6 @@ from mdm.eval.launch import free_device_memory, launched_eval
 from mdm.io import atomic_write_json, atomic_write_text, read_json
 from mdm.provenance import code_version, hardware
 from mdm.train.trainer import RESULT, set_aside, train_run
-
-__all__ = ["estimate", "execute", "print_plan", "record_status", "run_plan", "schedule", "stale_of"]
 
 DEEPSPEED_MISSING = ("DeepSpeed is not installed: pip install 'mdm[deepspeed]' (make setup GPU=1 does), or launch "
                      "with benchmarks/accelerate/fsdp.yaml")

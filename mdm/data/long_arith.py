@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from mdm.data.tasks import NAMES, OBJECTS, _split_of
+from mdm.data.generated import NAMES, OBJECTS, _split_of
 from mdm.errors import ConfigError
 
 

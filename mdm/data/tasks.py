@@ -45,7 +45,7 @@ from mdm.data.formats import (  # noqa: F401  (re-exported: the task layer's tex
     render_table_html,
     table_prompt,
 )
-from mdm.data.generated import LEVELS, NAMES, OBJECTS, _split_of, generate  # noqa: F401  (re-exported)
+from mdm.data.generated import generate
 from mdm.data.real_data import (  # noqa: F401  (re-exported: loaders of the real data)
     OPENSCIENCE_HUB_ID,
     approx_tokens,

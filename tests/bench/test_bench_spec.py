@@ -199,22 +199,32 @@ def test_sharded_evaluation_counts_whole_rounds_of_batches(items, batch, process
     assert eval_gpus(items, batch, processes) == pytest.approx(gpus)
 
 
-def test_evaluation_hours_divide_by_the_launch_processes(monkeypatch, tmp_path):
-    """One paper run's evaluation time under an 8-process launch is its 1-process time / eval_gpus, training unchanged."""
+def paper_gsm8k_time(results, decoding=None, processes: int = 8) -> dict:
+    """mdm.bench.plan_cost.run_time of the paper preset's first GSM8K MDM run at micro-batch 4 under a ZeRO-2 launch
+    of `processes`, with eval.accuracy.decoding set to `decoding` (None: the spec's)."""
     from mdm.bench import memory, plan_cost
     from mdm.bench.dry_run import estimate
     from mdm.bench.lengths import run_lengths, task_lengths
 
-    monkeypatch.chdir(ROOT)
     spec = load_spec(SPECS / "table1.yaml", preset="paper")
-    run = next(r for r in expand(spec, "paper", tmp_path) if r.task == "gsm8k" and r.family == "mdm")
+    run = next(r for r in expand(spec, "paper", results) if r.task == "gsm8k" and r.family == "mdm")
+    if decoding is not None:
+        run.config.eval.accuracy = {**run.config.eval.accuracy, "decoding": decoding}
     preset = spec.bench.presets["paper"]
-    arch, e = memory.arch_of(run.config.model), estimate(run, preset)
-    rows, text = run_lengths(run.config.data, run.config.model), task_lengths(run.config.data, run.config.model)
-    times = {n: plan_cost.run_time(run, preset, arch, rows, 4, 1.0, e["steps"], e["sequences"],
-                                   memory.LaunchPlan("zero2", n), text) for n in (1, 8)}
+    e = estimate(run, preset)
+    return plan_cost.run_time(run, preset, memory.arch_of(run.config.model), run_lengths(run.config.data, run.config.model),
+                              4, 1.0, e["steps"], e["sequences"], memory.LaunchPlan("zero2", processes),
+                              task_lengths(run.config.data, run.config.model))
+
+
+def test_evaluation_hours_divide_by_the_launch_processes(monkeypatch, tmp_path):
+    """One paper run's evaluation time under an 8-process launch is its 1-process time / eval_gpus, training unchanged."""
+    from mdm.bench.plan_cost import eval_gpus
+
+    monkeypatch.chdir(ROOT)
+    times = {n: paper_gsm8k_time(tmp_path, processes=n) for n in (1, 8)}
     assert times[8]["train_h"] == times[1]["train_h"] and times[1]["eval_h"] > 0
-    assert times[8]["eval_h"] == pytest.approx(times[1]["eval_h"] / plan_cost.eval_gpus(1319, 16, 8))
+    assert times[8]["eval_h"] == pytest.approx(times[1]["eval_h"] / eval_gpus(1319, 16, 8))
 
 
 @pytest.mark.parametrize("name", ["table1", "table2", "regression"])
@@ -290,29 +300,14 @@ def test_a_faster_decoding_scales_the_evaluation_by_its_measured_calls(monkeypat
     benchmarks/perf/decoding.py measured (mean over tasks); a decoding never measured counts exact's calls, and says so."""
     import json
 
-    from mdm.bench import memory, plan_cost
-    from mdm.bench.dry_run import estimate
-    from mdm.bench.lengths import run_lengths, task_lengths
-
     measured = tmp_path / "decoding.json"
     measured.write_text(json.dumps({"rows": [{"task": "arith", "decoding": "threshold0.95", "calls_ratio": 0.2},
                                              {"task": "arithlong", "decoding": "threshold0.95", "calls_ratio": 0.3}]}))
     monkeypatch.setenv("MDM_DECODING_MEASURED", str(measured))
     monkeypatch.chdir(ROOT)
-    spec = load_spec(SPECS / "table1.yaml", preset="paper")
-    run = next(r for r in expand(spec, "paper", tmp_path / "runs") if r.task == "gsm8k" and r.family == "mdm")
-    preset = spec.bench.presets["paper"]
-    arch, e = memory.arch_of(run.config.model), estimate(run, preset)
-    rows, text = run_lengths(run.config.data, run.config.model), task_lengths(run.config.data, run.config.model)
-
-    def plan(decoding):
-        run.config.eval.accuracy = {**run.config.eval.accuracy, "decoding": decoding}
-        return plan_cost.run_time(run, preset, arch, rows, 4, 1.0, e["steps"], e["sequences"],
-                                  memory.LaunchPlan("zero2", 8), text)
-
-    exact = plan({})
-    fast = plan({"strategy": "threshold", "threshold": 0.95})
+    exact = paper_gsm8k_time(tmp_path, {})
+    fast = paper_gsm8k_time(tmp_path, {"strategy": "threshold", "threshold": 0.95})
     assert fast["eval_h"] == pytest.approx(exact["eval_h"] * 0.25) and fast["train_h"] == exact["train_h"]
     assert "decoding threshold0.95: x0.25 of exact's calls" in fast["eval_note"]
-    never = plan({"strategy": "threshold", "threshold": 0.42})
+    never = paper_gsm8k_time(tmp_path, {"strategy": "threshold", "threshold": 0.42})
     assert never["eval_h"] == pytest.approx(exact["eval_h"]) and "calls never measured" in never["eval_note"]
