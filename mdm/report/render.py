@@ -50,7 +50,7 @@ def context_of(df: pd.DataFrame) -> dict:
     context["decoding"] = "; ".join(f"{task}: `{' | '.join(v)}`" for task, v in decoding.items() if v) or "-"
     keys = distinct("decoding_key")
     if keys:  # read_records keeps one decoding: every score on the page was decoded alike
-        context["decoding"] = f"{' | '.join(keys)} (mdm.decoding key; exact = the paper's LLaDA decoding): " + \
+        context["decoding"] = f"{' | '.join(keys)} (mdm.decoding key; exact = the paper's own decoding, no faster strategy or cache): " + \
             context["decoding"]
     return context
 
